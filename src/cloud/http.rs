@@ -1,0 +1,121 @@
+//! The HTTP plumbing shared by the REST clients: bearer tokens (or none, for emulators), sending a
+//! request, and turning Google's error bodies into [`CloudError`].
+
+use super::CloudError;
+use google_cloud_auth::credentials::{AccessTokenCredentials, Builder};
+use serde::de::DeserializeOwned;
+
+/// How requests are authenticated.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// No credentials (emulators).
+    None,
+    /// Application Default Credentials (Workload Identity on GKE, a key file, gcloud login).
+    Adc(AccessTokenCredentials),
+}
+
+impl Auth {
+    /// Application Default Credentials with the cloud-platform scope.
+    pub fn application_default() -> Result<Auth, CloudError> {
+        Builder::default()
+            .with_scopes(["https://www.googleapis.com/auth/cloud-platform"])
+            .build_access_token_credentials()
+            .map(Auth::Adc)
+            .map_err(|e| CloudError::Auth(format!("no Application Default Credentials: {e}")))
+    }
+
+    /// No credentials when `emulated`, ADC otherwise.
+    pub fn for_endpoint(emulated: bool) -> Result<Auth, CloudError> {
+        if emulated { Ok(Auth::None) } else { Self::application_default() }
+    }
+
+    /// The bearer token to send, if any.
+    pub async fn token(&self) -> Result<Option<String>, CloudError> {
+        match self {
+            Auth::None => Ok(None),
+            Auth::Adc(creds) => creds
+                .access_token()
+                .await
+                .map(|t| Some(t.token))
+                .map_err(|e| CloudError::Auth(e.to_string())),
+        }
+    }
+}
+
+/// A REST client of one API: reqwest plus auth plus error decoding.
+#[derive(Clone, Debug)]
+pub(crate) struct Rest {
+    pub(crate) api: &'static str,
+    pub(crate) http: reqwest::Client,
+    pub(crate) auth: Auth,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+    #[serde(default)]
+    status: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    reason: String,
+}
+
+impl Rest {
+    pub(crate) fn new(api: &'static str, auth: Auth) -> Rest {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(120))
+            .user_agent(concat!("bqsteward/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("reqwest client with static settings");
+        Rest { api, http, auth }
+    }
+
+    /// Sends `req` (adding the bearer token) and returns the response if its status is a success.
+    pub(crate) async fn send(&self, operation: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CloudError> {
+        let req = match self.auth.token().await? {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        };
+        let transport = |source| CloudError::Transport { api: self.api, operation: operation.to_string(), source };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.map_err(transport)?;
+        let (reason, message) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => {
+                let reason = b.error.errors.first().map(|e| e.reason.clone()).filter(|r| !r.is_empty());
+                (reason.unwrap_or(b.error.status), b.error.message)
+            }
+            Err(_) => (status.canonical_reason().unwrap_or("").to_string(), text.chars().take(500).collect()),
+        };
+        Err(CloudError::Api { api: self.api, operation: operation.to_string(), status: status.as_u16(), reason, message })
+    }
+
+    /// [`Rest::send`] and decode the JSON body.
+    pub(crate) async fn json<T: DeserializeOwned>(&self, operation: &str, req: reqwest::RequestBuilder) -> Result<T, CloudError> {
+        let resp = self.send(operation, req).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| CloudError::Transport { api: self.api, operation: operation.to_string(), source })?;
+        serde_json::from_slice(&bytes).map_err(|e| CloudError::Decode {
+            api: self.api,
+            operation: operation.to_string(),
+            message: e.to_string(),
+        })
+    }
+}

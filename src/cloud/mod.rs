@@ -1,0 +1,76 @@
+//! Narrow clients of the Google Cloud APIs bqsteward uses, behind traits so the same reconcile code
+//! runs against Google, the local emulators or an in-test fake.
+//!
+//! Endpoints come from the environment: with `BIGQUERY_EMULATOR_HOST` / `STORAGE_EMULATOR_HOST` set
+//! (e.g. `http://127.0.0.1:19050`) bqsteward talks to that endpoint without credentials; otherwise
+//! to Google with Application Default Credentials (Workload Identity on GKE).
+
+pub mod bigquery;
+mod error;
+mod http;
+pub mod storage;
+
+pub use error::{CloudError, ErrorCategory};
+pub use http::Auth;
+
+/// Where the APIs are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    /// BigQuery REST base, ending in `/bigquery/v2`.
+    pub bigquery: String,
+    /// Cloud Storage JSON API root (without `/storage/v1`).
+    pub storage: String,
+    /// Whether BigQuery is an emulator (no credentials).
+    pub bigquery_emulated: bool,
+    /// Whether Cloud Storage is an emulator (no credentials).
+    pub storage_emulated: bool,
+}
+
+impl Endpoints {
+    /// Google's production endpoints, or the emulators named by the environment.
+    pub fn from_env() -> Endpoints {
+        Self::from_vars(
+            std::env::var("BIGQUERY_EMULATOR_HOST").ok().filter(|s| !s.is_empty()),
+            std::env::var("STORAGE_EMULATOR_HOST").ok().filter(|s| !s.is_empty()),
+        )
+    }
+
+    /// Endpoints from explicit emulator hosts (`None` = Google).
+    pub fn from_vars(bigquery: Option<String>, storage: Option<String>) -> Endpoints {
+        let with_scheme = |h: String| {
+            let h = h.trim_end_matches('/').to_string();
+            if h.contains("://") { h } else { format!("http://{h}") }
+        };
+        Endpoints {
+            bigquery_emulated: bigquery.is_some(),
+            storage_emulated: storage.is_some(),
+            bigquery: bigquery
+                .map(|h| format!("{}/bigquery/v2", with_scheme(h)))
+                .unwrap_or_else(|| "https://bigquery.googleapis.com/bigquery/v2".into()),
+            storage: storage.map(with_scheme).unwrap_or_else(|| "https://storage.googleapis.com".into()),
+        }
+    }
+}
+
+/// Installs the process-wide rustls crypto provider. Both ring and aws-lc-rs are compiled into
+/// this dependency tree, so rustls cannot pick one by itself and kube's client would panic.
+/// Call first in `main` and in every test that makes TLS clients; calling twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulator_hosts_become_api_bases() {
+        let e = Endpoints::from_vars(Some("127.0.0.1:19050/".into()), Some("http://127.0.0.1:19052".into()));
+        assert_eq!(e.bigquery, "http://127.0.0.1:19050/bigquery/v2");
+        assert_eq!(e.storage, "http://127.0.0.1:19052");
+        assert!(e.bigquery_emulated && e.storage_emulated);
+        let g = Endpoints::from_vars(None, None);
+        assert_eq!(g.bigquery, "https://bigquery.googleapis.com/bigquery/v2");
+        assert!(!g.bigquery_emulated);
+    }
+}

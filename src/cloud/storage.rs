@@ -1,0 +1,142 @@
+//! Cloud Storage behind the [`Storage`] trait, implemented over the JSON API. bqsteward needs
+//! object *generations* (a re-uploaded file is a new generation), which the JSON listing returns;
+//! `object_store` does not expose them and fake-gcs-server has no XML upload.
+
+use super::http::{Auth, Rest};
+use super::{CloudError, Endpoints};
+use async_trait::async_trait;
+
+/// One object as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Object name (the path after the bucket).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Generation: changes whenever the object is written.
+    pub generation: i64,
+    /// Last update time (RFC 3339), as reported.
+    pub updated: String,
+}
+
+/// The Cloud Storage operations bqsteward needs.
+#[async_trait]
+pub trait Storage: Send + Sync {
+    /// Every object whose name starts with `prefix`, in name order (all pages).
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, CloudError>;
+    /// Writes an object (tests, the demo and re-ingestion tooling; reconcile never writes objects).
+    async fn upload(&self, bucket: &str, name: &str, data: Vec<u8>, content_type: &str) -> Result<ObjectInfo, CloudError>;
+    /// Creates a bucket in `project`; succeeds if it already exists.
+    async fn create_bucket(&self, project: &str, bucket: &str) -> Result<(), CloudError>;
+}
+
+/// The production Cloud Storage client (also used against fake-gcs-server).
+#[derive(Clone, Debug)]
+pub struct GcsRest {
+    root: String,
+    rest: Rest,
+}
+
+impl GcsRest {
+    /// A client for `endpoints.storage` with credentials chosen by the endpoint.
+    pub fn new(endpoints: &Endpoints) -> Result<GcsRest, CloudError> {
+        let auth = Auth::for_endpoint(endpoints.storage_emulated)?;
+        Ok(GcsRest { root: endpoints.storage.clone(), rest: Rest::new("storage", auth) })
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectList {
+    #[serde(default)]
+    items: Vec<RawObject>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawObject {
+    name: String,
+    #[serde(default)]
+    size: String,
+    #[serde(default)]
+    generation: String,
+    #[serde(default)]
+    updated: String,
+}
+
+impl RawObject {
+    fn into_info(self, op: &str) -> Result<ObjectInfo, CloudError> {
+        let bad = |what: &str, v: &str| CloudError::Decode {
+            api: "storage",
+            operation: op.to_string(),
+            message: format!("object {:?} has {what} {v:?}", self.name),
+        };
+        let size = self.size.parse().map_err(|_| bad("size", &self.size))?;
+        let generation = self.generation.parse().map_err(|_| bad("generation", &self.generation))?;
+        Ok(ObjectInfo { name: self.name, size, generation, updated: self.updated })
+    }
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[async_trait]
+impl Storage for GcsRest {
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, CloudError> {
+        let op = format!("objects.list gs://{bucket}/{prefix}");
+        let url = format!("{}/storage/v1/b/{}/o", self.root, enc(bucket));
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("prefix", prefix.to_string()),
+                ("maxResults", "1000".to_string()),
+                ("fields", "items(name,size,generation,updated),nextPageToken".to_string()),
+            ];
+            if let Some(p) = &page {
+                query.push(("pageToken", p.clone()));
+            }
+            let list: ObjectList = self.rest.json(&op, self.rest.http.get(&url).query(&query)).await?;
+            for raw in list.items {
+                out.push(raw.into_info(&op)?);
+            }
+            match list.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) => page = Some(t),
+                None => break,
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn upload(&self, bucket: &str, name: &str, data: Vec<u8>, content_type: &str) -> Result<ObjectInfo, CloudError> {
+        let op = format!("objects.insert gs://{bucket}/{name}");
+        let url = format!("{}/upload/storage/v1/b/{}/o", self.root, enc(bucket));
+        let req = self
+            .rest
+            .http
+            .post(url)
+            .query(&[("uploadType", "media"), ("name", name)])
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(data);
+        let raw: RawObject = self.rest.json(&op, req).await?;
+        raw.into_info(&op)
+    }
+
+    async fn create_bucket(&self, project: &str, bucket: &str) -> Result<(), CloudError> {
+        let op = format!("buckets.insert {bucket}");
+        let req = self
+            .rest
+            .http
+            .post(format!("{}/storage/v1/b", self.root))
+            .query(&[("project", project)])
+            .json(&serde_json::json!({ "name": bucket }));
+        match self.rest.send(&op, req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(409) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! `IngestedTable`: files in Cloud Storage loaded into one BigQuery table exactly once, plus its views.
+
+use super::{CommonStatus, DeletionPolicy};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Files under a Cloud Storage prefix loaded into a BigQuery table exactly once (each object
+/// generation once), with an optional deduplicated view (`full` layer) and a PII-free view (`clean`
+/// layer).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "bqsteward.dev",
+    version = "v1alpha1",
+    kind = "IngestedTable",
+    namespaced,
+    status = "IngestedTableStatus",
+    shortname = "igt",
+    category = "bqsteward",
+    doc = "Files in Cloud Storage loaded into a BigQuery table exactly once, with dedup and PII-clean views.",
+    derive = "PartialEq",
+    printcolumn(name = "Project", type_ = "string", json_path = ".spec.destination.project"),
+    printcolumn(name = "Dataset", type_ = "string", json_path = ".spec.destination.dataset"),
+    printcolumn(name = "Table", type_ = "string", json_path = ".spec.destination.table"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Files", type_ = "integer", json_path = ".status.filesLoaded"),
+    printcolumn(name = "Quarantined", type_ = "integer", json_path = ".status.quarantinedFiles"),
+    printcolumn(name = "Lag", type_ = "string", json_path = ".status.lag", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngestedTableSpec {
+    /// Where the files come from.
+    pub source: Source,
+    /// The BigQuery table the files are loaded into. Project, dataset and table cannot be changed
+    /// after creation: create a new resource instead.
+    pub destination: Destination,
+    /// `Incremental` (default) appends each new file once; `Snapshot` replaces the table atomically
+    /// with the newest complete set of files.
+    #[serde(default)]
+    pub mode: LoadMode,
+    /// Columns of the destination table, in order. Columns may be added later (as NULLABLE);
+    /// changing a column's type is refused.
+    #[schemars(length(min = 1))]
+    pub schema: Vec<Column>,
+    /// Columns that identify a row; the `full` view keeps exactly one row per key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub primary_key: Vec<String>,
+    /// Column whose greatest value marks the latest version of a row (e.g. `modify_time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_column: Option<String>,
+    /// Columns holding personal data: absent from the `clean` view (or hashed, see
+    /// `hashedPiiColumns`). They stay in the raw table and the `full` view.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pii_columns: Vec<String>,
+    /// PII columns that the `clean` view replaces with a stable SHA-256 hash (hex) instead of
+    /// dropping, so they can still be joined on. Each must also be listed in `piiColumns`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hashed_pii_columns: Vec<String>,
+    /// Fields present in the files that must never reach BigQuery (e.g. PCI card numbers): dropped
+    /// during the load itself, so no table, staging included, ever holds them. Supported for
+    /// NEWLINE_DELIMITED_JSON only; other formats cannot drop a field during a load and are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_columns: Vec<String>,
+    /// Time partitioning of the destination table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitioning: Option<Partitioning>,
+    /// Up to four columns to cluster the destination table by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub clustering: Vec<String>,
+    /// Which view layers to manage.
+    #[serde(default)]
+    pub views: Views,
+    /// How often the controller looks for new files.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Limits on load jobs and bad data.
+    #[serde(default)]
+    pub load_policy: LoadPolicy,
+    /// `Retain` (default) keeps the table, its views and its data when this resource is deleted;
+    /// `Delete` drops them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Where the files come from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Source {
+    /// A Cloud Storage prefix, `gs://BUCKET/PREFIX/`. Every object under it is a candidate.
+    pub uri: String,
+    /// Optional glob matched against the object name after the prefix, e.g. `*.json` or
+    /// `2024-*/part-*.parquet`. `*` does not cross `/`; `**` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<String>,
+    /// File format: NEWLINE_DELIMITED_JSON, CSV, PARQUET or AVRO.
+    pub format: SourceFormat,
+    /// CSV options (only with `format: CSV`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvOptions>,
+}
+
+/// File format of the source objects.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum SourceFormat {
+    /// One JSON object per line.
+    #[serde(rename = "NEWLINE_DELIMITED_JSON")]
+    NewlineDelimitedJson,
+    /// Comma-separated values; columns map to `schema` by position.
+    #[serde(rename = "CSV")]
+    Csv,
+    /// Apache Parquet.
+    #[serde(rename = "PARQUET")]
+    Parquet,
+    /// Apache Avro.
+    #[serde(rename = "AVRO")]
+    Avro,
+}
+
+impl SourceFormat {
+    /// The name BigQuery's `sourceFormat` uses.
+    pub fn as_bigquery(self) -> &'static str {
+        match self {
+            SourceFormat::NewlineDelimitedJson => "NEWLINE_DELIMITED_JSON",
+            SourceFormat::Csv => "CSV",
+            SourceFormat::Parquet => "PARQUET",
+            SourceFormat::Avro => "AVRO",
+        }
+    }
+
+    /// Whether a load of this format can leave out named fields of the file (JSON: fields not in
+    /// the load schema are ignored with `ignoreUnknownValues`). CSV maps columns by position and
+    /// Parquet/Avro load every field of the file, so they cannot.
+    pub fn can_drop_fields_during_load(self) -> bool {
+        matches!(self, SourceFormat::NewlineDelimitedJson)
+    }
+}
+
+/// CSV parsing options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CsvOptions {
+    /// Header rows to skip at the top of each file (default 0).
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub skip_leading_rows: u32,
+    /// Field delimiter, one character (default `,`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_delimiter: Option<String>,
+    /// Whether quoted fields may contain newlines (default false).
+    #[serde(default)]
+    pub allow_quoted_newlines: bool,
+}
+
+/// The BigQuery table files are loaded into.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Destination {
+    /// Google Cloud project holding the table. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("destination.project is immutable; create a new IngestedTable instead"))]
+    pub project: String,
+    /// BigQuery dataset (the primary dataset: raw data, locked down). Created if missing. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("destination.dataset is immutable; create a new IngestedTable instead"))]
+    pub dataset: String,
+    /// Table name. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("destination.table is immutable; create a new IngestedTable instead"))]
+    pub table: String,
+    /// BigQuery location of the datasets (default `US`), e.g. `US`, `EU`, `europe-west1`.
+    #[serde(default = "default_location")]
+    pub location: String,
+}
+
+pub(crate) fn default_location() -> String {
+    "US".to_string()
+}
+
+/// How new files change the table.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LoadMode {
+    /// Append each new file (each object generation) exactly once.
+    #[default]
+    Incremental,
+    /// Replace the whole table atomically with the newest complete set of files.
+    Snapshot,
+}
+
+/// One column of the destination table.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Column {
+    /// Column name (case-insensitively unique).
+    pub name: String,
+    /// BigQuery type.
+    #[serde(rename = "type")]
+    pub type_: ColumnType,
+    /// NULLABLE (default), REQUIRED or REPEATED.
+    #[serde(default)]
+    pub mode: ColumnMode,
+    /// Description shown in BigQuery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A BigQuery column type (GoogleSQL names; legacy aliases accepted).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum ColumnType {
+    String,
+    Bytes,
+    Int64,
+    Integer,
+    Float64,
+    Float,
+    Numeric,
+    Bignumeric,
+    Bool,
+    Boolean,
+    Timestamp,
+    Date,
+    Time,
+    Datetime,
+    Geography,
+    Json,
+}
+
+impl ColumnType {
+    /// The canonical GoogleSQL name: legacy aliases folded (`INTEGER` → `INT64`, …).
+    pub fn canonical(self) -> &'static str {
+        match self {
+            ColumnType::String => "STRING",
+            ColumnType::Bytes => "BYTES",
+            ColumnType::Int64 | ColumnType::Integer => "INT64",
+            ColumnType::Float64 | ColumnType::Float => "FLOAT64",
+            ColumnType::Numeric => "NUMERIC",
+            ColumnType::Bignumeric => "BIGNUMERIC",
+            ColumnType::Bool | ColumnType::Boolean => "BOOL",
+            ColumnType::Timestamp => "TIMESTAMP",
+            ColumnType::Date => "DATE",
+            ColumnType::Time => "TIME",
+            ColumnType::Datetime => "DATETIME",
+            ColumnType::Geography => "GEOGRAPHY",
+            ColumnType::Json => "JSON",
+        }
+    }
+
+    /// Whether BigQuery can partition a table by a column of this type.
+    pub fn can_partition(self) -> bool {
+        matches!(self.canonical(), "TIMESTAMP" | "DATE" | "DATETIME")
+    }
+
+    /// Whether BigQuery can cluster a table by a column of this type.
+    pub fn can_cluster(self) -> bool {
+        !matches!(self.canonical(), "FLOAT64" | "JSON")
+    }
+}
+
+/// Column mode.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum ColumnMode {
+    #[default]
+    Nullable,
+    Required,
+    Repeated,
+}
+
+/// Time partitioning of the destination table.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Partitioning {
+    /// A TIMESTAMP, DATE or DATETIME column. Absent: partition by load time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// HOUR, DAY (default), MONTH or YEAR.
+    #[serde(default)]
+    pub granularity: Granularity,
+    /// Delete partitions older than this many days (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub expiration_days: Option<u32>,
+    /// Require queries to filter on the partition column.
+    #[serde(default)]
+    pub require_partition_filter: bool,
+}
+
+/// Partition granularity.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum Granularity {
+    Hour,
+    #[default]
+    Day,
+    Month,
+    Year,
+}
+
+/// Which view layers bqsteward manages for this table.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Views {
+    /// Manage the dedup view (latest row per `primaryKey`) in `<dataset><fullSuffix>`. Needs
+    /// `primaryKey` and `versionColumn`.
+    #[serde(default)]
+    pub full: bool,
+    /// Manage the PII-free view in `<dataset><cleanSuffix>`. Needs `full`.
+    #[serde(default)]
+    pub clean: bool,
+    /// Suffix of the full-layer dataset (default `__views_full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_suffix: Option<String>,
+    /// Suffix of the clean-layer dataset (default `__views_clean`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_suffix: Option<String>,
+}
+
+impl Views {
+    /// Dataset suffix of the full layer.
+    pub fn full_suffix(&self) -> &str {
+        self.full_suffix.as_deref().unwrap_or("__views_full")
+    }
+    /// Dataset suffix of the clean layer.
+    pub fn clean_suffix(&self) -> &str {
+        self.clean_suffix.as_deref().unwrap_or("__views_clean")
+    }
+}
+
+/// When the controller looks for new files.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Schedule {
+    /// Interval between runs, e.g. `15m`, `1h`, `90s` (default `15m`, at least `1m`).
+    #[serde(default = "default_every")]
+    pub every: String,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule { every: default_every() }
+    }
+}
+
+fn default_every() -> String {
+    "15m".to_string()
+}
+
+/// Limits on load jobs and bad data.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadPolicy {
+    /// Bad records tolerated per load job (default 0: a file with one bad record is quarantined,
+    /// the others still load).
+    #[serde(default)]
+    pub max_bad_records: u32,
+    /// Most files in one load job (default 1000, at most 10000, BigQuery's limit).
+    #[serde(default = "default_max_files")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_files_per_job: u32,
+    /// Most bytes in one load job (default 15 TB, BigQuery's limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_bytes_per_job: Option<u64>,
+    /// Load jobs this table may start per UTC day, failed ones included (default 1000; BigQuery
+    /// allows about 1500 per table per day).
+    #[serde(default = "default_daily_budget")]
+    #[schemars(range(min = 1, max = 1500))]
+    pub daily_job_budget: u32,
+    /// What to do with a file uploaded again under the same name (a new generation): `Load`
+    /// (default) loads it as new data; `Ignore` skips it.
+    #[serde(default)]
+    pub reuploaded_files: ReuploadPolicy,
+}
+
+impl Default for LoadPolicy {
+    fn default() -> Self {
+        LoadPolicy {
+            max_bad_records: 0,
+            max_files_per_job: default_max_files(),
+            max_bytes_per_job: None,
+            daily_job_budget: default_daily_budget(),
+            reuploaded_files: ReuploadPolicy::default(),
+        }
+    }
+}
+
+fn default_max_files() -> u32 {
+    1000
+}
+fn default_daily_budget() -> u32 {
+    1000
+}
+
+/// What a re-uploaded file (same name, new generation) does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReuploadPolicy {
+    /// Load the new generation as new data.
+    #[default]
+    Load,
+    /// Skip new generations of files already loaded.
+    Ignore,
+}
+
+/// What has been loaded, and how healthy the pipeline is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestedTableStatus {
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonStatus,
+    /// Files (object generations) loaded so far, per the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_loaded: Option<i64>,
+    /// Rows loaded so far, per the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_loaded: Option<i64>,
+    /// When the last load was committed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_load_time: Option<String>,
+    /// Age of the oldest file not yet loaded, e.g. `4m` (empty when nothing waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<String>,
+    /// Files quarantined (corrupt, incompatible schema, not found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_files: Option<i64>,
+    /// The latest few quarantined files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_quarantined: Vec<QuarantinedFile>,
+    /// Load jobs started but not yet recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_in_flight: Option<i64>,
+    /// Load jobs started today (UTC) out of `loadPolicy.dailyJobBudget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_today: Option<i64>,
+}
+
+/// A file that was not loaded, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantinedFile {
+    /// `gs://` URI of the object.
+    pub uri: String,
+    /// Object generation that was quarantined.
+    pub generation: String,
+    /// `Corrupt`, `IncompatibleSchema` or `NotFound`.
+    pub category: String,
+    /// BigQuery's error text.
+    pub message: String,
+}

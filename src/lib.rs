@@ -1,0 +1,12 @@
+//! bqsteward: BigQuery ingestion and governance as code.
+//!
+//! The library holds everything the `bqsteward` binary does, so that tests drive the same code:
+//! [`crd`] (the resource types), [`manifest`] (loading YAML), [`validate`] (offline checks),
+//! [`policy`] (the guardrail file) and [`cloud`] (narrow clients of Google Cloud APIs).
+
+pub mod cli;
+pub mod cloud;
+pub mod crd;
+pub mod manifest;
+pub mod policy;
+pub mod validate;

@@ -1,0 +1,27 @@
+//! The `bqsteward` binary: parse arguments, set up logging, run the command, map to an exit code.
+
+use bqsteward::cli::{self, Cli, Command, LogFormat};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    bqsteward::cloud::install_crypto_provider();
+    let args = Cli::parse();
+    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let result = match args.command {
+        Command::Crds { out } => cli::crds(out).map(|()| 0),
+        Command::Validate { paths, policy, output } => cli::validate(&paths, policy, output),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! Per-kind semantic checks, called by [`super::validate`].
+
+use super::{Checker, ident};
+use crate::crd::{
+    AccessEntry, ColumnMode, ConsumerProjectSpec, DatasetAccessSpec, GroupMembershipSpec, IngestedTableSpec, Layer,
+    Principal, SourceFormat,
+};
+use crate::manifest::{Loaded, Resource};
+use crate::policy::Policy;
+use std::collections::{HashMap, HashSet};
+
+/// Special groups BigQuery access entries accept.
+const SPECIAL_GROUPS: [&str; 4] = ["projectOwners", "projectWriters", "projectReaders", "allAuthenticatedUsers"];
+
+pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
+    let d = &spec.destination;
+    c.check("spec.destination.project", ident::project_id(&d.project));
+    c.check("spec.destination.dataset", ident::dataset_id(&d.dataset));
+    c.check("spec.destination.table", ident::table_id(&d.table));
+    location(c, "spec.destination.location", &d.location);
+
+    c.check("spec.source.uri", ident::gcs_uri(&spec.source.uri).map(|_| ()));
+    if let Some(include) = &spec.source.include
+        && let Err(e) = globset::GlobBuilder::new(include).literal_separator(true).build()
+    {
+        c.err("spec.source.include", format!("{include:?} is not a valid glob: {}", e.kind()));
+    }
+    if let Some(csv) = &spec.source.csv {
+        if spec.source.format != SourceFormat::Csv {
+            c.err("spec.source.csv", "CSV options are only allowed with format: CSV; remove them or change the format");
+        }
+        if let Some(d) = &csv.field_delimiter
+            && d.chars().count() != 1
+        {
+            c.err("spec.source.csv.fieldDelimiter", format!("{d:?} must be exactly one character"));
+        }
+    }
+
+    // Columns: valid, unique (BigQuery compares names case-insensitively).
+    let mut columns: HashMap<String, (usize, &crate::crd::Column)> = HashMap::new();
+    for (i, col) in spec.schema.iter().enumerate() {
+        c.check(format!("spec.schema[{i}].name"), ident::column_name(&col.name));
+        if let Some((first, _)) = columns.insert(col.name.to_lowercase(), (i, col)) {
+            c.err(
+                format!("spec.schema[{i}].name"),
+                format!("column {:?} is declared twice (also spec.schema[{first}]); column names are case-insensitive", col.name),
+            );
+        }
+    }
+    let excluded: HashSet<String> = spec.excluded_columns.iter().map(|s| s.to_lowercase()).collect();
+    let reference = |c: &mut Checker, field: String, name: &str, role: &str| {
+        if excluded.contains(&name.to_lowercase()) {
+            c.err(
+                field,
+                format!("column {name:?} is in excludedColumns, so it never reaches BigQuery and cannot be used as {role}; remove it from one of the two"),
+            );
+            return None;
+        }
+        match columns.get(&name.to_lowercase()) {
+            Some((_, col)) => Some(*col),
+            None => {
+                c.err(field, format!("column {name:?} is not in spec.schema; add it to spec.schema or fix the name"));
+                None
+            }
+        }
+    };
+
+    let mut seen_key = HashSet::new();
+    for (i, k) in spec.primary_key.iter().enumerate() {
+        let field = format!("spec.primaryKey[{i}]");
+        if !seen_key.insert(k.to_lowercase()) {
+            c.err(field, format!("column {k:?} is listed twice"));
+        } else if let Some(col) = reference(c, field.clone(), k, "a primary key")
+            && col.mode == ColumnMode::Repeated
+        {
+            c.err(field, format!("column {k:?} is REPEATED and cannot be part of a primary key"));
+        }
+    }
+    if let Some(v) = &spec.version_column
+        && let Some(col) = reference(c, "spec.versionColumn".into(), v, "the version column")
+        && (col.mode == ColumnMode::Repeated || matches!(col.type_.canonical(), "JSON" | "GEOGRAPHY" | "BOOL" | "BYTES"))
+    {
+        c.err(
+            "spec.versionColumn",
+            format!("column {v:?} ({} {:?}) cannot order versions; use a TIMESTAMP, DATETIME, DATE or number column", col.type_.canonical(), col.mode),
+        );
+    }
+    let pii: HashSet<String> = spec.pii_columns.iter().map(|s| s.to_lowercase()).collect();
+    for (i, p) in spec.pii_columns.iter().enumerate() {
+        if let Some(col) = reference(c, format!("spec.piiColumns[{i}]"), p, "a PII column")
+            && spec.primary_key.iter().any(|k| k.eq_ignore_ascii_case(&col.name))
+            && !spec.hashed_pii_columns.iter().any(|h| h.eq_ignore_ascii_case(&col.name))
+        {
+            c.err(
+                format!("spec.piiColumns[{i}]"),
+                format!("column {p:?} is part of the primary key, so dropping it would leave the clean view without its key; list it in hashedPiiColumns too"),
+            );
+        }
+    }
+    for (i, h) in spec.hashed_pii_columns.iter().enumerate() {
+        if !pii.contains(&h.to_lowercase()) {
+            c.err(format!("spec.hashedPiiColumns[{i}]"), format!("column {h:?} must also be listed in piiColumns"));
+        }
+    }
+    if let Some(p) = &spec.partitioning {
+        if let Some(col) = &p.column
+            && let Some(found) = reference(c, "spec.partitioning.column".into(), col, "the partitioning column")
+            && (!found.type_.can_partition() || found.mode == ColumnMode::Repeated)
+        {
+            c.err(
+                "spec.partitioning.column",
+                format!("column {col:?} is {}; partition by a TIMESTAMP, DATE or DATETIME column", found.type_.canonical()),
+            );
+        }
+        if p.expiration_days == Some(0) {
+            c.err("spec.partitioning.expirationDays", "must be at least 1 (or absent for no expiration)");
+        }
+    }
+    if spec.clustering.len() > 4 {
+        c.err("spec.clustering", format!("{} columns given; BigQuery clusters by at most 4", spec.clustering.len()));
+    }
+    for (i, k) in spec.clustering.iter().enumerate() {
+        if let Some(col) = reference(c, format!("spec.clustering[{i}]"), k, "a clustering column")
+            && (!col.type_.can_cluster() || col.mode == ColumnMode::Repeated)
+        {
+            c.err(format!("spec.clustering[{i}]"), format!("column {k:?} ({}) cannot be clustered on", col.type_.canonical()));
+        }
+    }
+    for (i, x) in spec.excluded_columns.iter().enumerate() {
+        c.check(format!("spec.excludedColumns[{i}]"), ident::column_name(x));
+    }
+    if !spec.excluded_columns.is_empty() && !spec.source.format.can_drop_fields_during_load() {
+        c.err(
+            "spec.excludedColumns",
+            format!(
+                "format {} cannot drop a field during the load, so excluded columns would reach a BigQuery table; \
+                 remove them from the files before upload, or deliver NEWLINE_DELIMITED_JSON",
+                spec.source.format.as_bigquery()
+            ),
+        );
+    }
+
+    if spec.views.clean && !spec.views.full {
+        c.err("spec.views.clean", "the clean view is built on the full (dedup) view: set views.full: true as well");
+    }
+    if spec.views.full {
+        if spec.primary_key.is_empty() {
+            c.err("spec.primaryKey", "views.full keeps one row per primary key: list the key columns in primaryKey");
+        }
+        if spec.version_column.is_none() {
+            c.err("spec.versionColumn", "views.full keeps the latest version of each row: name the version column");
+        }
+    }
+    for (field, suffix) in [("spec.views.fullSuffix", spec.views.full_suffix()), ("spec.views.cleanSuffix", spec.views.clean_suffix())] {
+        if suffix.is_empty() {
+            c.err(field, "must not be empty: the view layer needs a dataset of its own");
+        } else if ident::dataset_id(&d.dataset).is_ok() {
+            c.check(field, ident::dataset_id(&format!("{}{suffix}", d.dataset)));
+        }
+    }
+    if spec.views.full_suffix() == spec.views.clean_suffix() {
+        c.err("spec.views.cleanSuffix", "must differ from fullSuffix: each layer needs its own dataset");
+    }
+
+    match spec.schedule.every.parse::<kube::core::Duration>() {
+        Ok(d) if !d.is_negative() && std::time::Duration::from(d) >= std::time::Duration::from_secs(60) => {}
+        Ok(_) => c.err("spec.schedule.every", format!("{:?} is too short: at least 1m", spec.schedule.every)),
+        Err(_) => c.err("spec.schedule.every", format!("{:?} is not a duration: write e.g. 90s, 15m, 1h or 1h30m", spec.schedule.every)),
+    }
+    let lp = &spec.load_policy;
+    if !(1..=10_000).contains(&lp.max_files_per_job) {
+        c.err("spec.loadPolicy.maxFilesPerJob", format!("{} is out of range: 1 to 10000 (BigQuery's limit per load job)", lp.max_files_per_job));
+    }
+    if !(1..=1500).contains(&lp.daily_job_budget) {
+        c.err("spec.loadPolicy.dailyJobBudget", format!("{} is out of range: 1 to 1500 (BigQuery allows about 1500 load jobs per table per day)", lp.daily_job_budget));
+    }
+    if lp.max_bytes_per_job == Some(0) {
+        c.err("spec.loadPolicy.maxBytesPerJob", "must be at least 1 (or absent for BigQuery's limit)");
+    }
+}
+
+fn location(c: &mut Checker, field: &str, loc: &str) {
+    let ok = !loc.is_empty() && loc.len() <= 64 && loc.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-');
+    if !ok {
+        c.err(field, format!("{loc:?} is not a BigQuery location such as US, EU or europe-west1"));
+    }
+}
+
+/// The principals set on an access entry: `(field name, value)`.
+fn entry_principals(e: &AccessEntry) -> Vec<(&'static str, String)> {
+    let mut v: Vec<(&'static str, String)> = [
+        ("user", &e.user),
+        ("group", &e.group),
+        ("serviceAccount", &e.service_account),
+        ("domain", &e.domain),
+        ("specialGroup", &e.special_group),
+        ("iamMember", &e.iam_member),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+    .collect();
+    if let Some(t) = &e.view {
+        v.push(("view", format!("{}.{}.{}", t.project, t.dataset, t.table)));
+    }
+    if let Some(r) = &e.routine {
+        v.push(("routine", format!("{}.{}.{}", r.project, r.dataset, r.routine)));
+    }
+    if let Some(d) = &e.dataset {
+        v.push(("dataset", format!("{}.{}", d.project, d.dataset)));
+    }
+    v
+}
+
+/// Checks one principal value of kind `key` at `field`.
+fn principal(c: &mut Checker, field: &str, key: &str, value: &str, policy: &Policy) {
+    let forbidden = |c: &mut Checker| {
+        c.err(
+            field,
+            format!("{value:?} is a forbidden principal (it would make the data public); remove it, or allow it in the policy file's forbiddenPrincipals"),
+        )
+    };
+    match key {
+        "user" | "group" | "serviceAccount" => {
+            if let Err(reason) = ident::email(value) {
+                c.err(field, reason);
+            } else if !policy.domain_allowed(value) {
+                c.err(field, format!("{value:?} is outside the allowed domains {:?} of the policy file", policy.allowed_domains));
+            }
+            if key == "serviceAccount" && !value.to_lowercase().ends_with(".gserviceaccount.com") {
+                c.err(field, format!("{value:?} is not a service account email (…@PROJECT.iam.gserviceaccount.com); use user: or group: instead"));
+            }
+        }
+        "domain" => {
+            if let Err(reason) = ident::domain(value) {
+                c.err(field, reason);
+            } else if !policy.domain_allowed(value) {
+                c.err(field, format!("domain {value:?} is outside the allowed domains {:?} of the policy file", policy.allowed_domains));
+            }
+        }
+        "specialGroup" => {
+            if !SPECIAL_GROUPS.contains(&value) {
+                c.err(field, format!("{value:?} is not a special group; use one of {}", SPECIAL_GROUPS.join(", ")));
+            } else if policy.is_forbidden(value) {
+                forbidden(c);
+            }
+        }
+        "iamMember" => {
+            if value.trim().is_empty() || value.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
+                c.err(field, format!("{value:?} is not an IAM principal identifier"));
+            } else if policy.is_forbidden(value) {
+                forbidden(c);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub(super) fn dataset_access(c: &mut Checker, spec: &DatasetAccessSpec, policy: &Policy) {
+    c.check("spec.project", ident::project_id(&spec.project));
+    c.check("spec.dataset", ident::dataset_id(&spec.dataset));
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, e) in spec.access.iter().enumerate() {
+        let base = format!("spec.access[{i}]");
+        let principals = entry_principals(e);
+        if principals.len() != 1 {
+            let named: Vec<_> = principals.iter().map(|(k, _)| *k).collect();
+            c.err(
+                base.clone(),
+                format!(
+                    "each entry names exactly one principal (user, group, serviceAccount, domain, specialGroup, iamMember, view, routine or dataset); this one names {}",
+                    if named.is_empty() { "none".to_string() } else { named.join(" and ") }
+                ),
+            );
+            continue;
+        }
+        let (key, value) = &principals[0];
+        let field = format!("{base}.{key}");
+        principal(c, &field, key, value, policy);
+        let authorized = matches!(*key, "view" | "routine" | "dataset");
+        if authorized {
+            if e.role.is_some() {
+                c.err(format!("{base}.role"), format!("an authorized {key} takes no role; remove role"));
+            }
+            authorized_ref(c, &field, e);
+        } else if e.role.is_none() {
+            c.err(format!("{base}.role"), "missing: give READER, WRITER or OWNER");
+        }
+        let identity = if matches!(*key, "user" | "group" | "serviceAccount" | "domain") {
+            value.to_lowercase()
+        } else {
+            value.clone()
+        };
+        if let Some(first) = seen.insert(format!("{key}:{identity}"), i) {
+            c.err(
+                field,
+                format!("{key} {value:?} is already declared in spec.access[{first}]; keep one entry per principal (OWNER includes WRITER includes READER)"),
+            );
+        }
+    }
+}
+
+fn authorized_ref(c: &mut Checker, field: &str, e: &AccessEntry) {
+    let (project, dataset, object) = match (&e.view, &e.routine, &e.dataset) {
+        (Some(t), _, _) => (&t.project, &t.dataset, Some(&t.table)),
+        (_, Some(r), _) => (&r.project, &r.dataset, Some(&r.routine)),
+        (_, _, Some(d)) => (&d.project, &d.dataset, None),
+        _ => return,
+    };
+    c.check(format!("{field}.project"), ident::project_id(project));
+    c.check(format!("{field}.dataset"), ident::dataset_id(dataset));
+    if let Some(o) = object {
+        let leaf = if e.view.is_some() { "table" } else { "routine" };
+        c.check(format!("{field}.{leaf}"), ident::table_id(o));
+    }
+}
+
+pub(super) fn group_membership(c: &mut Checker, spec: &GroupMembershipSpec, policy: &Policy) {
+    c.check("spec.group", ident::email(&spec.group));
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, m) in spec.members.iter().enumerate() {
+        let field = format!("spec.members[{i}].email");
+        if let Err(reason) = ident::email(&m.email) {
+            c.err(field, reason);
+            continue;
+        }
+        if !policy.domain_allowed(&m.email) {
+            c.err(field.clone(), format!("{:?} is outside the allowed domains {:?} of the policy file", m.email, policy.allowed_domains));
+        }
+        if m.email.eq_ignore_ascii_case(&spec.group) {
+            c.err(field.clone(), "a group cannot be a member of itself");
+        }
+        if let Some(first) = seen.insert(m.email.to_lowercase(), i) {
+            c.err(field, format!("{:?} is already a member in spec.members[{first}] (emails are case-insensitive); keep one entry", m.email));
+        }
+    }
+}
+
+pub(super) fn consumer_project(c: &mut Checker, spec: &ConsumerProjectSpec, policy: &Policy, all: &[Loaded]) {
+    c.check("spec.project", ident::project_id(&spec.project));
+    c.check("spec.dataset", ident::dataset_id(&spec.dataset));
+    location(c, "spec.location", &spec.location);
+    for (i, r) in spec.readers.iter().enumerate() {
+        let set = reader_principals(r);
+        if set.len() != 1 {
+            c.err(format!("spec.readers[{i}]"), "each reader names exactly one of user, group, serviceAccount or domain");
+            continue;
+        }
+        let (key, value) = set[0];
+        principal(c, &format!("spec.readers[{i}].{key}"), key, value, policy);
+    }
+    let namespace = c.loaded.resource.namespace().to_string();
+    let mut names = HashSet::new();
+    for (i, view) in spec.views.iter().enumerate() {
+        let base = format!("spec.views[{i}]");
+        c.check(format!("{base}.name"), ident::table_id(&view.name));
+        if !names.insert(view.name.to_lowercase()) {
+            c.err(format!("{base}.name"), format!("view {:?} is declared twice", view.name));
+        }
+        let s = &view.source;
+        let source_columns: Option<Vec<String>> = match (&s.ingested_table, &s.table) {
+            (Some(_), Some(_)) | (None, None) => {
+                c.err(format!("{base}.source"), "give exactly one of ingestedTable or table");
+                None
+            }
+            (None, Some(t)) => {
+                if s.layer.is_some() {
+                    c.err(format!("{base}.source.layer"), "layer applies to ingestedTable sources only; remove it");
+                }
+                let parts: Vec<&str> = t.split('.').collect();
+                if parts.len() != 3 {
+                    c.err(format!("{base}.source.table"), format!("{t:?} must be written project.dataset.table"));
+                } else {
+                    c.check(format!("{base}.source.table"), ident::project_id(parts[0]));
+                    c.check(format!("{base}.source.table"), ident::dataset_id(parts[1]));
+                    c.check(format!("{base}.source.table"), ident::table_id(parts[2]));
+                }
+                None // columns of an explicit table are only known to BigQuery: checked by plan
+            }
+            (Some(name), None) => {
+                let found = all.iter().find_map(|l| match &l.resource {
+                    Resource::IngestedTable(t)
+                        if t.metadata.name.as_deref() == Some(name) && l.resource.namespace() == namespace =>
+                    {
+                        Some(t)
+                    }
+                    _ => None,
+                });
+                match found {
+                    None => {
+                        c.err(
+                            format!("{base}.source.ingestedTable"),
+                            format!("no IngestedTable {namespace}/{name} in the given manifests; include its file or fix the name"),
+                        );
+                        None
+                    }
+                    Some(t) => {
+                        let layer = s.layer.unwrap_or_default();
+                        let enabled = match layer {
+                            Layer::Clean => t.spec.views.clean,
+                            Layer::Full => t.spec.views.full,
+                        };
+                        if !enabled {
+                            c.err(
+                                format!("{base}.source.layer"),
+                                format!("IngestedTable {name} does not manage a {layer:?} view; set spec.views on it or choose another layer"),
+                            );
+                        }
+                        if !t.spec.destination.location.eq_ignore_ascii_case(&spec.location) {
+                            c.err(
+                                "spec.location",
+                                format!(
+                                    "{:?} differs from the location {:?} of IngestedTable {name}; BigQuery views cannot read across locations",
+                                    spec.location, t.spec.destination.location
+                                ),
+                            );
+                        }
+                        Some(layer_columns(&t.spec, layer))
+                    }
+                }
+            }
+        };
+        let mut seen = HashSet::new();
+        for (j, col) in view.columns.iter().enumerate() {
+            let field = format!("{base}.columns[{j}]");
+            c.check(field.clone(), ident::column_name(col));
+            if !seen.insert(col.to_lowercase()) {
+                c.err(field.clone(), format!("column {col:?} is listed twice"));
+            }
+            if let Some(cols) = &source_columns
+                && !cols.iter().any(|x| x.eq_ignore_ascii_case(col))
+            {
+                c.err(field, format!("column {col:?} is not in the source view; available: {}", cols.join(", ")));
+            }
+        }
+    }
+}
+
+fn reader_principals(p: &Principal) -> Vec<(&'static str, &String)> {
+    [("user", &p.user), ("group", &p.group), ("serviceAccount", &p.service_account), ("domain", &p.domain)]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect()
+}
+
+/// Columns a view layer of an IngestedTable exposes (excluded columns never exist; the clean layer
+/// drops PII columns that are not hashed).
+fn layer_columns(spec: &IngestedTableSpec, layer: Layer) -> Vec<String> {
+    let is = |list: &[String], name: &str| list.iter().any(|x| x.eq_ignore_ascii_case(name));
+    spec.schema
+        .iter()
+        .map(|c| c.name.clone())
+        .filter(|n| !is(&spec.excluded_columns, n))
+        .filter(|n| layer == Layer::Full || !is(&spec.pii_columns, n) || is(&spec.hashed_pii_columns, n))
+        .collect()
+}

@@ -1,0 +1,89 @@
+//! Offline validation of loaded manifests: identifiers, emails, column references, guardrails and
+//! duplicates across resources. Pure: no I/O. Every problem is a [`Diagnostic`] with a field path
+//! and a sentence saying how to fix it; all of them are reported, not just the first.
+
+pub mod ident;
+mod kinds;
+
+use crate::manifest::{Diagnostic, LoadReport, Loaded, Resource};
+use crate::policy::Policy;
+use std::collections::HashMap;
+
+/// Collects diagnostics for one resource.
+pub(crate) struct Checker<'a> {
+    loaded: &'a Loaded,
+    out: &'a mut Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    /// Records a problem at `field`.
+    pub(crate) fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.out.push(Diagnostic {
+            origin: self.loaded.origin.clone(),
+            kind: Some(self.loaded.resource.kind().to_string()),
+            name: Some(self.loaded.resource.qualified_name()),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Records `Err(reason)` of an identifier check at `field`.
+    pub(crate) fn check(&mut self, field: impl Into<String>, result: Result<(), String>) {
+        if let Err(reason) = result {
+            self.err(field, reason);
+        }
+    }
+}
+
+/// Validates everything in `report` against `policy`; returns every problem found, load errors
+/// first, in input order.
+pub fn validate(report: &LoadReport, policy: &Policy) -> Vec<Diagnostic> {
+    let mut out = report.errors.clone();
+    for loaded in &report.resources {
+        let mut c = Checker { loaded, out: &mut out };
+        match &loaded.resource {
+            Resource::IngestedTable(r) => kinds::ingested_table(&mut c, &r.spec),
+            Resource::DatasetAccess(r) => kinds::dataset_access(&mut c, &r.spec, policy),
+            Resource::ConsumerProject(r) => kinds::consumer_project(&mut c, &r.spec, policy, &report.resources),
+            Resource::GroupMembership(r) => kinds::group_membership(&mut c, &r.spec, policy),
+        }
+    }
+    duplicates(&report.resources, &mut out);
+    out
+}
+
+/// One owner per dataset access list, per group and per destination table: a second resource
+/// claiming the same thing would fight the first forever.
+fn duplicates(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<(&'static str, String), &Loaded> = HashMap::new();
+    for loaded in resources {
+        let (key, field, what) = match &loaded.resource {
+            Resource::DatasetAccess(r) => {
+                (format!("{}.{}", r.spec.project, r.spec.dataset), "spec.dataset", "the access list of dataset")
+            }
+            Resource::GroupMembership(r) => (r.spec.group.to_lowercase(), "spec.group", "the members of group"),
+            Resource::IngestedTable(r) => {
+                let d = &r.spec.destination;
+                (format!("{}.{}.{}", d.project, d.dataset, d.table), "spec.destination", "the destination table")
+            }
+            Resource::ConsumerProject(r) => {
+                (format!("{}.{}", r.spec.project, r.spec.dataset), "spec.dataset", "the consumer dataset")
+            }
+        };
+        match seen.get(&(loaded.resource.kind(), key.clone())) {
+            Some(first) => {
+                let message = format!(
+                    "{what} {key} is already managed by {} {} ({}); keep one resource per {} and merge the two",
+                    first.resource.kind(),
+                    first.resource.qualified_name(),
+                    first.origin,
+                    if what.contains("group") { "group" } else if what.contains("table") { "table" } else { "dataset" },
+                );
+                Checker { loaded, out }.err(field, message);
+            }
+            None => {
+                seen.insert((loaded.resource.kind(), key), loaded);
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `bqsteward validate` end to end, through the real binary: the samples are valid; every broken
+//! manifest in `tests/fixtures/invalid/` yields exactly the errors its `# expect:` lines name.
+
+use std::path::Path;
+use std::process::Command;
+
+fn bqsteward(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bqsteward")).args(args).output().expect("run bqsteward");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn samples_are_valid() {
+    let (code, stdout, stderr) = bqsteward(&["validate", "-f", "config/samples"]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("4 resources valid"), "{stdout}");
+}
+
+#[test]
+fn reads_stdin_and_skips_other_kinds() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bqsteward"))
+        .args(["validate", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = std::fs::read_to_string("config/samples/analysts-group.yaml").unwrap();
+    input.push_str("---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("<stdin>:9 (document 2): skipped apps/v1 Deployment"), "{stderr}");
+}
+
+/// Every file's `# expect: TEXT` lines, in file order.
+fn expectations(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for line in text.lines() {
+            if let Some(e) = line.strip_prefix("# expect: ") {
+                out.push((f.display().to_string(), e.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_broken_manifest_gets_one_precise_message() {
+    let dir = Path::new("tests/fixtures/invalid");
+    let (code, stdout, stderr) = bqsteward(&["validate", "-f", "tests/fixtures/invalid"]);
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let errors: Vec<&str> = stdout.lines().filter(|l| l.starts_with("error: ")).collect();
+    let expected = expectations(dir);
+    assert!(expected.len() >= 25, "the fixture set shrank to {} expectations", expected.len());
+    let mut unmatched = Vec::new();
+    for (file, text) in &expected {
+        let hits: Vec<_> = errors.iter().filter(|e| e.starts_with(&format!("error: {file}:")) && e.contains(text.as_str())).collect();
+        if hits.len() != 1 {
+            unmatched.push(format!("{file}: expected exactly one error containing {text:?}, got {hits:?}"));
+        }
+    }
+    assert!(unmatched.is_empty(), "{}\n\nfull output:\n{stdout}", unmatched.join("\n"));
+    // Nothing beyond what the fixtures announce: one message per mistake.
+    assert_eq!(errors.len(), expected.len(), "unexpected extra errors:\n{stdout}");
+    // Each message names file, document, kind/name (when known) and field.
+    insta::assert_snapshot!("invalid_manifests", stdout);
+    assert!(stderr.contains("skipped v1 ConfigMap"), "{stderr}");
+}
+
+#[test]
+fn json_report_for_tools() {
+    let (code, stdout, _) = bqsteward(&["validate", "-f", "tests/fixtures/invalid/21-bad-email.yaml", "--output", "json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"][0]["field"], "spec.access[0].user");
+    assert_eq!(v["errors"][0]["kind"], "DatasetAccess");
+    assert_eq!(v["errors"][0]["name"], "broken/bad-email");
+    assert_eq!(v["errors"][0]["origin"]["document"], 1);
+}
+
+#[test]
+fn policy_file_can_allow_public_principals_and_restrict_domains() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "forbiddenPrincipals: []\nallowedDomains: [acme.com]\n").unwrap();
+    let p = policy.to_str().unwrap();
+    let (code, stdout, _) = bqsteward(&["validate", "-f", "tests/fixtures/invalid/22-forbidden-principal.yaml", "--policy", p]);
+    assert_eq!(code, 0, "{stdout}");
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: GroupMembership\nmetadata: {name: g}\nspec:\n  group: g@acme.com\n  members: [{email: x@evil.com}]\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = bqsteward(&["validate", "-f", manifest.to_str().unwrap(), "--policy", p]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("spec.members[0].email: \"x@evil.com\" is outside the allowed domains"), "{stdout}");
+    let bad_policy = dir.path().join("bad.yaml");
+    std::fs::write(&bad_policy, "forbidenPrincipals: []\n").unwrap();
+    let (code, _, stderr) = bqsteward(&["validate", "-f", "config/samples", "--policy", bad_policy.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("invalid policy file") && stderr.contains("forbidenPrincipals"), "{stderr}");
+}
+
+#[test]
+fn missing_path_is_an_error() {
+    let (code, stdout, _) = bqsteward(&["validate", "-f", "does/not/exist"]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("does/not/exist") && stdout.contains("cannot read path"), "{stdout}");
+}
