@@ -128,7 +128,12 @@ env_lines() {
 
 case "${1:-}" in
   install) install ;;
-  start) start ;;
+  start)
+    # Test binaries may start the emulators concurrently: one start at a time.
+    mkdir -p "$dir"
+    exec 9>"$dir/start.lock"
+    flock 9
+    start ;;
   stop) stop_one bq; stop_one gcs ;;
   status) status ;;
   env) env_lines ;;

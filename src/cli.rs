@@ -122,9 +122,19 @@ pub fn validate(paths: &[PathBuf], policy: Option<PathBuf>, output: Output) -> a
                 writeln!(stdout, "error: {e}")?;
             }
             if errors.is_empty() {
-                writeln!(stdout, "{} resources valid ({} other documents skipped)", report.resources.len(), report.skipped.len())?;
+                writeln!(
+                    stdout,
+                    "{} resources valid ({} other documents skipped)",
+                    report.resources.len(),
+                    report.skipped.len()
+                )?;
             } else {
-                writeln!(stdout, "{} errors in {} documents checked", errors.len(), report.resources.len() + report.skipped.len() + report.errors.len())?;
+                writeln!(
+                    stdout,
+                    "{} errors in {} documents checked",
+                    errors.len(),
+                    report.resources.len() + report.skipped.len() + report.errors.len()
+                )?;
             }
         }
     }

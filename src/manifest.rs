@@ -142,7 +142,9 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
             let mut text = String::new();
             match std::io::stdin().read_to_string(&mut text) {
                 Ok(_) => load_str("<stdin>", &text, &mut report),
-                Err(e) => report.errors.push(file_error("<stdin>", format!("cannot read stdin: {e}"))),
+                Err(e) => report
+                    .errors
+                    .push(file_error("<stdin>", format!("cannot read stdin: {e}"))),
             }
             continue;
         }
@@ -164,7 +166,11 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
 
 fn file_error(file: &str, message: String) -> Diagnostic {
     Diagnostic {
-        origin: Origin { file: file.to_string(), document: 0, line: 0 },
+        origin: Origin {
+            file: file.to_string(),
+            document: 0,
+            line: 0,
+        },
         kind: None,
         name: None,
         field: String::new(),
@@ -232,7 +238,11 @@ fn has_content(doc: &str) -> bool {
 /// Parses every document of one YAML stream into `report`.
 pub fn load_str(file: &str, text: &str, report: &mut LoadReport) {
     for (number, (line, doc)) in split_documents(text).into_iter().enumerate() {
-        let origin = Origin { file: file.to_string(), document: number + 1, line };
+        let origin = Origin {
+            file: file.to_string(),
+            document: number + 1,
+            line,
+        };
         load_document(origin, &doc, report);
     }
 }
@@ -248,8 +258,16 @@ fn load_document(origin: Origin, doc: &str, report: &mut LoadReport) {
     let value: serde_yaml::Value = match serde_yaml::from_str(doc) {
         Ok(v) => v,
         Err(e) => {
-            let at = e.location().map(|l| format!(" at line {}", origin.line + l.line() - 1)).unwrap_or_default();
-            report.errors.push(diag(None, None, "", format!("not valid YAML{at}: {}", strip_location(&e.to_string()))));
+            let at = e
+                .location()
+                .map(|l| format!(" at line {}", origin.line + l.line() - 1))
+                .unwrap_or_default();
+            report.errors.push(diag(
+                None,
+                None,
+                "",
+                format!("not valid YAML{at}: {}", strip_location(&e.to_string())),
+            ));
             return;
         }
     };
@@ -280,7 +298,9 @@ fn load_document(origin: Origin, doc: &str, report: &mut LoadReport) {
         return;
     }
     if let Some(message) = check_name(name_of("name")) {
-        report.errors.push(diag(Some(kind), qualified, "metadata.name", message));
+        report
+            .errors
+            .push(diag(Some(kind), qualified, "metadata.name", message));
         return;
     }
     let parsed = match kind {
@@ -302,7 +322,8 @@ fn check_name(name: Option<&str>) -> Option<String> {
     };
     let ok_label = |l: &str| {
         !l.is_empty()
-            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -327,10 +348,16 @@ fn typed<T: serde::de::DeserializeOwned>(doc: &str) -> Result<T, (String, String
             _ => message,
         };
         // Name the offending field itself, not only the object holding it.
-        if let Some(field) = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next())
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
             && !path.ends_with(field)
         {
-            path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+            path = if path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
         }
         (path, message)
     })

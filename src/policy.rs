@@ -65,15 +65,22 @@ impl Policy {
     /// Reads a policy file; `None` gives the defaults.
     pub fn load(path: Option<&Path>) -> Result<Policy, PolicyError> {
         let Some(path) = path else { return Ok(Policy::default()) };
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
-        serde_yaml::from_str(&text).map_err(|source| PolicyError::Parse { path: path.display().to_string(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        serde_yaml::from_str(&text).map_err(|source| PolicyError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Whether a principal (as written: `allUsers`, a special group, an IAM member) is forbidden.
     pub fn is_forbidden(&self, principal: &str) -> bool {
         let principal = principal.trim();
-        self.forbidden_principals.iter().any(|f| f.eq_ignore_ascii_case(principal))
+        self.forbidden_principals
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(principal))
     }
 
     /// Whether an email or a domain is inside the allowed domains (always true when none are set).
@@ -81,7 +88,11 @@ impl Policy {
         if self.allowed_domains.is_empty() {
             return true;
         }
-        let domain = email_or_domain.rsplit('@').next().unwrap_or_default().to_ascii_lowercase();
+        let domain = email_or_domain
+            .rsplit('@')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         self.allowed_domains.iter().any(|a| {
             let a = a.to_ascii_lowercase();
             domain == a || domain.ends_with(&format!(".{a}"))

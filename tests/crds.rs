@@ -12,12 +12,19 @@ fn checked_in_crds_match_the_rust_types() {
             Ok(on_disk) if on_disk == generated => {}
             Ok(on_disk) => {
                 let diff = similar::TextDiff::from_lines(&on_disk, &generated);
-                drift.push(format!("{file} drifted:\n{}", diff.unified_diff().header(&file, "generated")));
+                drift.push(format!(
+                    "{file} drifted:\n{}",
+                    diff.unified_diff().header(&file, "generated")
+                ));
             }
             Err(e) => drift.push(format!("{file}: {e}")),
         }
     }
-    assert!(drift.is_empty(), "run `cargo run -- crds --out crds`\n{}", drift.join("\n"));
+    assert!(
+        drift.is_empty(),
+        "run `cargo run -- crds --out crds`\n{}",
+        drift.join("\n")
+    );
     let on_disk = std::fs::read_dir("crds").unwrap().count();
     assert_eq!(on_disk, crd::all_crds().len(), "crds/ holds files no kind generates");
 }
@@ -26,13 +33,21 @@ fn checked_in_crds_match_the_rust_types() {
 fn every_kind_has_short_names_printer_columns_and_status() {
     for c in crd::all_crds() {
         let names = &c.spec.names;
-        assert!(names.short_names.as_ref().is_some_and(|s| !s.is_empty()), "{}", names.kind);
+        assert!(
+            names.short_names.as_ref().is_some_and(|s| !s.is_empty()),
+            "{}",
+            names.kind
+        );
         let v = &c.spec.versions[0];
         let cols = v.additional_printer_columns.as_ref().unwrap();
         assert!(cols.iter().any(|c| c.name == "Ready"), "{}", names.kind);
         assert!(v.subresources.as_ref().unwrap().status.is_some(), "{}", names.kind);
         let yaml = serde_yaml::to_string(&c).unwrap();
-        assert!(yaml.contains("observedGeneration") && yaml.contains("x-kubernetes-list-type: map"), "{}", names.kind);
+        assert!(
+            yaml.contains("observedGeneration") && yaml.contains("x-kubernetes-list-type: map"),
+            "{}",
+            names.kind
+        );
     }
 }
 
@@ -60,7 +75,12 @@ fn dataset_access_dataset_is_immutable_and_entries_name_one_principal() {
     kube::core::cel::validate_cel(&old).unwrap();
     let mut renamed = old.clone();
     renamed.spec.dataset = "other".into();
-    assert!(kube::core::cel::validate_cel_update(&renamed, &old).unwrap_err().to_string().contains("dataset is immutable"));
+    assert!(
+        kube::core::cel::validate_cel_update(&renamed, &old)
+            .unwrap_err()
+            .to_string()
+            .contains("dataset is immutable")
+    );
 
     let mut two = old.clone();
     two.spec.access.push(AccessEntry {
@@ -78,7 +98,12 @@ fn group_of_a_group_membership_is_immutable() {
     let old: crd::GroupMembership = sample("analysts-group.yaml");
     let mut other = old.clone();
     other.spec.group = "others@acme.com".into();
-    assert!(kube::core::cel::validate_cel_update(&other, &old).unwrap_err().to_string().contains("group is immutable"));
+    assert!(
+        kube::core::cel::validate_cel_update(&other, &old)
+            .unwrap_err()
+            .to_string()
+            .contains("group is immutable")
+    );
 }
 
 #[test]

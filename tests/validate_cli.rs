@@ -5,7 +5,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn bqsteward(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bqsteward")).args(args).output().expect("run bqsteward");
+    let out = Command::new(env!("CARGO_BIN_EXE_bqsteward"))
+        .args(args)
+        .output()
+        .expect("run bqsteward");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -36,7 +39,10 @@ fn reads_stdin_and_skips_other_kinds() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("<stdin>:9 (document 2): skipped apps/v1 Deployment"), "{stderr}");
+    assert!(
+        stderr.contains("<stdin>:9 (document 2): skipped apps/v1 Deployment"),
+        "{stderr}"
+    );
 }
 
 /// Every file's `# expect: TEXT` lines, in file order.
@@ -62,15 +68,28 @@ fn every_broken_manifest_gets_one_precise_message() {
     assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let errors: Vec<&str> = stdout.lines().filter(|l| l.starts_with("error: ")).collect();
     let expected = expectations(dir);
-    assert!(expected.len() >= 25, "the fixture set shrank to {} expectations", expected.len());
+    assert!(
+        expected.len() >= 25,
+        "the fixture set shrank to {} expectations",
+        expected.len()
+    );
     let mut unmatched = Vec::new();
     for (file, text) in &expected {
-        let hits: Vec<_> = errors.iter().filter(|e| e.starts_with(&format!("error: {file}:")) && e.contains(text.as_str())).collect();
+        let hits: Vec<_> = errors
+            .iter()
+            .filter(|e| e.starts_with(&format!("error: {file}:")) && e.contains(text.as_str()))
+            .collect();
         if hits.len() != 1 {
-            unmatched.push(format!("{file}: expected exactly one error containing {text:?}, got {hits:?}"));
+            unmatched.push(format!(
+                "{file}: expected exactly one error containing {text:?}, got {hits:?}"
+            ));
         }
     }
-    assert!(unmatched.is_empty(), "{}\n\nfull output:\n{stdout}", unmatched.join("\n"));
+    assert!(
+        unmatched.is_empty(),
+        "{}\n\nfull output:\n{stdout}",
+        unmatched.join("\n")
+    );
     // Nothing beyond what the fixtures announce: one message per mistake.
     assert_eq!(errors.len(), expected.len(), "unexpected extra errors:\n{stdout}");
     // Each message names file, document, kind/name (when known) and field.
@@ -80,7 +99,13 @@ fn every_broken_manifest_gets_one_precise_message() {
 
 #[test]
 fn json_report_for_tools() {
-    let (code, stdout, _) = bqsteward(&["validate", "-f", "tests/fixtures/invalid/21-bad-email.yaml", "--output", "json"]);
+    let (code, stdout, _) = bqsteward(&[
+        "validate",
+        "-f",
+        "tests/fixtures/invalid/21-bad-email.yaml",
+        "--output",
+        "json",
+    ]);
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["valid"], false);
@@ -96,7 +121,13 @@ fn policy_file_can_allow_public_principals_and_restrict_domains() {
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, "forbiddenPrincipals: []\nallowedDomains: [acme.com]\n").unwrap();
     let p = policy.to_str().unwrap();
-    let (code, stdout, _) = bqsteward(&["validate", "-f", "tests/fixtures/invalid/22-forbidden-principal.yaml", "--policy", p]);
+    let (code, stdout, _) = bqsteward(&[
+        "validate",
+        "-f",
+        "tests/fixtures/invalid/22-forbidden-principal.yaml",
+        "--policy",
+        p,
+    ]);
     assert_eq!(code, 0, "{stdout}");
     let manifest = dir.path().join("m.yaml");
     std::fs::write(
@@ -106,17 +137,32 @@ fn policy_file_can_allow_public_principals_and_restrict_domains() {
     .unwrap();
     let (code, stdout, _) = bqsteward(&["validate", "-f", manifest.to_str().unwrap(), "--policy", p]);
     assert_eq!(code, 1);
-    assert!(stdout.contains("spec.members[0].email: \"x@evil.com\" is outside the allowed domains"), "{stdout}");
+    assert!(
+        stdout.contains("spec.members[0].email: \"x@evil.com\" is outside the allowed domains"),
+        "{stdout}"
+    );
     let bad_policy = dir.path().join("bad.yaml");
     std::fs::write(&bad_policy, "forbidenPrincipals: []\n").unwrap();
-    let (code, _, stderr) = bqsteward(&["validate", "-f", "config/samples", "--policy", bad_policy.to_str().unwrap()]);
+    let (code, _, stderr) = bqsteward(&[
+        "validate",
+        "-f",
+        "config/samples",
+        "--policy",
+        bad_policy.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("invalid policy file") && stderr.contains("forbidenPrincipals"), "{stderr}");
+    assert!(
+        stderr.contains("invalid policy file") && stderr.contains("forbidenPrincipals"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn missing_path_is_an_error() {
     let (code, stdout, _) = bqsteward(&["validate", "-f", "does/not/exist"]);
     assert_eq!(code, 1);
-    assert!(stdout.contains("does/not/exist") && stdout.contains("cannot read path"), "{stdout}");
+    assert!(
+        stdout.contains("does/not/exist") && stdout.contains("cannot read path"),
+        "{stdout}"
+    );
 }

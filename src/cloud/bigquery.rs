@@ -68,7 +68,11 @@ impl BigQueryRest {
             .build_from_authenticator(Arc::new(TokenBridge(auth.clone())))
             .await
             .map_err(|e| CloudError::Auth(e.to_string()))?;
-        Ok(BigQueryRest { base: endpoints.bigquery.clone(), rest: Rest::new("bigquery", auth), typed: Arc::new(typed) })
+        Ok(BigQueryRest {
+            base: endpoints.bigquery.clone(),
+            rest: Rest::new("bigquery", auth),
+            typed: Arc::new(typed),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -87,11 +91,24 @@ fn typed_error(operation: String, e: BQError) -> CloudError {
             api: "bigquery",
             operation,
             status: u16::try_from(error.error.code).unwrap_or(500),
-            reason: error.error.errors.first().and_then(|m| m.get("reason").cloned()).unwrap_or_default(),
+            reason: error
+                .error
+                .errors
+                .first()
+                .and_then(|m| m.get("reason").cloned())
+                .unwrap_or_default(),
             message: error.error.message,
         },
-        BQError::RequestError(source) => CloudError::Transport { api: "bigquery", operation, source },
-        other => CloudError::Decode { api: "bigquery", operation, message: other.to_string() },
+        BQError::RequestError(source) => CloudError::Transport {
+            api: "bigquery",
+            operation,
+            source,
+        },
+        other => CloudError::Decode {
+            api: "bigquery",
+            operation,
+            message: other.to_string(),
+        },
     }
 }
 
@@ -99,7 +116,10 @@ fn typed_error(operation: String, e: BQError) -> CloudError {
 impl BigQuery for BigQueryRest {
     async fn get_dataset(&self, project: &str, dataset: &str) -> Result<Option<DatasetInfo>, CloudError> {
         let op = format!("datasets.get {project}.{dataset}");
-        let req = self.rest.http.get(self.url(&format!("projects/{}/datasets/{}", seg(project), seg(dataset))));
+        let req = self
+            .rest
+            .http
+            .get(self.url(&format!("projects/{}/datasets/{}", seg(project), seg(dataset))));
         match self.rest.json(&op, req).await {
             Ok(info) => Ok(Some(info)),
             Err(e) if e.is_not_found() => Ok(None),

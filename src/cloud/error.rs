@@ -90,8 +90,13 @@ impl CloudError {
 /// and `jobRateLimitExceeded` with 400), then by status.
 pub fn classify(status: u16, reason: &str) -> ErrorCategory {
     match reason {
-        "backendError" | "internalError" | "rateLimitExceeded" | "jobRateLimitExceeded" | "jobBackendError"
-        | "jobInternalError" | "tableUnavailable" => ErrorCategory::Retryable,
+        "backendError"
+        | "internalError"
+        | "rateLimitExceeded"
+        | "jobRateLimitExceeded"
+        | "jobBackendError"
+        | "jobInternalError"
+        | "tableUnavailable" => ErrorCategory::Retryable,
         "quotaExceeded" => ErrorCategory::Wait,
         _ if status == 429 || status == 408 || status >= 500 => ErrorCategory::Retryable,
         _ => ErrorCategory::Terminal,

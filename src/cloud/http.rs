@@ -26,7 +26,11 @@ impl Auth {
 
     /// No credentials when `emulated`, ADC otherwise.
     pub fn for_endpoint(emulated: bool) -> Result<Auth, CloudError> {
-        if emulated { Ok(Auth::None) } else { Self::application_default() }
+        if emulated {
+            Ok(Auth::None)
+        } else {
+            Self::application_default()
+        }
     }
 
     /// The bearer token to send, if any.
@@ -83,12 +87,20 @@ impl Rest {
     }
 
     /// Sends `req` (adding the bearer token) and returns the response if its status is a success.
-    pub(crate) async fn send(&self, operation: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CloudError> {
+    pub(crate) async fn send(
+        &self,
+        operation: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CloudError> {
         let req = match self.auth.token().await? {
             Some(token) => req.bearer_auth(token),
             None => req,
         };
-        let transport = |source| CloudError::Transport { api: self.api, operation: operation.to_string(), source };
+        let transport = |source| CloudError::Transport {
+            api: self.api,
+            operation: operation.to_string(),
+            source,
+        };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         if status.is_success() {
@@ -97,21 +109,40 @@ impl Rest {
         let text = resp.text().await.map_err(transport)?;
         let (reason, message) = match serde_json::from_str::<ErrorBody>(&text) {
             Ok(b) => {
-                let reason = b.error.errors.first().map(|e| e.reason.clone()).filter(|r| !r.is_empty());
+                let reason = b
+                    .error
+                    .errors
+                    .first()
+                    .map(|e| e.reason.clone())
+                    .filter(|r| !r.is_empty());
                 (reason.unwrap_or(b.error.status), b.error.message)
             }
-            Err(_) => (status.canonical_reason().unwrap_or("").to_string(), text.chars().take(500).collect()),
+            Err(_) => (
+                status.canonical_reason().unwrap_or("").to_string(),
+                text.chars().take(500).collect(),
+            ),
         };
-        Err(CloudError::Api { api: self.api, operation: operation.to_string(), status: status.as_u16(), reason, message })
+        Err(CloudError::Api {
+            api: self.api,
+            operation: operation.to_string(),
+            status: status.as_u16(),
+            reason,
+            message,
+        })
     }
 
     /// [`Rest::send`] and decode the JSON body.
-    pub(crate) async fn json<T: DeserializeOwned>(&self, operation: &str, req: reqwest::RequestBuilder) -> Result<T, CloudError> {
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, CloudError> {
         let resp = self.send(operation, req).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| CloudError::Transport { api: self.api, operation: operation.to_string(), source })?;
+        let bytes = resp.bytes().await.map_err(|source| CloudError::Transport {
+            api: self.api,
+            operation: operation.to_string(),
+            source,
+        })?;
         serde_json::from_slice(&bytes).map_err(|e| CloudError::Decode {
             api: self.api,
             operation: operation.to_string(),

@@ -47,7 +47,9 @@ impl Endpoints {
             bigquery: bigquery
                 .map(|h| format!("{}/bigquery/v2", with_scheme(h)))
                 .unwrap_or_else(|| "https://bigquery.googleapis.com/bigquery/v2".into()),
-            storage: storage.map(with_scheme).unwrap_or_else(|| "https://storage.googleapis.com".into()),
+            storage: storage
+                .map(with_scheme)
+                .unwrap_or_else(|| "https://storage.googleapis.com".into()),
         }
     }
 }

@@ -25,7 +25,13 @@ pub trait Storage: Send + Sync {
     /// Every object whose name starts with `prefix`, in name order (all pages).
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, CloudError>;
     /// Writes an object (tests, the demo and re-ingestion tooling; reconcile never writes objects).
-    async fn upload(&self, bucket: &str, name: &str, data: Vec<u8>, content_type: &str) -> Result<ObjectInfo, CloudError>;
+    async fn upload(
+        &self,
+        bucket: &str,
+        name: &str,
+        data: Vec<u8>,
+        content_type: &str,
+    ) -> Result<ObjectInfo, CloudError>;
     /// Creates a bucket in `project`; succeeds if it already exists.
     async fn create_bucket(&self, project: &str, bucket: &str) -> Result<(), CloudError>;
 }
@@ -35,13 +41,24 @@ pub trait Storage: Send + Sync {
 pub struct GcsRest {
     root: String,
     rest: Rest,
+    page_size: u32,
 }
 
 impl GcsRest {
     /// A client for `endpoints.storage` with credentials chosen by the endpoint.
     pub fn new(endpoints: &Endpoints) -> Result<GcsRest, CloudError> {
         let auth = Auth::for_endpoint(endpoints.storage_emulated)?;
-        Ok(GcsRest { root: endpoints.storage.clone(), rest: Rest::new("storage", auth) })
+        Ok(GcsRest {
+            root: endpoints.storage.clone(),
+            rest: Rest::new("storage", auth),
+            page_size: 1000,
+        })
+    }
+
+    /// Objects per listing page (default 1000, the API's maximum). Small pages exercise paging.
+    pub fn with_page_size(mut self, page_size: u32) -> GcsRest {
+        self.page_size = page_size.clamp(1, 1000);
+        self
     }
 }
 
@@ -73,8 +90,16 @@ impl RawObject {
             message: format!("object {:?} has {what} {v:?}", self.name),
         };
         let size = self.size.parse().map_err(|_| bad("size", &self.size))?;
-        let generation = self.generation.parse().map_err(|_| bad("generation", &self.generation))?;
-        Ok(ObjectInfo { name: self.name, size, generation, updated: self.updated })
+        let generation = self
+            .generation
+            .parse()
+            .map_err(|_| bad("generation", &self.generation))?;
+        Ok(ObjectInfo {
+            name: self.name,
+            size,
+            generation,
+            updated: self.updated,
+        })
     }
 }
 
@@ -92,8 +117,11 @@ impl Storage for GcsRest {
         loop {
             let mut query = vec![
                 ("prefix", prefix.to_string()),
-                ("maxResults", "1000".to_string()),
-                ("fields", "items(name,size,generation,updated),nextPageToken".to_string()),
+                ("maxResults", self.page_size.to_string()),
+                (
+                    "fields",
+                    "items(name,size,generation,updated),nextPageToken".to_string(),
+                ),
             ];
             if let Some(p) = &page {
                 query.push(("pageToken", p.clone()));
@@ -111,7 +139,13 @@ impl Storage for GcsRest {
         Ok(out)
     }
 
-    async fn upload(&self, bucket: &str, name: &str, data: Vec<u8>, content_type: &str) -> Result<ObjectInfo, CloudError> {
+    async fn upload(
+        &self,
+        bucket: &str,
+        name: &str,
+        data: Vec<u8>,
+        content_type: &str,
+    ) -> Result<ObjectInfo, CloudError> {
         let op = format!("objects.insert gs://{bucket}/{name}");
         let url = format!("{}/upload/storage/v1/b/{}/o", self.root, enc(bucket));
         let req = self

@@ -1,4 +1,6 @@
 //! `ConsumerProject`: a consumer team's own project holding authorized views of ingested data.
+// kube's `printcolumn(...)` repeats `type_ = ...` by design; clippy reads that as a duplicate.
+#![allow(clippy::duplicated_attributes)]
 
 use super::{CommonStatus, DeletionPolicy};
 use kube::{CustomResource, KubeSchema};
@@ -21,7 +23,11 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Project", type_ = "string", json_path = ".spec.project"),
     printcolumn(name = "Dataset", type_ = "string", json_path = ".spec.dataset"),
     printcolumn(name = "Views", type_ = "integer", json_path = ".status.views"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

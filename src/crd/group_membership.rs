@@ -1,4 +1,6 @@
 //! `GroupMembership`: the exact direct members of one Google group.
+// kube's `printcolumn(...)` repeats `type_ = ...` by design; clippy reads that as a duplicate.
+#![allow(clippy::duplicated_attributes)]
 
 use super::{CommonStatus, DeletionPolicy};
 use kube::{CustomResource, KubeSchema};
@@ -20,7 +22,11 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     printcolumn(name = "Group", type_ = "string", json_path = ".spec.group"),
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

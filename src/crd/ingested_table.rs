@@ -1,4 +1,6 @@
 //! `IngestedTable`: files in Cloud Storage loaded into one BigQuery table exactly once, plus its views.
+// kube's `printcolumn(...)` repeats `type_ = ...` by design; clippy reads that as a duplicate.
+#![allow(clippy::duplicated_attributes)]
 
 use super::{CommonStatus, DeletionPolicy};
 use kube::{CustomResource, KubeSchema};
@@ -23,7 +25,11 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Dataset", type_ = "string", json_path = ".spec.destination.dataset"),
     printcolumn(name = "Table", type_ = "string", json_path = ".spec.destination.table"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Files", type_ = "integer", json_path = ".status.filesLoaded"),
     printcolumn(name = "Quarantined", type_ = "integer", json_path = ".status.quarantinedFiles"),
     printcolumn(name = "Lag", type_ = "string", json_path = ".status.lag", priority = "1"),

@@ -5,13 +5,22 @@
 /// letter and not ending with a hyphen; optionally `domain.com:` scoped.
 pub fn project_id(id: &str) -> Result<(), String> {
     let bare = match id.rsplit_once(':') {
-        Some((domain, bare)) if !domain.is_empty() && domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') => bare,
+        Some((domain, bare))
+            if !domain.is_empty()
+                && domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') =>
+        {
+            bare
+        }
         _ => id,
     };
     let ok = (6..=30).contains(&bare.len())
         && bare.starts_with(|c: char| c.is_ascii_lowercase())
         && !bare.ends_with('-')
-        && bare.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
@@ -27,20 +36,23 @@ pub fn dataset_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{id:?} is not a valid dataset id: use only letters, digits and underscores (at most 1024)"))
+        Err(format!(
+            "{id:?} is not a valid dataset id: use only letters, digits and underscores (at most 1024)"
+        ))
     }
 }
 
 /// BigQuery table or view id. bqsteward accepts letters, digits, underscores and hyphens (a subset
 /// of what BigQuery allows, chosen so names never need quoting tricks), at most 1024 characters.
 pub fn table_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 1024
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let ok =
+        !id.is_empty() && id.len() <= 1024 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(format!("{id:?} is not a valid table id: use letters, digits, underscores and hyphens (at most 1024)"))
+        Err(format!(
+            "{id:?} is not a valid table id: use letters, digits, underscores and hyphens (at most 1024)"
+        ))
     }
 }
 
@@ -64,14 +76,20 @@ pub fn column_name(name: &str) -> Result<(), String> {
         return Err(format!("{name:?} is not a valid column name: 1-300 characters"));
     }
     if name.chars().any(|c| c.is_control() || c == '`' || c == '\\') {
-        return Err(format!("{name:?} is not a valid column name: control characters, backticks and backslashes are not allowed"));
+        return Err(format!(
+            "{name:?} is not a valid column name: control characters, backticks and backslashes are not allowed"
+        ));
     }
     if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
-        return Err(format!("{name:?} is not a valid column name: no leading or trailing spaces"));
+        return Err(format!(
+            "{name:?} is not a valid column name: no leading or trailing spaces"
+        ));
     }
     let upper = name.to_ascii_uppercase();
     if let Some(p) = RESERVED_COLUMN_PREFIXES.iter().find(|p| upper.starts_with(*p)) {
-        return Err(format!("{name:?} is not a valid column name: the prefix {p} is reserved"));
+        return Err(format!(
+            "{name:?} is not a valid column name: the prefix {p} is reserved"
+        ));
     }
     Ok(())
 }
@@ -80,7 +98,9 @@ pub fn column_name(name: &str) -> Result<(), String> {
 pub fn email(email: &str) -> Result<(), String> {
     let ok = email_address::EmailAddress::parse_with_options(
         email,
-        email_address::Options::default().without_display_text().without_domain_literal(),
+        email_address::Options::default()
+            .without_display_text()
+            .without_domain_literal(),
     )
     .is_ok()
         && email.contains('.')
@@ -115,14 +135,20 @@ pub fn gcs_uri(uri: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{uri:?} is not a Cloud Storage URI: write gs://BUCKET/PREFIX/"))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let bucket_ok = (3..=222).contains(&bucket.len())
-        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
         && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
         && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !bucket_ok {
-        return Err(format!("{bucket:?} is not a valid bucket name: 3-63 lowercase letters, digits, '-', '_' or '.'"));
+        return Err(format!(
+            "{bucket:?} is not a valid bucket name: 3-63 lowercase letters, digits, '-', '_' or '.'"
+        ));
     }
     if prefix.contains(['*', '?', '[']) {
-        return Err(format!("{uri:?} contains a wildcard: give the prefix in uri and the pattern in source.include"));
+        return Err(format!(
+            "{uri:?} contains a wildcard: give the prefix in uri and the pattern in source.include"
+        ));
     }
     Ok((bucket.to_string(), prefix.to_string()))
 }
@@ -162,7 +188,10 @@ mod tests {
         assert!(email("Carol <carol@acme.com>").is_err());
         assert!(domain("acme.com").is_ok());
         assert!(domain("acme").is_err());
-        assert_eq!(gcs_uri("gs://acme-raw/payments/").unwrap(), ("acme-raw".into(), "payments/".into()));
+        assert_eq!(
+            gcs_uri("gs://acme-raw/payments/").unwrap(),
+            ("acme-raw".into(), "payments/".into())
+        );
         assert!(gcs_uri("s3://x/y").is_err());
         assert!(gcs_uri("gs://acme-raw/*.json").is_err());
     }

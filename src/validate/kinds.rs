@@ -10,7 +10,12 @@ use crate::policy::Policy;
 use std::collections::{HashMap, HashSet};
 
 /// Special groups BigQuery access entries accept.
-const SPECIAL_GROUPS: [&str; 4] = ["projectOwners", "projectWriters", "projectReaders", "allAuthenticatedUsers"];
+const SPECIAL_GROUPS: [&str; 4] = [
+    "projectOwners",
+    "projectWriters",
+    "projectReaders",
+    "allAuthenticatedUsers",
+];
 
 pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
     let d = &spec.destination;
@@ -23,16 +28,25 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
     if let Some(include) = &spec.source.include
         && let Err(e) = globset::GlobBuilder::new(include).literal_separator(true).build()
     {
-        c.err("spec.source.include", format!("{include:?} is not a valid glob: {}", e.kind()));
+        c.err(
+            "spec.source.include",
+            format!("{include:?} is not a valid glob: {}", e.kind()),
+        );
     }
     if let Some(csv) = &spec.source.csv {
         if spec.source.format != SourceFormat::Csv {
-            c.err("spec.source.csv", "CSV options are only allowed with format: CSV; remove them or change the format");
+            c.err(
+                "spec.source.csv",
+                "CSV options are only allowed with format: CSV; remove them or change the format",
+            );
         }
         if let Some(d) = &csv.field_delimiter
             && d.chars().count() != 1
         {
-            c.err("spec.source.csv.fieldDelimiter", format!("{d:?} must be exactly one character"));
+            c.err(
+                "spec.source.csv.fieldDelimiter",
+                format!("{d:?} must be exactly one character"),
+            );
         }
     }
 
@@ -43,7 +57,10 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
         if let Some((first, _)) = columns.insert(col.name.to_lowercase(), (i, col)) {
             c.err(
                 format!("spec.schema[{i}].name"),
-                format!("column {:?} is declared twice (also spec.schema[{first}]); column names are case-insensitive", col.name),
+                format!(
+                    "column {:?} is declared twice (also spec.schema[{first}]); column names are case-insensitive",
+                    col.name
+                ),
             );
         }
     }
@@ -59,7 +76,10 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
         match columns.get(&name.to_lowercase()) {
             Some((_, col)) => Some(*col),
             None => {
-                c.err(field, format!("column {name:?} is not in spec.schema; add it to spec.schema or fix the name"));
+                c.err(
+                    field,
+                    format!("column {name:?} is not in spec.schema; add it to spec.schema or fix the name"),
+                );
                 None
             }
         }
@@ -73,23 +93,34 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
         } else if let Some(col) = reference(c, field.clone(), k, "a primary key")
             && col.mode == ColumnMode::Repeated
         {
-            c.err(field, format!("column {k:?} is REPEATED and cannot be part of a primary key"));
+            c.err(
+                field,
+                format!("column {k:?} is REPEATED and cannot be part of a primary key"),
+            );
         }
     }
     if let Some(v) = &spec.version_column
         && let Some(col) = reference(c, "spec.versionColumn".into(), v, "the version column")
-        && (col.mode == ColumnMode::Repeated || matches!(col.type_.canonical(), "JSON" | "GEOGRAPHY" | "BOOL" | "BYTES"))
+        && (col.mode == ColumnMode::Repeated
+            || matches!(col.type_.canonical(), "JSON" | "GEOGRAPHY" | "BOOL" | "BYTES"))
     {
         c.err(
             "spec.versionColumn",
-            format!("column {v:?} ({} {:?}) cannot order versions; use a TIMESTAMP, DATETIME, DATE or number column", col.type_.canonical(), col.mode),
+            format!(
+                "column {v:?} ({} {:?}) cannot order versions; use a TIMESTAMP, DATETIME, DATE or number column",
+                col.type_.canonical(),
+                col.mode
+            ),
         );
     }
     let pii: HashSet<String> = spec.pii_columns.iter().map(|s| s.to_lowercase()).collect();
     for (i, p) in spec.pii_columns.iter().enumerate() {
         if let Some(col) = reference(c, format!("spec.piiColumns[{i}]"), p, "a PII column")
             && spec.primary_key.iter().any(|k| k.eq_ignore_ascii_case(&col.name))
-            && !spec.hashed_pii_columns.iter().any(|h| h.eq_ignore_ascii_case(&col.name))
+            && !spec
+                .hashed_pii_columns
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(&col.name))
         {
             c.err(
                 format!("spec.piiColumns[{i}]"),
@@ -99,7 +130,10 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
     }
     for (i, h) in spec.hashed_pii_columns.iter().enumerate() {
         if !pii.contains(&h.to_lowercase()) {
-            c.err(format!("spec.hashedPiiColumns[{i}]"), format!("column {h:?} must also be listed in piiColumns"));
+            c.err(
+                format!("spec.hashedPiiColumns[{i}]"),
+                format!("column {h:?} must also be listed in piiColumns"),
+            );
         }
     }
     if let Some(p) = &spec.partitioning {
@@ -109,21 +143,36 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
         {
             c.err(
                 "spec.partitioning.column",
-                format!("column {col:?} is {}; partition by a TIMESTAMP, DATE or DATETIME column", found.type_.canonical()),
+                format!(
+                    "column {col:?} is {}; partition by a TIMESTAMP, DATE or DATETIME column",
+                    found.type_.canonical()
+                ),
             );
         }
         if p.expiration_days == Some(0) {
-            c.err("spec.partitioning.expirationDays", "must be at least 1 (or absent for no expiration)");
+            c.err(
+                "spec.partitioning.expirationDays",
+                "must be at least 1 (or absent for no expiration)",
+            );
         }
     }
     if spec.clustering.len() > 4 {
-        c.err("spec.clustering", format!("{} columns given; BigQuery clusters by at most 4", spec.clustering.len()));
+        c.err(
+            "spec.clustering",
+            format!(
+                "{} columns given; BigQuery clusters by at most 4",
+                spec.clustering.len()
+            ),
+        );
     }
     for (i, k) in spec.clustering.iter().enumerate() {
         if let Some(col) = reference(c, format!("spec.clustering[{i}]"), k, "a clustering column")
             && (!col.type_.can_cluster() || col.mode == ColumnMode::Repeated)
         {
-            c.err(format!("spec.clustering[{i}]"), format!("column {k:?} ({}) cannot be clustered on", col.type_.canonical()));
+            c.err(
+                format!("spec.clustering[{i}]"),
+                format!("column {k:?} ({}) cannot be clustered on", col.type_.canonical()),
+            );
         }
     }
     for (i, x) in spec.excluded_columns.iter().enumerate() {
@@ -141,17 +190,29 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
     }
 
     if spec.views.clean && !spec.views.full {
-        c.err("spec.views.clean", "the clean view is built on the full (dedup) view: set views.full: true as well");
+        c.err(
+            "spec.views.clean",
+            "the clean view is built on the full (dedup) view: set views.full: true as well",
+        );
     }
     if spec.views.full {
         if spec.primary_key.is_empty() {
-            c.err("spec.primaryKey", "views.full keeps one row per primary key: list the key columns in primaryKey");
+            c.err(
+                "spec.primaryKey",
+                "views.full keeps one row per primary key: list the key columns in primaryKey",
+            );
         }
         if spec.version_column.is_none() {
-            c.err("spec.versionColumn", "views.full keeps the latest version of each row: name the version column");
+            c.err(
+                "spec.versionColumn",
+                "views.full keeps the latest version of each row: name the version column",
+            );
         }
     }
-    for (field, suffix) in [("spec.views.fullSuffix", spec.views.full_suffix()), ("spec.views.cleanSuffix", spec.views.clean_suffix())] {
+    for (field, suffix) in [
+        ("spec.views.fullSuffix", spec.views.full_suffix()),
+        ("spec.views.cleanSuffix", spec.views.clean_suffix()),
+    ] {
         if suffix.is_empty() {
             c.err(field, "must not be empty: the view layer needs a dataset of its own");
         } else if ident::dataset_id(&d.dataset).is_ok() {
@@ -159,30 +220,60 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
         }
     }
     if spec.views.full_suffix() == spec.views.clean_suffix() {
-        c.err("spec.views.cleanSuffix", "must differ from fullSuffix: each layer needs its own dataset");
+        c.err(
+            "spec.views.cleanSuffix",
+            "must differ from fullSuffix: each layer needs its own dataset",
+        );
     }
 
     match spec.schedule.every.parse::<kube::core::Duration>() {
         Ok(d) if !d.is_negative() && std::time::Duration::from(d) >= std::time::Duration::from_secs(60) => {}
-        Ok(_) => c.err("spec.schedule.every", format!("{:?} is too short: at least 1m", spec.schedule.every)),
-        Err(_) => c.err("spec.schedule.every", format!("{:?} is not a duration: write e.g. 90s, 15m, 1h or 1h30m", spec.schedule.every)),
+        Ok(_) => c.err(
+            "spec.schedule.every",
+            format!("{:?} is too short: at least 1m", spec.schedule.every),
+        ),
+        Err(_) => c.err(
+            "spec.schedule.every",
+            format!(
+                "{:?} is not a duration: write e.g. 90s, 15m, 1h or 1h30m",
+                spec.schedule.every
+            ),
+        ),
     }
     let lp = &spec.load_policy;
     if !(1..=10_000).contains(&lp.max_files_per_job) {
-        c.err("spec.loadPolicy.maxFilesPerJob", format!("{} is out of range: 1 to 10000 (BigQuery's limit per load job)", lp.max_files_per_job));
+        c.err(
+            "spec.loadPolicy.maxFilesPerJob",
+            format!(
+                "{} is out of range: 1 to 10000 (BigQuery's limit per load job)",
+                lp.max_files_per_job
+            ),
+        );
     }
     if !(1..=1500).contains(&lp.daily_job_budget) {
-        c.err("spec.loadPolicy.dailyJobBudget", format!("{} is out of range: 1 to 1500 (BigQuery allows about 1500 load jobs per table per day)", lp.daily_job_budget));
+        c.err(
+            "spec.loadPolicy.dailyJobBudget",
+            format!(
+                "{} is out of range: 1 to 1500 (BigQuery allows about 1500 load jobs per table per day)",
+                lp.daily_job_budget
+            ),
+        );
     }
     if lp.max_bytes_per_job == Some(0) {
-        c.err("spec.loadPolicy.maxBytesPerJob", "must be at least 1 (or absent for BigQuery's limit)");
+        c.err(
+            "spec.loadPolicy.maxBytesPerJob",
+            "must be at least 1 (or absent for BigQuery's limit)",
+        );
     }
 }
 
 fn location(c: &mut Checker, field: &str, loc: &str) {
     let ok = !loc.is_empty() && loc.len() <= 64 && loc.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-');
     if !ok {
-        c.err(field, format!("{loc:?} is not a BigQuery location such as US, EU or europe-west1"));
+        c.err(
+            field,
+            format!("{loc:?} is not a BigQuery location such as US, EU or europe-west1"),
+        );
     }
 }
 
@@ -224,7 +315,13 @@ fn principal(c: &mut Checker, field: &str, key: &str, value: &str, policy: &Poli
             if let Err(reason) = ident::email(value) {
                 c.err(field, reason);
             } else if !policy.domain_allowed(value) {
-                c.err(field, format!("{value:?} is outside the allowed domains {:?} of the policy file", policy.allowed_domains));
+                c.err(
+                    field,
+                    format!(
+                        "{value:?} is outside the allowed domains {:?} of the policy file",
+                        policy.allowed_domains
+                    ),
+                );
             }
             if key == "serviceAccount" && !value.to_lowercase().ends_with(".gserviceaccount.com") {
                 c.err(field, format!("{value:?} is not a service account email (…@PROJECT.iam.gserviceaccount.com); use user: or group: instead"));
@@ -234,12 +331,24 @@ fn principal(c: &mut Checker, field: &str, key: &str, value: &str, policy: &Poli
             if let Err(reason) = ident::domain(value) {
                 c.err(field, reason);
             } else if !policy.domain_allowed(value) {
-                c.err(field, format!("domain {value:?} is outside the allowed domains {:?} of the policy file", policy.allowed_domains));
+                c.err(
+                    field,
+                    format!(
+                        "domain {value:?} is outside the allowed domains {:?} of the policy file",
+                        policy.allowed_domains
+                    ),
+                );
             }
         }
         "specialGroup" => {
             if !SPECIAL_GROUPS.contains(&value) {
-                c.err(field, format!("{value:?} is not a special group; use one of {}", SPECIAL_GROUPS.join(", ")));
+                c.err(
+                    field,
+                    format!(
+                        "{value:?} is not a special group; use one of {}",
+                        SPECIAL_GROUPS.join(", ")
+                    ),
+                );
             } else if policy.is_forbidden(value) {
                 forbidden(c);
             }
@@ -279,7 +388,10 @@ pub(super) fn dataset_access(c: &mut Checker, spec: &DatasetAccessSpec, policy: 
         let authorized = matches!(*key, "view" | "routine" | "dataset");
         if authorized {
             if e.role.is_some() {
-                c.err(format!("{base}.role"), format!("an authorized {key} takes no role; remove role"));
+                c.err(
+                    format!("{base}.role"),
+                    format!("an authorized {key} takes no role; remove role"),
+                );
             }
             authorized_ref(c, &field, e);
         } else if e.role.is_none() {
@@ -324,13 +436,25 @@ pub(super) fn group_membership(c: &mut Checker, spec: &GroupMembershipSpec, poli
             continue;
         }
         if !policy.domain_allowed(&m.email) {
-            c.err(field.clone(), format!("{:?} is outside the allowed domains {:?} of the policy file", m.email, policy.allowed_domains));
+            c.err(
+                field.clone(),
+                format!(
+                    "{:?} is outside the allowed domains {:?} of the policy file",
+                    m.email, policy.allowed_domains
+                ),
+            );
         }
         if m.email.eq_ignore_ascii_case(&spec.group) {
             c.err(field.clone(), "a group cannot be a member of itself");
         }
         if let Some(first) = seen.insert(m.email.to_lowercase(), i) {
-            c.err(field, format!("{:?} is already a member in spec.members[{first}] (emails are case-insensitive); keep one entry", m.email));
+            c.err(
+                field,
+                format!(
+                    "{:?} is already a member in spec.members[{first}] (emails are case-insensitive); keep one entry",
+                    m.email
+                ),
+            );
         }
     }
 }
@@ -342,7 +466,10 @@ pub(super) fn consumer_project(c: &mut Checker, spec: &ConsumerProjectSpec, poli
     for (i, r) in spec.readers.iter().enumerate() {
         let set = reader_principals(r);
         if set.len() != 1 {
-            c.err(format!("spec.readers[{i}]"), "each reader names exactly one of user, group, serviceAccount or domain");
+            c.err(
+                format!("spec.readers[{i}]"),
+                "each reader names exactly one of user, group, serviceAccount or domain",
+            );
             continue;
         }
         let (key, value) = set[0];
@@ -354,7 +481,10 @@ pub(super) fn consumer_project(c: &mut Checker, spec: &ConsumerProjectSpec, poli
         let base = format!("spec.views[{i}]");
         c.check(format!("{base}.name"), ident::table_id(&view.name));
         if !names.insert(view.name.to_lowercase()) {
-            c.err(format!("{base}.name"), format!("view {:?} is declared twice", view.name));
+            c.err(
+                format!("{base}.name"),
+                format!("view {:?} is declared twice", view.name),
+            );
         }
         let s = &view.source;
         let source_columns: Option<Vec<String>> = match (&s.ingested_table, &s.table) {
@@ -364,11 +494,17 @@ pub(super) fn consumer_project(c: &mut Checker, spec: &ConsumerProjectSpec, poli
             }
             (None, Some(t)) => {
                 if s.layer.is_some() {
-                    c.err(format!("{base}.source.layer"), "layer applies to ingestedTable sources only; remove it");
+                    c.err(
+                        format!("{base}.source.layer"),
+                        "layer applies to ingestedTable sources only; remove it",
+                    );
                 }
                 let parts: Vec<&str> = t.split('.').collect();
                 if parts.len() != 3 {
-                    c.err(format!("{base}.source.table"), format!("{t:?} must be written project.dataset.table"));
+                    c.err(
+                        format!("{base}.source.table"),
+                        format!("{t:?} must be written project.dataset.table"),
+                    );
                 } else {
                     c.check(format!("{base}.source.table"), ident::project_id(parts[0]));
                     c.check(format!("{base}.source.table"), ident::dataset_id(parts[1]));
@@ -429,17 +565,28 @@ pub(super) fn consumer_project(c: &mut Checker, spec: &ConsumerProjectSpec, poli
             if let Some(cols) = &source_columns
                 && !cols.iter().any(|x| x.eq_ignore_ascii_case(col))
             {
-                c.err(field, format!("column {col:?} is not in the source view; available: {}", cols.join(", ")));
+                c.err(
+                    field,
+                    format!(
+                        "column {col:?} is not in the source view; available: {}",
+                        cols.join(", ")
+                    ),
+                );
             }
         }
     }
 }
 
 fn reader_principals(p: &Principal) -> Vec<(&'static str, &String)> {
-    [("user", &p.user), ("group", &p.group), ("serviceAccount", &p.service_account), ("domain", &p.domain)]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-        .collect()
+    [
+        ("user", &p.user),
+        ("group", &p.group),
+        ("serviceAccount", &p.service_account),
+        ("domain", &p.domain),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    .collect()
 }
 
 /// Columns a view layer of an IngestedTable exposes (excluded columns never exist; the clean layer

@@ -58,17 +58,25 @@ fn duplicates(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<(&'static str, String), &Loaded> = HashMap::new();
     for loaded in resources {
         let (key, field, what) = match &loaded.resource {
-            Resource::DatasetAccess(r) => {
-                (format!("{}.{}", r.spec.project, r.spec.dataset), "spec.dataset", "the access list of dataset")
-            }
+            Resource::DatasetAccess(r) => (
+                format!("{}.{}", r.spec.project, r.spec.dataset),
+                "spec.dataset",
+                "the access list of dataset",
+            ),
             Resource::GroupMembership(r) => (r.spec.group.to_lowercase(), "spec.group", "the members of group"),
             Resource::IngestedTable(r) => {
                 let d = &r.spec.destination;
-                (format!("{}.{}.{}", d.project, d.dataset, d.table), "spec.destination", "the destination table")
+                (
+                    format!("{}.{}.{}", d.project, d.dataset, d.table),
+                    "spec.destination",
+                    "the destination table",
+                )
             }
-            Resource::ConsumerProject(r) => {
-                (format!("{}.{}", r.spec.project, r.spec.dataset), "spec.dataset", "the consumer dataset")
-            }
+            Resource::ConsumerProject(r) => (
+                format!("{}.{}", r.spec.project, r.spec.dataset),
+                "spec.dataset",
+                "the consumer dataset",
+            ),
         };
         match seen.get(&(loaded.resource.kind(), key.clone())) {
             Some(first) => {
@@ -77,7 +85,13 @@ fn duplicates(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
                     first.resource.kind(),
                     first.resource.qualified_name(),
                     first.origin,
-                    if what.contains("group") { "group" } else if what.contains("table") { "table" } else { "dataset" },
+                    if what.contains("group") {
+                        "group"
+                    } else if what.contains("table") {
+                        "table"
+                    } else {
+                        "dataset"
+                    },
                 );
                 Checker { loaded, out }.err(field, message);
             }

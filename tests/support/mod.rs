@@ -1,0 +1,57 @@
+//! Test helpers shared by the integration tests: the local emulators (started through the
+//! project's own `scripts/emulators.sh`, or reused when already running) and unique names.
+//!
+//! A test that needs an emulator and cannot get one fails; it never skips.
+
+#![allow(dead_code)]
+
+use bqsteward::cloud::Endpoints;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The emulators' endpoints; starts them on first use (idempotent across test binaries).
+pub fn emulators() -> Endpoints {
+    static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();
+    ENDPOINTS
+        .get_or_init(|| {
+            bqsteward::cloud::install_crypto_provider();
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/emulators.sh");
+            let start = Command::new("bash")
+                .arg(script)
+                .arg("start")
+                .output()
+                .expect("run scripts/emulators.sh");
+            assert!(
+                start.status.success(),
+                "scripts/emulators.sh start failed; the emulator-backed tests need it:\n{}",
+                String::from_utf8_lossy(&start.stderr)
+            );
+            let env = Command::new("bash")
+                .arg(script)
+                .arg("env")
+                .output()
+                .expect("run scripts/emulators.sh env");
+            let text = String::from_utf8_lossy(&env.stdout).into_owned();
+            let var = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                    .unwrap_or_else(|| panic!("scripts/emulators.sh env printed no {name}:\n{text}"))
+                    .to_string()
+            };
+            Endpoints::from_vars(Some(var("BIGQUERY_EMULATOR_HOST")), Some(var("STORAGE_EMULATOR_HOST")))
+        })
+        .clone()
+}
+
+/// A name unique to this test run, e.g. `prefix_1a2b3c4d` (valid as a dataset id and, with
+/// hyphens swapped in, as a bucket name).
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}_{:x}{:x}{n}", std::process::id(), nanos)
+}
