@@ -79,7 +79,7 @@ start() {
     HOME=$emu_home BQEMU_GCS_LOCAL_ROOT=$root BQEMU_ENABLE_FORMAT_EXTENSIONS=false \
       setsid "$venv/bin/bqemulator" start --rest-host 127.0.0.1 --rest-port "$bq_port" \
       --grpc-host 127.0.0.1 --grpc-port "$bq_grpc_port" --project "$project" --ephemeral \
-      >"$dir/bq.log" 2>&1 </dev/null &
+      >"$dir/bq.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/bq.pid"
   fi
   if alive "$dir/gcs.pid" && gcs_ready; then
@@ -90,7 +90,7 @@ start() {
     setsid "$gcs_bin" -scheme http -host 127.0.0.1 -port "$gcs_port" -backend filesystem \
       -filesystem-root "$root" -public-host "127.0.0.1:$gcs_port" \
       -external-url "http://127.0.0.1:$gcs_port" -log-level warn \
-      >"$dir/gcs.log" 2>&1 </dev/null &
+      >"$dir/gcs.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/gcs.pid"
   fi
   wait_for bq bq_ready "$dir/bq.pid"
@@ -129,7 +129,8 @@ env_lines() {
 case "${1:-}" in
   install) install ;;
   start)
-    # Test binaries may start the emulators concurrently: one start at a time.
+    # Test binaries may start the emulators concurrently: one start at a time. The emulators
+    # themselves must not inherit the lock (9>&- where they are launched), or it is never released.
     mkdir -p "$dir"
     exec 9>"$dir/start.lock"
     flock 9

@@ -50,6 +50,24 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Show what `apply` would change, without writing anything. Exit 0 = no changes,
+    /// 2 = changes, 1 = error or refusal (like `terraform plan -detailed-exitcode`).
+    Plan {
+        #[command(flatten)]
+        common: LiveArgs,
+        /// Report format: a unified diff (coloured on a terminal), Markdown for a PR comment, or JSON.
+        #[arg(long, value_enum, default_value_t = PlanOutput::Text)]
+        output: PlanOutput,
+    },
+    /// Make the live state match the manifests. Exit 0 = done (or nothing to do), 1 = any error
+    /// or refusal; a refused plan writes nothing at all.
+    Apply {
+        #[command(flatten)]
+        common: LiveArgs,
+        /// Approve plans that remove more entries than the policy's blast-radius limit.
+        #[arg(long)]
+        allow_large_removal: bool,
+    },
     /// Check manifests offline: schema, identifiers, emails, column references, guardrails and
     /// duplicates. Exit 0 when valid, 1 when any error is found.
     Validate {
@@ -63,6 +81,32 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+}
+
+/// Arguments shared by the commands that read live state.
+#[derive(clap::Args, Debug)]
+pub struct LiveArgs {
+    /// Files, directories (searched recursively for *.yaml and *.yml) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub paths: Vec<PathBuf>,
+    /// Guardrail policy file (YAML); defaults apply without it.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// bqsteward's own identity, kept as OWNER on every dataset it writes so it can never lock
+    /// itself out: `serviceAccount:EMAIL`, `user:EMAIL` or `group:EMAIL`.
+    #[arg(long, env = "BQSTEWARD_IDENTITY")]
+    pub identity: Option<String>,
+}
+
+/// Output format of `plan`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum PlanOutput {
+    /// A unified diff per dataset and a summary line.
+    Text,
+    /// JSON, for tools.
+    Json,
+    /// Markdown, for a pull-request comment.
+    Markdown,
 }
 
 /// `bqsteward crds`: print all CRDs, or write them to `out`.

@@ -4,9 +4,12 @@
 //! [`crd`] (the resource types), [`manifest`] (loading YAML), [`validate`] (offline checks),
 //! [`policy`] (the guardrail file) and [`cloud`] (narrow clients of Google Cloud APIs).
 
+pub mod access;
 pub mod cli;
 pub mod cloud;
+pub mod commands;
 pub mod crd;
 pub mod manifest;
 pub mod policy;
+pub mod render;
 pub mod validate;

@@ -4,10 +4,16 @@ use bqsteward::cli::{self, Cli, Command, LogFormat};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
 fn main() {
     bqsteward::cloud::install_crypto_provider();
     let args = Cli::parse();
-    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("warn"));
+    // The audit trail (one line per access change) is always on.
+    let filter = EnvFilter::try_new(format!("{},bqsteward::audit=info", args.log))
+        .unwrap_or_else(|_| EnvFilter::new("warn,bqsteward::audit=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -18,6 +24,10 @@ fn main() {
     let result = match args.command {
         Command::Crds { out } => cli::crds(out).map(|()| 0),
         Command::Validate { paths, policy, output } => cli::validate(&paths, policy, output),
+        Command::Plan { common, output } => Ok(runtime().block_on(bqsteward::commands::plan(&common, output))),
+        Command::Apply { common, allow_large_removal } => {
+            Ok(runtime().block_on(bqsteward::commands::apply(&common, allow_large_removal)))
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -34,6 +34,15 @@ pub trait BigQuery: Send + Sync {
     async fn get_dataset(&self, project: &str, dataset: &str) -> Result<Option<DatasetInfo>, CloudError>;
     /// Creates a dataset in `location`; succeeds if it already exists.
     async fn create_dataset(&self, project: &str, dataset: &str, location: &str) -> Result<(), CloudError>;
+    /// Replaces a dataset's whole access list (`updateMode=UPDATE_ACL`), only if its etag is still
+    /// `etag` (`If-Match`; BigQuery answers 412 otherwise). Returns the dataset as written.
+    async fn patch_dataset_access(
+        &self,
+        project: &str,
+        dataset: &str,
+        access: Vec<serde_json::Value>,
+        etag: &str,
+    ) -> Result<DatasetInfo, CloudError>;
 }
 
 /// The production BigQuery client (also used against bqemulator).
@@ -125,6 +134,24 @@ impl BigQuery for BigQueryRest {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn patch_dataset_access(
+        &self,
+        project: &str,
+        dataset: &str,
+        access: Vec<serde_json::Value>,
+        etag: &str,
+    ) -> Result<DatasetInfo, CloudError> {
+        let op = format!("datasets.patch {project}.{dataset} (access)");
+        let req = self
+            .rest
+            .http
+            .patch(self.url(&format!("projects/{}/datasets/{}", seg(project), seg(dataset))))
+            .query(&[("updateMode", "UPDATE_ACL")])
+            .header(reqwest::header::IF_MATCH, etag)
+            .json(&serde_json::json!({ "access": access }));
+        self.rest.json(&op, req).await
     }
 
     async fn create_dataset(&self, project: &str, dataset: &str, location: &str) -> Result<(), CloudError> {

@@ -8,6 +8,7 @@
 pub mod bigquery;
 mod error;
 mod http;
+pub mod retry;
 pub mod storage;
 
 pub use error::{CloudError, ErrorCategory};

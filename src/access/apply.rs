@@ -1,0 +1,120 @@
+//! Observing and writing access lists. A write is always the complete list computed from one read,
+//! guarded by that read's etag; on 412 (someone else wrote in between) bqsteward reads again,
+//! plans again and retries, a bounded number of times. It never sends a list built from a stale read.
+
+use super::compile::DesiredAcl;
+use super::entry::AclEntry;
+use super::plan::{DatasetPlan, Observed, plan_dataset};
+use crate::cloud::bigquery::BigQuery;
+use crate::cloud::retry::{Backoff, Pacer, with_retry};
+use crate::cloud::{CloudError, ErrorCategory};
+use crate::policy::Policy;
+
+/// How many times a write is retried after a 412 (a concurrent change).
+pub const MAX_CONFLICT_RETRIES: u32 = 5;
+
+/// Reads a dataset's access list (retrying transient errors); `None` if the dataset is missing.
+pub async fn observe(bq: &dyn BigQuery, desired: &DesiredAcl, backoff: &Backoff) -> Result<Option<Observed>, CloudError> {
+    let key = &desired.key;
+    let info = with_retry(backoff, "datasets.get", || bq.get_dataset(&key.project, &key.dataset)).await?;
+    Ok(info.as_ref().map(Observed::from_info))
+}
+
+/// The result of applying one dataset.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing to do.
+    Unchanged,
+    /// Written.
+    Applied {
+        /// What was added and removed in the write that succeeded.
+        plan: DatasetPlan,
+        /// Writes attempted (more than one after 412s).
+        writes: u32,
+    },
+    /// Refused by a guardrail; nothing written.
+    Refused(DatasetPlan),
+    /// A cloud error that retries did not overcome.
+    Failed(CloudError),
+}
+
+/// Everything one apply needs besides the desired list.
+pub struct Applier<'a> {
+    /// BigQuery.
+    pub bq: &'a dyn BigQuery,
+    /// Guardrails.
+    pub policy: &'a Policy,
+    /// `--allow-large-removal`.
+    pub approved: bool,
+    /// Backoff for transient errors.
+    pub backoff: Backoff,
+    /// Write pacing per dataset.
+    pub pacer: &'a Pacer,
+}
+
+impl Applier<'_> {
+    /// Makes the dataset's live list equal the desired one: read, plan, write with `If-Match`;
+    /// on 412 read again. Every change written is logged as one audit line.
+    pub async fn apply(&self, desired: &DesiredAcl) -> Outcome {
+        let mut writes = 0;
+        loop {
+            let observed = match observe(self.bq, desired, &self.backoff).await {
+                Ok(o) => o,
+                Err(e) => return Outcome::Failed(e),
+            };
+            let plan = plan_dataset(desired, observed.as_ref(), self.policy, self.approved);
+            if plan.is_refused() {
+                return Outcome::Refused(plan);
+            }
+            if !plan.has_changes() {
+                return if writes == 0 { Outcome::Unchanged } else { Outcome::Applied { plan, writes } };
+            }
+            let key = desired.key.to_string();
+            let etag = plan.etag.clone().unwrap_or_default();
+            let body: Vec<_> = plan.after.iter().map(AclEntry::to_api).collect();
+            self.pacer.acquire(&key).await;
+            writes += 1;
+            let result = with_retry(&self.backoff, "datasets.patch", || {
+                self.bq.patch_dataset_access(&desired.key.project, &desired.key.dataset, body.clone(), &etag)
+            })
+            .await;
+            match result {
+                Ok(_) => {
+                    audit(&key, &plan);
+                    return Outcome::Applied { plan, writes };
+                }
+                Err(e) if e.status() == Some(412) && writes <= MAX_CONFLICT_RETRIES => {
+                    tracing::info!(dataset = %key, attempt = writes, "dataset changed since it was read (412); reading again");
+                }
+                Err(e) => return Outcome::Failed(e),
+            }
+        }
+    }
+}
+
+/// One structured line per change written: the audit trail.
+fn audit(dataset: &str, plan: &DatasetPlan) {
+    for (action, entries) in [("add", &plan.add), ("remove", &plan.remove)] {
+        for e in entries {
+            tracing::info!(
+                target: "bqsteward::audit",
+                dataset,
+                entry = %e.principal,
+                role = e.role.as_deref().unwrap_or("-"),
+                action,
+                actor = "bqsteward",
+                resource = plan.resource.as_deref().unwrap_or("-"),
+                "access changed"
+            );
+        }
+    }
+}
+
+/// A short label for an outcome's error category (reports, metrics).
+pub fn category_label(e: &CloudError) -> &'static str {
+    match e.category() {
+        ErrorCategory::Retryable => "retryable",
+        ErrorCategory::Wait => "quota",
+        ErrorCategory::Terminal => "terminal",
+    }
+}

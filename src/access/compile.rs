@@ -1,0 +1,109 @@
+//! The ACL compiler: the desired access list of each dataset bqsteward writes =
+//! its DatasetAccess entries ∪ entries other bqsteward resources need there (authorized views)
+//! ∪ the controller's own identity as OWNER. One writer per dataset: everything for a dataset is
+//! merged here and written in one request.
+
+use super::entry::AclEntry;
+use crate::crd::ANNOTATION_ALLOW_LARGE_REMOVAL;
+use crate::manifest::{Loaded, Resource};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A dataset, by project and id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct DatasetKey {
+    /// Project id.
+    pub project: String,
+    /// Dataset id.
+    pub dataset: String,
+}
+
+impl fmt::Display for DatasetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.project, self.dataset)
+    }
+}
+
+/// Why an entry is in a desired list.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "from")]
+pub enum Reason {
+    /// Declared in a DatasetAccess.
+    Declared,
+    /// Needed by another bqsteward resource (e.g. an authorized view); never removed by a
+    /// DatasetAccess.
+    Required {
+        /// `Kind namespace/name` of the resource that needs it.
+        by: String,
+    },
+    /// bqsteward's own identity: never removed, so it cannot lock itself out.
+    Identity,
+}
+
+/// The desired access list of one dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredAcl {
+    /// Which dataset.
+    pub key: DatasetKey,
+    /// The DatasetAccess owning the list (`namespace/name`), if any. With one, the list is exact
+    /// (undeclared entries are removed); without, bqsteward only adds what it requires.
+    pub owner: Option<String>,
+    /// Every desired entry and why.
+    pub entries: BTreeMap<AclEntry, Reason>,
+    /// The owner carries `bqsteward.dev/allow-large-removal: "true"`.
+    pub allow_large_removal: bool,
+}
+
+/// An entry another resource needs on a dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Requirement {
+    /// Where.
+    pub key: DatasetKey,
+    /// What.
+    pub entry: AclEntry,
+    /// `Kind namespace/name` of the resource that needs it.
+    pub by: String,
+}
+
+/// Entries a resource needs on datasets it does not own. This is the single plug-in point for
+/// authorized views: IngestedTable view layers and ConsumerProject views add theirs here (once
+/// those views are managed), so a DatasetAccess apply can never remove them.
+pub fn requirements(resource: &Resource) -> Vec<Requirement> {
+    match resource {
+        // View layers and consumer views are not created yet by this version; when they are, their
+        // authorizations are returned here.
+        Resource::IngestedTable(_) | Resource::ConsumerProject(_) => Vec::new(),
+        Resource::DatasetAccess(_) | Resource::GroupMembership(_) => Vec::new(),
+    }
+}
+
+/// Compiles the desired list of every dataset bqsteward writes, in dataset order.
+/// `identity` is bqsteward's own principal (added as OWNER everywhere it writes).
+pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<DesiredAcl> {
+    fn slot(out: &mut BTreeMap<DatasetKey, DesiredAcl>, key: DatasetKey) -> &mut DesiredAcl {
+        out.entry(key.clone())
+            .or_insert_with(|| DesiredAcl { key, owner: None, entries: BTreeMap::new(), allow_large_removal: false })
+    }
+    let mut out: BTreeMap<DatasetKey, DesiredAcl> = BTreeMap::new();
+    for loaded in resources {
+        if let Resource::DatasetAccess(da) = &loaded.resource {
+            let key = DatasetKey { project: da.spec.project.clone(), dataset: da.spec.dataset.clone() };
+            let acl = slot(&mut out, key);
+            acl.owner = Some(loaded.resource.qualified_name());
+            acl.allow_large_removal = loaded.resource.annotation(ANNOTATION_ALLOW_LARGE_REMOVAL) == Some("true");
+            for e in &da.spec.access {
+                acl.entries.entry(AclEntry::from_spec(e)).or_insert(Reason::Declared);
+            }
+        }
+        for r in requirements(&loaded.resource) {
+            let acl = slot(&mut out, r.key);
+            acl.entries.insert(r.entry, Reason::Required { by: r.by });
+        }
+    }
+    if let Some(id) = identity {
+        for acl in out.values_mut() {
+            acl.entries.insert(id.clone(), Reason::Identity);
+        }
+    }
+    out.into_values().collect()
+}
