@@ -44,7 +44,9 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
         }
     };
     if identity.is_none() {
-        tracing::warn!("no --identity / BQSTEWARD_IDENTITY configured: bqsteward cannot keep its own OWNER entry on datasets it writes");
+        tracing::warn!(
+            "no --identity / BQSTEWARD_IDENTITY configured: bqsteward cannot keep its own OWNER entry on datasets it writes"
+        );
     }
     let report = manifest::load_paths(&args.paths);
     let errors = crate::validate::validate(&report, &policy);
@@ -55,7 +57,19 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
         eprintln!("{} errors in the manifests: nothing was read or written", errors.len());
         return Err(EXIT_ERROR);
     }
-    Ok(Prepared { desired: compile(&report.resources, identity.as_ref()), policy })
+    for l in &report.resources {
+        if !matches!(l.resource, manifest::Resource::DatasetAccess(_)) {
+            eprintln!(
+                "note: {} {}: validated, but not yet planned or applied by this version (DatasetAccess only)",
+                l.resource.kind(),
+                l.resource.qualified_name()
+            );
+        }
+    }
+    Ok(Prepared {
+        desired: compile(&report.resources, identity.as_ref()),
+        policy,
+    })
 }
 
 async fn client() -> Result<BigQueryRest, i32> {
@@ -132,7 +146,13 @@ async fn apply_with(bq: &dyn BigQuery, prepared: &Prepared, approved: bool) -> i
         return EXIT_ERROR;
     }
     let pacer = Pacer::default();
-    let applier = Applier { bq, policy: &prepared.policy, approved, backoff: Backoff::default(), pacer: &pacer };
+    let applier = Applier {
+        bq,
+        policy: &prepared.policy,
+        approved,
+        backoff: Backoff::default(),
+        pacer: &pacer,
+    };
     let mut failed = 0;
     for (desired, plan) in prepared.desired.iter().zip(&plans) {
         if !plan.has_changes() {

@@ -2,10 +2,14 @@
 
 use bqsteward::cli::{self, Cli, Command, LogFormat};
 use clap::Parser;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 fn main() {
@@ -16,6 +20,7 @@ fn main() {
         .unwrap_or_else(|_| EnvFilter::new("warn,bqsteward::audit=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Json => builder.json().init(),
@@ -25,9 +30,10 @@ fn main() {
         Command::Crds { out } => cli::crds(out).map(|()| 0),
         Command::Validate { paths, policy, output } => cli::validate(&paths, policy, output),
         Command::Plan { common, output } => Ok(runtime().block_on(bqsteward::commands::plan(&common, output))),
-        Command::Apply { common, allow_large_removal } => {
-            Ok(runtime().block_on(bqsteward::commands::apply(&common, allow_large_removal)))
-        }
+        Command::Apply {
+            common,
+            allow_large_removal,
+        } => Ok(runtime().block_on(bqsteward::commands::apply(&common, allow_large_removal))),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -66,7 +66,10 @@ fn diff(plan: &DatasetPlan) -> String {
     TextDiff::from_lines(&before, &after)
         .unified_diff()
         .context_radius(2)
-        .header(&format!("{} (live)", plan.dataset), &format!("{} (declared)", plan.dataset))
+        .header(
+            &format!("{} (live)", plan.dataset),
+            &format!("{} (declared)", plan.dataset),
+        )
         .to_string()
 }
 
@@ -79,7 +82,13 @@ fn title(plan: &DatasetPlan) -> String {
 
 /// Plain text, coloured with ANSI codes when `color`.
 pub fn text(plans: &[DatasetPlan], color: bool) -> String {
-    let paint = |code: &str, s: &str| if color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() };
+    let paint = |code: &str, s: &str| {
+        if color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
     let mut out = String::new();
     for p in plans {
         if p.is_refused() {
@@ -134,8 +143,11 @@ pub fn markdown(plans: &[DatasetPlan]) -> String {
             let _ = writeln!(out, "```diff\n{}```\n", diff(p).replace("```", "'''"));
         }
     }
-    let unchanged: Vec<String> =
-        plans.iter().filter(|p| !p.has_changes() && !p.is_refused()).map(|p| format!("`{}`", p.dataset)).collect();
+    let unchanged: Vec<String> = plans
+        .iter()
+        .filter(|p| !p.has_changes() && !p.is_refused())
+        .map(|p| format!("`{}`", p.dataset))
+        .collect();
     if !unchanged.is_empty() {
         let _ = writeln!(out, "Unchanged: {}", unchanged.join(", "));
     }
@@ -150,5 +162,9 @@ struct JsonReport<'a> {
 
 /// JSON for tools.
 pub fn json(plans: &[DatasetPlan]) -> String {
-    serde_json::to_string_pretty(&JsonReport { summary: Summary::of(plans), datasets: plans }).expect("plans serialize")
+    serde_json::to_string_pretty(&JsonReport {
+        summary: Summary::of(plans),
+        datasets: plans,
+    })
+    .expect("plans serialize")
 }

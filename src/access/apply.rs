@@ -14,7 +14,11 @@ use crate::policy::Policy;
 pub const MAX_CONFLICT_RETRIES: u32 = 5;
 
 /// Reads a dataset's access list (retrying transient errors); `None` if the dataset is missing.
-pub async fn observe(bq: &dyn BigQuery, desired: &DesiredAcl, backoff: &Backoff) -> Result<Option<Observed>, CloudError> {
+pub async fn observe(
+    bq: &dyn BigQuery,
+    desired: &DesiredAcl,
+    backoff: &Backoff,
+) -> Result<Option<Observed>, CloudError> {
     let key = &desired.key;
     let info = with_retry(backoff, "datasets.get", || bq.get_dataset(&key.project, &key.dataset)).await?;
     Ok(info.as_ref().map(Observed::from_info))
@@ -67,7 +71,11 @@ impl Applier<'_> {
                 return Outcome::Refused(plan);
             }
             if !plan.has_changes() {
-                return if writes == 0 { Outcome::Unchanged } else { Outcome::Applied { plan, writes } };
+                return if writes == 0 {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Applied { plan, writes }
+                };
             }
             let key = desired.key.to_string();
             let etag = plan.etag.clone().unwrap_or_default();
@@ -75,7 +83,8 @@ impl Applier<'_> {
             self.pacer.acquire(&key).await;
             writes += 1;
             let result = with_retry(&self.backoff, "datasets.patch", || {
-                self.bq.patch_dataset_access(&desired.key.project, &desired.key.dataset, body.clone(), &etag)
+                self.bq
+                    .patch_dataset_access(&desired.key.project, &desired.key.dataset, body.clone(), &etag)
             })
             .await;
             match result {

@@ -81,13 +81,20 @@ pub fn requirements(resource: &Resource) -> Vec<Requirement> {
 /// `identity` is bqsteward's own principal (added as OWNER everywhere it writes).
 pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<DesiredAcl> {
     fn slot(out: &mut BTreeMap<DatasetKey, DesiredAcl>, key: DatasetKey) -> &mut DesiredAcl {
-        out.entry(key.clone())
-            .or_insert_with(|| DesiredAcl { key, owner: None, entries: BTreeMap::new(), allow_large_removal: false })
+        out.entry(key.clone()).or_insert_with(|| DesiredAcl {
+            key,
+            owner: None,
+            entries: BTreeMap::new(),
+            allow_large_removal: false,
+        })
     }
     let mut out: BTreeMap<DatasetKey, DesiredAcl> = BTreeMap::new();
     for loaded in resources {
         if let Resource::DatasetAccess(da) = &loaded.resource {
-            let key = DatasetKey { project: da.spec.project.clone(), dataset: da.spec.dataset.clone() };
+            let key = DatasetKey {
+                project: da.spec.project.clone(),
+                dataset: da.spec.dataset.clone(),
+            };
             let acl = slot(&mut out, key);
             acl.owner = Some(loaded.resource.qualified_name());
             acl.allow_large_removal = loaded.resource.annotation(ANNOTATION_ALLOW_LARGE_REMOVAL) == Some("true");

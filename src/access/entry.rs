@@ -54,7 +54,10 @@ pub fn normalize_role(role: &str) -> String {
 impl AclEntry {
     /// An entry with a role.
     pub fn new(role: &str, principal: Principal) -> AclEntry {
-        AclEntry { principal, role: Some(normalize_role(role)) }
+        AclEntry {
+            principal,
+            role: Some(normalize_role(role)),
+        }
     }
 
     /// Whether this entry grants OWNER.
@@ -101,8 +104,20 @@ impl AclEntry {
             ))
         };
         // An entry with a condition or any field bqsteward does not model is kept verbatim.
-        let known = ["role", "userByEmail", "groupByEmail", "domain", "specialGroup", "iamMember", "view", "routine", "dataset"];
-        let unmodelled = v.as_object().is_none_or(|o| o.keys().any(|k| !known.contains(&k.as_str())));
+        let known = [
+            "role",
+            "userByEmail",
+            "groupByEmail",
+            "domain",
+            "specialGroup",
+            "iamMember",
+            "view",
+            "routine",
+            "dataset",
+        ];
+        let unmodelled = v
+            .as_object()
+            .is_none_or(|o| o.keys().any(|k| !known.contains(&k.as_str())));
         let principal = if unmodelled {
             None
         } else if let Some(u) = s("userByEmail") {
@@ -136,7 +151,10 @@ impl AclEntry {
         match principal {
             Some(principal) => AclEntry { principal, role },
             // Kept verbatim (role included) and compared by its JSON.
-            None => AclEntry { principal: Principal::Other(v.to_string()), role: None },
+            None => AclEntry {
+                principal: Principal::Other(v.to_string()),
+                role: None,
+            },
         }
     }
 
@@ -196,9 +214,9 @@ impl fmt::Display for AclEntry {
 
 /// A configured identity (`serviceAccount:EMAIL`, `user:EMAIL` or `group:EMAIL`) as an OWNER entry.
 pub fn identity_entry(identity: &str) -> Result<AclEntry, String> {
-    let (kind, email) = identity
-        .split_once(':')
-        .ok_or_else(|| format!("identity {identity:?} must be written serviceAccount:EMAIL, user:EMAIL or group:EMAIL"))?;
+    let (kind, email) = identity.split_once(':').ok_or_else(|| {
+        format!("identity {identity:?} must be written serviceAccount:EMAIL, user:EMAIL or group:EMAIL")
+    })?;
     crate::validate::ident::email(email)?;
     let principal = match kind {
         "serviceAccount" | "user" => Principal::User(email.to_lowercase()),
@@ -214,11 +232,16 @@ mod tests {
 
     #[test]
     fn api_and_spec_forms_meet() {
-        let live = AclEntry::from_api(&json!({"role": "roles/bigquery.dataViewer", "userByEmail": "Carol.Smith@Acme.com"}));
+        let live =
+            AclEntry::from_api(&json!({"role": "roles/bigquery.dataViewer", "userByEmail": "Carol.Smith@Acme.com"}));
         let declared: AccessEntry = serde_yaml::from_str("{role: READER, user: carol.smith@acme.com}").unwrap();
         assert_eq!(live, AclEntry::from_spec(&declared));
-        let sa: AccessEntry = serde_yaml::from_str("{role: WRITER, serviceAccount: a@p.iam.gserviceaccount.com}").unwrap();
-        assert_eq!(AclEntry::from_spec(&sa).to_api(), json!({"role": "WRITER", "userByEmail": "a@p.iam.gserviceaccount.com"}));
+        let sa: AccessEntry =
+            serde_yaml::from_str("{role: WRITER, serviceAccount: a@p.iam.gserviceaccount.com}").unwrap();
+        assert_eq!(
+            AclEntry::from_spec(&sa).to_api(),
+            json!({"role": "WRITER", "userByEmail": "a@p.iam.gserviceaccount.com"})
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub struct Observed {
 impl Observed {
     /// From a dataset read.
     pub fn from_info(info: &crate::cloud::bigquery::DatasetInfo) -> Observed {
-        Observed { etag: info.etag.clone(), entries: info.access.iter().map(AclEntry::from_api).collect() }
+        Observed {
+            etag: info.etag.clone(),
+            entries: info.access.iter().map(AclEntry::from_api).collect(),
+        }
     }
 }
 
@@ -130,7 +133,10 @@ pub fn plan_dataset(desired: &DesiredAcl, observed: Option<&Observed>, policy: &
 
 /// Whether `entry` may never be removed from `desired` (bqsteward's identity, required entries).
 pub fn is_protected(desired: &DesiredAcl, entry: &AclEntry) -> bool {
-    matches!(desired.entries.get(entry), Some(Reason::Identity | Reason::Required { .. }))
+    matches!(
+        desired.entries.get(entry),
+        Some(Reason::Identity | Reason::Required { .. })
+    )
 }
 
 #[cfg(test)]
@@ -145,15 +151,24 @@ mod tests {
 
     fn desired(entries: Vec<AclEntry>, owner: bool) -> DesiredAcl {
         DesiredAcl {
-            key: DatasetKey { project: "p".into(), dataset: "d".into() },
+            key: DatasetKey {
+                project: "p".into(),
+                dataset: "d".into(),
+            },
             owner: owner.then(|| "ns/da".to_string()),
-            entries: entries.into_iter().map(|x| (x, Reason::Declared)).collect::<BTreeMap<_, _>>(),
+            entries: entries
+                .into_iter()
+                .map(|x| (x, Reason::Declared))
+                .collect::<BTreeMap<_, _>>(),
             allow_large_removal: false,
         }
     }
 
     fn live(entries: Vec<AclEntry>) -> Observed {
-        Observed { etag: "e1".into(), entries }
+        Observed {
+            etag: "e1".into(),
+            entries,
+        }
     }
 
     #[test]
@@ -177,9 +192,15 @@ mod tests {
     #[test]
     fn without_owner_resource_only_adds() {
         let owner = e("OWNER", Principal::SpecialGroup("projectOwners".into()));
-        let view = AclEntry::from_api(&serde_json::json!({"view": {"projectId": "p", "datasetId": "v", "tableId": "t"}}));
+        let view =
+            AclEntry::from_api(&serde_json::json!({"view": {"projectId": "p", "datasetId": "v", "tableId": "t"}}));
         let other = e("READER", Principal::Group("g@acme.com".into()));
-        let p = plan_dataset(&desired(vec![view.clone()], false), Some(&live(vec![owner, other])), &Policy::default(), false);
+        let p = plan_dataset(
+            &desired(vec![view.clone()], false),
+            Some(&live(vec![owner, other])),
+            &Policy::default(),
+            false,
+        );
         assert_eq!(p.add, vec![view]);
         assert!(p.remove.is_empty());
     }
@@ -188,8 +209,17 @@ mod tests {
     fn refuses_a_list_without_owner_and_a_missing_dataset() {
         let reader = e("READER", Principal::Group("g@acme.com".into()));
         let owner = e("OWNER", Principal::User("o@acme.com".into()));
-        let p = plan_dataset(&desired(vec![reader.clone()], true), Some(&live(vec![owner])), &Policy::default(), false);
-        assert!(p.refusals.iter().any(|r| r.contains("without an OWNER")), "{:?}", p.refusals);
+        let p = plan_dataset(
+            &desired(vec![reader.clone()], true),
+            Some(&live(vec![owner])),
+            &Policy::default(),
+            false,
+        );
+        assert!(
+            p.refusals.iter().any(|r| r.contains("without an OWNER")),
+            "{:?}",
+            p.refusals
+        );
         let p = plan_dataset(&desired(vec![reader], true), None, &Policy::default(), false);
         assert!(p.refusals[0].contains("does not exist"));
     }
@@ -208,13 +238,19 @@ mod tests {
     #[test]
     fn blast_radius_needs_approval() {
         let owner = e("OWNER", Principal::SpecialGroup("projectOwners".into()));
-        let many: Vec<_> = (0..11).map(|i| e("READER", Principal::User(format!("u{i}@acme.com")))).collect();
+        let many: Vec<_> = (0..11)
+            .map(|i| e("READER", Principal::User(format!("u{i}@acme.com"))))
+            .collect();
         let mut all = many.clone();
         all.push(owner.clone());
         let d = desired(vec![owner], true);
         let p = plan_dataset(&d, Some(&live(all.clone())), &Policy::default(), false);
         assert_eq!(p.remove.len(), 11);
-        assert!(p.refusals[0].contains("would remove 11 entries from dataset p.d (limit 10)"), "{:?}", p.refusals);
+        assert!(
+            p.refusals[0].contains("would remove 11 entries from dataset p.d (limit 10)"),
+            "{:?}",
+            p.refusals
+        );
         assert!(p.refusals[0].contains("bqsteward.dev/allow-large-removal"));
         assert!(!plan_dataset(&d, Some(&live(all.clone())), &Policy::default(), true).is_refused());
         let mut annotated = d.clone();
@@ -226,9 +262,19 @@ mod tests {
     fn forbidden_principals_are_refused_but_removed_when_live() {
         let owner = e("OWNER", Principal::SpecialGroup("projectOwners".into()));
         let public = e("READER", Principal::IamMember("allUsers".into()));
-        let p = plan_dataset(&desired(vec![owner.clone(), public.clone()], true), Some(&live(vec![owner.clone()])), &Policy::default(), false);
+        let p = plan_dataset(
+            &desired(vec![owner.clone(), public.clone()], true),
+            Some(&live(vec![owner.clone()])),
+            &Policy::default(),
+            false,
+        );
         assert!(p.refusals[0].contains("allUsers is a forbidden principal"));
-        let p = plan_dataset(&desired(vec![owner.clone()], true), Some(&live(vec![owner, public.clone()])), &Policy::default(), false);
+        let p = plan_dataset(
+            &desired(vec![owner.clone()], true),
+            Some(&live(vec![owner, public.clone()])),
+            &Policy::default(),
+            false,
+        );
         assert_eq!(p.remove, vec![public]);
         assert!(!p.is_refused());
     }

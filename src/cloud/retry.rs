@@ -21,14 +21,21 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30), attempts: 6 }
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            attempts: 6,
+        }
     }
 }
 
 impl Backoff {
     /// The delay before retry `n` (1-based): uniformly random up to `initial · 2^(n-1)`, capped.
     pub fn delay(&self, n: u32) -> Duration {
-        let ceiling = self.initial.saturating_mul(1u32 << n.saturating_sub(1).min(20)).min(self.max);
+        let ceiling = self
+            .initial
+            .saturating_mul(1u32 << n.saturating_sub(1).min(20))
+            .min(self.max);
         ceiling.mul_f64(fastrand::f64().max(0.1))
     }
 }
@@ -73,7 +80,11 @@ impl Default for Pacer {
 impl Pacer {
     /// At most `max` writes per key in any `window`.
     pub fn new(max: usize, window: Duration) -> Pacer {
-        Pacer { window, max: max.max(1), writes: Mutex::new(HashMap::new()) }
+        Pacer {
+            window,
+            max: max.max(1),
+            writes: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Waits until a write to `key` is allowed, and records it.
@@ -113,12 +124,22 @@ mod tests {
         pacer.acquire("p.d").await;
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         pacer.acquire("p.other").await;
-        assert_eq!(start.elapsed(), Duration::from_secs(10), "other datasets are not held up");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(10),
+            "other datasets are not held up"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn retries_only_transient_errors() {
-        let transient = || CloudError::Api { api: "bigquery", operation: "x".into(), status: 503, reason: String::new(), message: String::new() };
+        let transient = || CloudError::Api {
+            api: "bigquery",
+            operation: "x".into(),
+            status: 503,
+            reason: String::new(),
+            message: String::new(),
+        };
         let mut calls = 0;
         let r: Result<u32, _> = with_retry(&Backoff::default(), "x", || {
             calls += 1;
@@ -132,17 +153,32 @@ mod tests {
         let mut calls = 0;
         let r: Result<u32, _> = with_retry(&Backoff::default(), "x", || {
             calls += 1;
-            async { Err(CloudError::Api { api: "bigquery", operation: "x".into(), status: 400, reason: "invalid".into(), message: String::new() }) }
+            async {
+                Err(CloudError::Api {
+                    api: "bigquery",
+                    operation: "x".into(),
+                    status: 400,
+                    reason: "invalid".into(),
+                    message: String::new(),
+                })
+            }
         })
         .await;
         assert!(r.is_err());
         assert_eq!(calls, 1, "terminal errors are not retried");
 
         let mut calls = 0;
-        let r: Result<u32, _> = with_retry(&Backoff { attempts: 3, ..Backoff::default() }, "x", || {
-            calls += 1;
-            async { Err(transient()) }
-        })
+        let r: Result<u32, _> = with_retry(
+            &Backoff {
+                attempts: 3,
+                ..Backoff::default()
+            },
+            "x",
+            || {
+                calls += 1;
+                async { Err(transient()) }
+            },
+        )
         .await;
         assert!(r.is_err());
         assert_eq!(calls, 3, "attempts are bounded");
@@ -150,7 +186,11 @@ mod tests {
 
     #[test]
     fn delays_grow_and_are_capped() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1), attempts: 10 };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            attempts: 10,
+        };
         for _ in 0..50 {
             assert!(b.delay(1) <= Duration::from_millis(100));
             assert!(b.delay(3) <= Duration::from_millis(400));

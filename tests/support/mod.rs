@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use bqsteward::cloud::Endpoints;
 use std::process::Command;
 use std::sync::OnceLock;
