@@ -72,11 +72,14 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
     })
 }
 
-async fn client() -> Result<BigQueryRest, i32> {
-    BigQueryRest::new(&Endpoints::from_env()).await.map_err(|e| {
+/// [`prepare`], then a BigQuery client for the configured endpoint.
+async fn prepare_with_client(args: &LiveArgs) -> Result<(Prepared, BigQueryRest), i32> {
+    let prepared = prepare(args)?;
+    let bq = BigQueryRest::new(&Endpoints::from_env()).await.map_err(|e| {
         eprintln!("error: {e}");
         EXIT_ERROR
-    })
+    })?;
+    Ok((prepared, bq))
 }
 
 /// Observes and plans every dataset. Cloud errors are reported per dataset (as refusals) so one
@@ -100,12 +103,8 @@ async fn plan_all(bq: &dyn BigQuery, prepared: &Prepared, approved: bool) -> Vec
 
 /// `bqsteward plan`.
 pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
-    let prepared = match prepare(args) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let bq = match client().await {
-        Ok(c) => c,
+    let (prepared, bq) = match prepare_with_client(args).await {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let plans = plan_all(&bq, &prepared, false).await;
@@ -126,15 +125,10 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
 
 /// `bqsteward apply`.
 pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
-    let prepared = match prepare(args) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let bq = match client().await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    apply_with(&bq, &prepared, allow_large_removal).await
+    match prepare_with_client(args).await {
+        Ok((prepared, bq)) => apply_with(&bq, &prepared, allow_large_removal).await,
+        Err(code) => code,
+    }
 }
 
 async fn apply_with(bq: &dyn BigQuery, prepared: &Prepared, approved: bool) -> i32 {
