@@ -2,6 +2,7 @@
 //! `gcp-bigquery-client` where that client covers the call, and raw REST where it does not
 //! (access lists and etags, which its `Dataset` model lacks).
 
+use super::bqtypes::{Field, Job, Param, Rows, TableDef, TableInfo, TableRef};
 use super::http::{Auth, Rest};
 use super::{CloudError, Endpoints};
 use async_trait::async_trait;
@@ -43,6 +44,48 @@ pub trait BigQuery: Send + Sync {
         access: Vec<serde_json::Value>,
         etag: &str,
     ) -> Result<DatasetInfo, CloudError>;
+
+    /// Reads a table; `Ok(None)` when it does not exist.
+    async fn get_table(&self, table: &TableRef) -> Result<Option<TableInfo>, CloudError>;
+    /// Creates a table; succeeds if it already exists (the caller re-reads to compare).
+    async fn create_table(&self, def: &TableDef) -> Result<(), CloudError>;
+    /// Replaces a table's schema (only additions are accepted by BigQuery), guarded by `etag`.
+    async fn patch_table_schema(&self, table: &TableRef, fields: &[Field], etag: &str) -> Result<(), CloudError>;
+    /// Deletes a table; succeeds if it is already gone.
+    async fn delete_table(&self, table: &TableRef) -> Result<(), CloudError>;
+    /// Reads a job; `Ok(None)` when no job has this id.
+    async fn get_job(&self, project: &str, location: &str, job_id: &str) -> Result<Option<Job>, CloudError>;
+    /// Inserts a job with a caller-chosen id. BigQuery answers 409 `duplicate` when the id exists.
+    async fn insert_job(
+        &self,
+        project: &str,
+        location: &str,
+        job_id: &str,
+        configuration: serde_json::Value,
+    ) -> Result<Job, CloudError>;
+    /// Runs a read-only query (named parameters) and hands every row to `sink` (column names,
+    /// cells), following pages, so large results are never held whole.
+    async fn query_each(
+        &self,
+        project: &str,
+        location: &str,
+        sql: &str,
+        params: &[Param],
+        sink: &mut (dyn for<'c> FnMut(&'c [String], Vec<Option<String>>) + Send),
+    ) -> Result<(), CloudError>;
+
+    /// [`BigQuery::query_each`] collected into [`Rows`] (for small results).
+    async fn query(&self, project: &str, location: &str, sql: &str, params: &[Param]) -> Result<Rows, CloudError> {
+        let mut rows = Rows::default();
+        self.query_each(project, location, sql, params, &mut |cols, row| {
+            if rows.columns.is_empty() {
+                rows.columns = cols.to_vec();
+            }
+            rows.rows.push(row);
+        })
+        .await?;
+        Ok(rows)
+    }
 }
 
 /// The production BigQuery client (also used against bqemulator).
@@ -86,6 +129,104 @@ impl BigQueryRest {
 
     fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.base)
+    }
+
+    fn table_url(&self, t: &TableRef) -> String {
+        self.url(&format!(
+            "projects/{}/datasets/{}/tables/{}",
+            seg(&t.project),
+            seg(&t.dataset),
+            seg(&t.table)
+        ))
+    }
+
+    async fn query_page(
+        &self,
+        project: &str,
+        location: &str,
+        job: &str,
+        token: Option<&str>,
+        op: &str,
+    ) -> Result<QueryPage, CloudError> {
+        let url = self.url(&format!("projects/{}/queries/{}", seg(project), seg(job)));
+        let mut q: Vec<(&str, String)> = vec![
+            ("location", location.into()),
+            ("maxResults", QUERY_PAGE_ROWS.to_string()),
+            ("timeoutMs", "60000".into()),
+            ("formatOptions.useInt64Timestamp", "true".into()),
+        ];
+        if let Some(t) = token {
+            q.push(("pageToken", t.into()));
+        }
+        self.rest.json(op, self.rest.http.get(url).query(&q)).await
+    }
+}
+
+/// Rows per result page (BigQuery also caps a page at 10 MB).
+const QUERY_PAGE_ROWS: u32 = 50_000;
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryPage {
+    #[serde(default)]
+    job_complete: bool,
+    #[serde(default)]
+    job_reference: Option<serde_json::Value>,
+    #[serde(default)]
+    schema: super::bqtypes::Schema,
+    #[serde(default)]
+    rows: Vec<QueryRow>,
+    #[serde(default)]
+    page_token: Option<String>,
+    #[serde(default)]
+    errors: Vec<super::bqtypes::JobError>,
+}
+
+#[derive(serde::Deserialize)]
+struct QueryRow {
+    f: Vec<QueryCell>,
+}
+
+#[derive(serde::Deserialize)]
+struct QueryCell {
+    #[serde(default)]
+    v: serde_json::Value,
+}
+
+fn cell(v: serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+impl QueryPage {
+    /// BigQuery answers a failed query with an HTTP error; bqemulator answers 200 with `errors`
+    /// (and no rows). Either way the caller gets an `Api` error.
+    fn check(&self, op: &str) -> Result<(), CloudError> {
+        match self.errors.first() {
+            Some(e) => Err(CloudError::Api {
+                api: "bigquery",
+                operation: op.to_string(),
+                status: 400,
+                reason: e.reason.clone(),
+                message: e.message.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn job_id(&self, op: &str) -> Result<String, CloudError> {
+        self.job_reference
+            .as_ref()
+            .and_then(|r| r["jobId"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| CloudError::Decode {
+                api: "bigquery",
+                operation: op.to_string(),
+                message: "query answer without jobReference".into(),
+            })
     }
 }
 
@@ -152,6 +293,123 @@ impl BigQuery for BigQueryRest {
             .header(reqwest::header::IF_MATCH, etag)
             .json(&serde_json::json!({ "access": access }));
         self.rest.json(&op, req).await
+    }
+
+    async fn get_table(&self, t: &TableRef) -> Result<Option<TableInfo>, CloudError> {
+        let op = format!("tables.get {t}");
+        match self.rest.json(&op, self.rest.http.get(self.table_url(t))).await {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_table(&self, def: &TableDef) -> Result<(), CloudError> {
+        let t = &def.table;
+        let op = format!("tables.insert {t}");
+        let url = self.url(&format!(
+            "projects/{}/datasets/{}/tables",
+            seg(&t.project),
+            seg(&t.dataset)
+        ));
+        match self.rest.send(&op, self.rest.http.post(url).json(&def.to_api())).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(409) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn patch_table_schema(&self, t: &TableRef, fields: &[Field], etag: &str) -> Result<(), CloudError> {
+        let op = format!("tables.patch {t} (schema)");
+        let req = self
+            .rest
+            .http
+            .patch(self.table_url(t))
+            .header(reqwest::header::IF_MATCH, etag)
+            .json(&serde_json::json!({ "schema": { "fields": fields } }));
+        self.rest.send(&op, req).await.map(|_| ())
+    }
+
+    async fn delete_table(&self, t: &TableRef) -> Result<(), CloudError> {
+        let op = format!("tables.delete {t}");
+        match self.rest.send(&op, self.rest.http.delete(self.table_url(t))).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_job(&self, project: &str, location: &str, job_id: &str) -> Result<Option<Job>, CloudError> {
+        let op = format!("jobs.get {project}:{job_id}");
+        let url = self.url(&format!("projects/{}/jobs/{}", seg(project), seg(job_id)));
+        let req = self.rest.http.get(url).query(&[("location", location)]);
+        match self.rest.json::<serde_json::Value>(&op, req).await {
+            Ok(v) => Ok(Some(Job::from_api(&v))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn insert_job(
+        &self,
+        project: &str,
+        location: &str,
+        job_id: &str,
+        configuration: serde_json::Value,
+    ) -> Result<Job, CloudError> {
+        let op = format!("jobs.insert {project}:{job_id}");
+        let url = self.url(&format!("projects/{}/jobs", seg(project)));
+        let body = serde_json::json!({
+            "jobReference": { "projectId": project, "jobId": job_id, "location": location },
+            "configuration": configuration,
+        });
+        let v: serde_json::Value = self.rest.json(&op, self.rest.http.post(url).json(&body)).await?;
+        Ok(Job::from_api(&v))
+    }
+
+    async fn query_each(
+        &self,
+        project: &str,
+        location: &str,
+        sql: &str,
+        params: &[Param],
+        sink: &mut (dyn for<'c> FnMut(&'c [String], Vec<Option<String>>) + Send),
+    ) -> Result<(), CloudError> {
+        let op = format!("jobs.query {project}");
+        let url = self.url(&format!("projects/{}/queries", seg(project)));
+        let body = serde_json::json!({
+            "query": sql,
+            "useLegacySql": false,
+            "location": location,
+            "parameterMode": "NAMED",
+            "queryParameters": params.iter().map(Param::to_api).collect::<Vec<_>>(),
+            "formatOptions": { "useInt64Timestamp": true },
+            "maxResults": QUERY_PAGE_ROWS,
+            "timeoutMs": 60_000,
+        });
+        let mut page: QueryPage = self.rest.json(&op, self.rest.http.post(&url).json(&body)).await?;
+        let mut columns: Vec<String> = Vec::new();
+        loop {
+            page.check(&op)?;
+            if !page.job_complete {
+                let job = page.job_id(&op)?;
+                page = self.query_page(project, location, &job, None, &op).await?;
+                continue;
+            }
+            if columns.is_empty() {
+                columns = page.schema.fields.iter().map(|f| f.name.clone()).collect();
+            }
+            for r in page.rows.drain(..) {
+                sink(&columns, r.f.into_iter().map(|c| cell(c.v)).collect());
+            }
+            match page.page_token.take().filter(|t| !t.is_empty()) {
+                Some(token) => {
+                    let job = page.job_id(&op)?;
+                    page = self.query_page(project, location, &job, Some(&token), &op).await?;
+                }
+                None => return Ok(()),
+            }
+        }
     }
 
     async fn create_dataset(&self, project: &str, dataset: &str, location: &str) -> Result<(), CloudError> {

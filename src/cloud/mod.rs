@@ -6,12 +6,13 @@
 //! to Google with Application Default Credentials (Workload Identity on GKE).
 
 pub mod bigquery;
+pub mod bqtypes;
 mod error;
 mod http;
 pub mod retry;
 pub mod storage;
 
-pub use error::{CloudError, ErrorCategory};
+pub use error::{CloudError, ErrorCategory, classify};
 pub use http::Auth;
 
 /// Where the APIs are.

@@ -103,6 +103,11 @@ pub struct Source {
     pub include: Option<String>,
     /// File format: NEWLINE_DELIMITED_JSON, CSV, PARQUET or AVRO.
     pub format: SourceFormat,
+    /// Snapshot mode only: the object that marks a snapshot set complete (default `_SUCCESS`).
+    /// A set is the first folder level under `uri` (e.g. `dt=2026-11-22/`); the table is replaced
+    /// by the newest set that holds this marker. Set to "" to treat the newest set as complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_marker: Option<String>,
     /// CSV options (only with `format: CSV`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<CsvOptions>,

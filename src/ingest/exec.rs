@@ -1,0 +1,643 @@
+//! Observe → plan → apply for one IngestedTable.
+//!
+//! Per batch: (1) its files are written to the ledger as PLANNED (so a crash resumes exactly
+//! this batch); (2) a load job with a deterministic id fills a staging table (`WRITE_TRUNCATE`,
+//! so a re-run or a partial failed load never leaves extra rows); (3) a query job with a
+//! deterministic id moves the staging rows into the destination in one statement, adding the
+//! lineage columns; (4) the ledger records the files as LOADED; (5) staging is dropped. Jobs are
+//! looked up before they are inserted ([`super::jobs`]), so a crash between any two steps resumes
+//! at the step that did not finish — no loss, no duplicate. A batch that fails on bad data is split
+//! in two (recorded in the ledger first) until the bad files are alone, then quarantined.
+
+use super::classify::Failure;
+use super::jobs::{Finished, RunError, Runner};
+use super::ledger::{BatchEvent, FileEvent, LedgerTables, Stats};
+use super::model::{Batch, BatchKind, BatchMeta, Category, FileState, Ledger, SourceFile, short_hash};
+use super::plan::{LoadPlan, Settings, plan};
+use super::reload::Reload;
+use super::source::Discovery;
+use super::table::{self, BATCH_COLUMN, LOADED_AT_COLUMN, SchemaChange};
+use crate::cloud::CloudError;
+use crate::cloud::bigquery::BigQuery;
+use crate::cloud::bqtypes::{Field, Param, TableDef, TableInfo, TableRef};
+use crate::cloud::storage::Storage;
+use crate::crd::ingested_table::{IngestedTableSpec, SourceFormat};
+use std::collections::BTreeMap;
+
+/// A step after which the crash tests stop a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A load job was inserted.
+    LoadInserted,
+    /// The staging table holds the batch.
+    StagingLoaded,
+    /// The rows are in the destination.
+    Moved,
+    /// The ledger records the batch.
+    LedgerWritten,
+}
+
+/// One IngestedTable, resolved.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `namespace/name` of the resource.
+    pub name: String,
+    /// The spec.
+    pub spec: IngestedTableSpec,
+    /// Destination.
+    pub table: TableRef,
+    /// Ledger (and staging) of the destination's project and location.
+    pub ledger: LedgerTables,
+    /// Source.
+    pub discovery: Discovery,
+    /// Load columns.
+    pub load_fields: Vec<Field>,
+    /// Hash of the declared schema.
+    pub schema_hash: String,
+    /// Re-ingestion request.
+    pub reload: Option<Reload>,
+}
+
+impl Target {
+    /// Resolves a validated spec.
+    pub fn new(name: &str, spec: &IngestedTableSpec, reload: Option<Reload>) -> Result<Target, String> {
+        let d = &spec.destination;
+        let load_fields = table::load_fields(spec);
+        Ok(Target {
+            name: name.into(),
+            table: TableRef::new(&d.project, &d.dataset, &d.table),
+            ledger: LedgerTables::new(&d.project, &d.location),
+            discovery: Discovery::new(&spec.source)?,
+            schema_hash: short_hash(&serde_json::to_string(&load_fields).unwrap_or_default()),
+            load_fields,
+            spec: spec.clone(),
+            reload,
+        })
+    }
+
+    fn settings(&self, jobs_today: u32, now_ms: i64) -> Settings {
+        let lp = &self.spec.load_policy;
+        Settings {
+            table: self.table.to_string(),
+            mode: self.spec.mode,
+            max_files_per_job: lp.max_files_per_job as usize,
+            max_bytes_per_job: lp.max_bytes_per_job,
+            daily_job_budget: lp.daily_job_budget,
+            jobs_today,
+            reuploads: lp.reuploaded_files,
+            schema_hash: self.schema_hash.clone(),
+            snapshot_marker: self.spec.source.snapshot_marker.clone().unwrap_or_else(|| "_SUCCESS".into()),
+            source_prefix: self.discovery.uri_prefix(),
+            reload: self.reload.clone(),
+            now_ms,
+        }
+    }
+
+    fn staging(&self, batch_id: &str) -> TableRef {
+        self.ledger.table(&format!("stg_{batch_id}"))
+    }
+
+    fn meta(&self, b: &Batch) -> BatchMeta {
+        BatchMeta {
+            id: b.id.clone(),
+            kind: b.kind,
+            reload_id: b.reload_id.clone(),
+            replaces: b.replaces.clone(),
+            schema_hash: self.schema_hash.clone(),
+        }
+    }
+}
+
+/// What was read.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Source files.
+    pub listing: Vec<SourceFile>,
+    /// Ledger of the table.
+    pub ledger: Ledger,
+    /// Destination table, if it exists.
+    pub table: Option<TableInfo>,
+    /// Ledger aggregates.
+    pub stats: Stats,
+}
+
+/// The plan of one table.
+#[derive(Clone, Debug)]
+pub struct TablePlan {
+    /// Destination schema change.
+    pub schema: SchemaChange,
+    /// Loads.
+    pub loads: LoadPlan,
+}
+
+impl TablePlan {
+    /// Whether applying changes anything.
+    pub fn is_empty(&self) -> bool {
+        self.schema == SchemaChange::None && self.loads.is_empty()
+    }
+}
+
+/// Reads everything the plan needs. Read-only: a missing ledger reads as empty.
+pub async fn observe(bq: &dyn BigQuery, storage: &dyn Storage, t: &Target) -> Result<Observed, CloudError> {
+    let listing = t.discovery.discover(storage).await?;
+    let table = bq.get_table(&t.table).await?;
+    let (ledger, stats) = if t.ledger.exists(bq).await? {
+        let table_ref = t.table.to_string();
+        let ledger = t.ledger.read(bq, &table_ref, t.reload.as_ref().map(|r| r.id.as_str())).await?;
+        (ledger, t.ledger.stats(bq, &table_ref).await?)
+    } else {
+        (Ledger::default(), Stats::default())
+    };
+    Ok(Observed {
+        listing,
+        ledger,
+        table,
+        stats,
+    })
+}
+
+/// Plans one table (pure).
+pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
+    let desired = table::table_fields(&t.spec);
+    let schema = table::diff_schema(&desired, o.table.as_ref().map(|i| i.schema.fields.as_slice()));
+    let settings = t.settings(u32::try_from(o.stats.jobs_today).unwrap_or(u32::MAX), now_ms);
+    let mut loads = plan(&settings, &o.listing, &o.ledger);
+    if matches!(schema, SchemaChange::Incompatible(_)) {
+        // Nothing loads into a table whose schema cannot hold the files.
+        loads.deferred_files += loads.files_to_load();
+        loads.new.clear();
+        loads.resumed.clear();
+    }
+    TablePlan { schema, loads }
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Batches moved into the table.
+    pub batches_loaded: usize,
+    /// Files moved into the table.
+    pub files_loaded: usize,
+    /// Rows moved into the table.
+    pub rows_loaded: i64,
+    /// Files quarantined: uri, generation, category, message.
+    pub quarantined: Vec<(String, i64, Category, String)>,
+    /// Load jobs inserted.
+    pub load_jobs: u32,
+    /// Every job inserted, in order.
+    pub jobs: Vec<String>,
+    /// Columns added / relaxed.
+    pub schema_changed: bool,
+    /// Why the run stopped early (budget, an error no file can fix), if it did.
+    pub stopped: Option<String>,
+    /// Snapshot: set blocked by quarantined files.
+    pub snapshot_blocked: bool,
+}
+
+/// Applies a plan.
+pub struct Executor<'a> {
+    bq: &'a dyn BigQuery,
+    t: &'a Target,
+    runner: Runner<'a>,
+    /// Stop (as if the process died) right after this step — crash tests only.
+    pub crash_after: Option<Step>,
+}
+
+/// Why apply failed.
+pub type ExecError = RunError;
+
+impl<'a> Executor<'a> {
+    /// An executor for `t` that may insert `budget_left` load jobs.
+    pub fn new(bq: &'a dyn BigQuery, t: &'a Target, budget_left: u32) -> Executor<'a> {
+        Executor {
+            bq,
+            t,
+            runner: Runner::new(bq, &t.table.project, &t.ledger.location, budget_left),
+            crash_after: None,
+        }
+    }
+
+    fn crash(&self, step: Step) -> Result<(), RunError> {
+        match self.crash_after {
+            Some(s) if s == step => Err(RunError::Crash(step)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies `p` (observed as `o`). Returns what happened; an error leaves everything
+    /// resumable (batches stay PLANNED in the ledger).
+    pub async fn apply(&self, p: &TablePlan, o: &Observed) -> Result<Report, ExecError> {
+        let mut report = Report::default();
+        let result = self.apply_inner(p, o, &mut report).await;
+        report.load_jobs = self.runner.loads_inserted();
+        report.jobs = self.runner.inserted();
+        match result {
+            Ok(()) => Ok(report),
+            Err(RunError::Budget { budget }) => {
+                report.stopped = Some(format!("daily load-job budget used up ({budget} left at the start of this run)"));
+                Ok(report)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn apply_inner(&self, p: &TablePlan, o: &Observed, report: &mut Report) -> Result<(), RunError> {
+        let t = self.t;
+        if let SchemaChange::Incompatible(problems) = &p.schema {
+            report.stopped = Some(problems.join("; "));
+            return Ok(());
+        }
+        t.ledger.ensure(self.bq).await?;
+        self.ensure_table(&p.schema, o.table.as_ref()).await?;
+        report.schema_changed = matches!(p.schema, SchemaChange::Additive { .. });
+        // Write-ahead: every new batch is PLANNED in the ledger before any of its jobs.
+        for chunk in chunk_batches(&p.loads.new, 10_000) {
+            let metas: Vec<BatchMeta> = chunk.iter().map(|b| t.meta(b)).collect();
+            let events: Vec<FileEvent<'_>> = chunk
+                .iter()
+                .zip(&metas)
+                .flat_map(|(b, m)| b.files.iter().map(move |f| planned(f, m)))
+                .collect();
+            let key = short_hash(&chunk.iter().map(|b| b.id.as_str()).collect::<Vec<_>>().join(","));
+            self.ledger_write(&format!("plan_{key}"), &events, &[]).await?;
+        }
+        for b in p.loads.resumed.iter().chain(&p.loads.new) {
+            match b.kind {
+                BatchKind::Snapshot => self.snapshot(b, report).await?,
+                _ => self.incremental(b, report).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_table(&self, change: &SchemaChange, live: Option<&TableInfo>) -> Result<(), RunError> {
+        let t = self.t;
+        match change {
+            SchemaChange::Create => {
+                self.bq.create_dataset(&t.table.project, &t.table.dataset, &t.ledger.location).await?;
+                self.bq.create_table(&table::table_def(&t.spec, t.table.clone())).await?;
+                tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table, "created table");
+            }
+            SchemaChange::Additive { add, relax } => {
+                let live = live.expect("additive change of an existing table");
+                let merged = table::merged_schema(&live.schema.fields, add, relax);
+                self.bq.patch_table_schema(&t.table, &merged, &live.etag).await?;
+                if !add.is_empty() {
+                    // BigQuery applied the patch already (this is a no-op there); bqemulator keeps
+                    // its data columns apart from metadata and needs the DDL to add them.
+                    let cols = add
+                        .iter()
+                        .map(|f| format!("ADD COLUMN IF NOT EXISTS `{}` {}", f.name, f.type_))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let sql = format!("ALTER TABLE {} {cols}", t.table.sql());
+                    self.bq.query(&t.table.project, &t.ledger.location, &sql, &[]).await?;
+                }
+                tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table,
+                    added = ?add.iter().map(|f| &f.name).collect::<Vec<_>>(), relaxed = ?relax, "changed table schema");
+            }
+            SchemaChange::None | SchemaChange::Incompatible(_) => {}
+        }
+        Ok(())
+    }
+
+    /// One incremental or reload batch, with bisection on bad data.
+    async fn incremental(&self, batch: &Batch, report: &mut Report) -> Result<(), RunError> {
+        let mut stack = vec![batch.clone()];
+        while let Some(b) = stack.pop() {
+            let meta = self.t.meta(&b);
+            let before = self.runner.loads_inserted();
+            let staging = self.t.staging(&b.id);
+            match self.load(&b, &staging).await? {
+                Ok(()) => {
+                    self.crash(Step::StagingLoaded)?;
+                    let (move_job, rows) = self.move_rows(&b, &[staging.clone()]).await?;
+                    self.crash(Step::Moved)?;
+                    let jobs = i64::from(self.runner.loads_inserted() - before);
+                    let events: Vec<_> = b.files.iter().map(|f| event(f, FileState::Loaded, &meta, None, None)).collect();
+                    let be = batch_event(&b, &meta, "LOADED", rows, jobs, &move_job, None);
+                    self.ledger_write(&format!("{}_loaded", b.id), &events, &[be]).await?;
+                    self.crash(Step::LedgerWritten)?;
+                    self.bq.delete_table(&staging).await?;
+                    report.batches_loaded += 1;
+                    report.files_loaded += b.files.len();
+                    report.rows_loaded += rows;
+                }
+                Err((category, message)) if b.files.len() == 1 => {
+                    let f = &b.files[0];
+                    let jobs = i64::from(self.runner.loads_inserted() - before);
+                    let events = [event(f, FileState::Quarantined, &meta, Some(category), Some(&message))];
+                    let be = batch_event(&b, &meta, "QUARANTINED", 0, jobs, "", Some(&message));
+                    self.ledger_write(&format!("{}_quarantined", b.id), &events, &[be]).await?;
+                    self.bq.delete_table(&staging).await?;
+                    tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
+                        generation = f.generation, category = category.as_str(), %message, "quarantined file");
+                    report.quarantined.push((f.uri.clone(), f.generation, category, message));
+                }
+                Err((_, message)) => {
+                    let (left, right) = b.split(&self.t.table.to_string());
+                    let (lm, rm) = (self.t.meta(&left), self.t.meta(&right));
+                    let events: Vec<_> = left
+                        .files
+                        .iter()
+                        .map(|f| planned(f, &lm))
+                        .chain(right.files.iter().map(|f| planned(f, &rm)))
+                        .collect();
+                    let jobs = i64::from(self.runner.loads_inserted() - before);
+                    let be = batch_event(&b, &meta, "SPLIT", 0, jobs, "", Some(&message));
+                    self.ledger_write(&format!("{}_split", b.id), &events, &[be]).await?;
+                    self.bq.delete_table(&staging).await?;
+                    tracing::info!(resource = %self.t.name, batch = %b.id, files = b.files.len(), "batch failed on bad data; bisecting");
+                    stack.push(right);
+                    stack.push(left);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A snapshot: every chunk loads into its own staging table; only if all files are good is the
+    /// table replaced (one statement); otherwise the bad files are isolated and quarantined and the
+    /// table keeps its current contents.
+    async fn snapshot(&self, batch: &Batch, report: &mut Report) -> Result<(), RunError> {
+        let table_name = self.t.table.to_string();
+        let meta = self.t.meta(batch);
+        let before = self.runner.loads_inserted();
+        let per_job = self.t.spec.load_policy.max_files_per_job.max(1) as usize;
+        let mut stagings = Vec::new();
+        let mut bad: Vec<(SourceFile, Category, String)> = Vec::new();
+        let mut scratch = Vec::new();
+        for files in batch.files.chunks(per_job) {
+            let chunk = Batch::new(&table_name, BatchKind::Snapshot, files.to_vec(), "", vec![]);
+            let staging = self.t.staging(&chunk.id);
+            let mut stack = vec![chunk];
+            let mut first = true;
+            while let Some(c) = stack.pop() {
+                let st = self.t.staging(&c.id);
+                let res = self.load(&c, &st).await?;
+                if first {
+                    first = false;
+                } else {
+                    scratch.push(st.clone());
+                }
+                match res {
+                    Ok(()) => {}
+                    Err((cat, msg)) if c.files.len() == 1 => bad.push((c.files[0].clone(), cat, msg)),
+                    Err(_) => {
+                        let (l, r) = c.split(&table_name);
+                        stack.push(r);
+                        stack.push(l);
+                    }
+                }
+            }
+            stagings.push(staging);
+        }
+        self.crash(Step::StagingLoaded)?;
+        let jobs = i64::from(self.runner.loads_inserted() - before);
+        if bad.is_empty() {
+            let (move_job, rows) = self.move_rows(batch, &stagings).await?;
+            self.crash(Step::Moved)?;
+            let events: Vec<_> = batch.files.iter().map(|f| event(f, FileState::Loaded, &meta, None, None)).collect();
+            let be = batch_event(batch, &meta, "LOADED", rows, jobs, &move_job, None);
+            self.ledger_write(&format!("{}_loaded", batch.id), &events, &[be]).await?;
+            self.crash(Step::LedgerWritten)?;
+            report.batches_loaded += 1;
+            report.files_loaded += batch.files.len();
+            report.rows_loaded += rows;
+        } else {
+            let bad_keys: std::collections::HashSet<(&str, i64)> =
+                bad.iter().map(|(f, _, _)| (f.uri.as_str(), f.generation)).collect();
+            let mut events: Vec<_> = bad
+                .iter()
+                .map(|(f, c, m)| event(f, FileState::Quarantined, &meta, Some(*c), Some(m)))
+                .collect();
+            events.extend(
+                batch
+                    .files
+                    .iter()
+                    .filter(|f| !bad_keys.contains(&(f.uri.as_str(), f.generation)))
+                    .map(|f| event(f, FileState::Abandoned, &meta, None, Some("snapshot set has quarantined files"))),
+            );
+            let msg = format!("{} of {} files quarantined; table keeps its previous snapshot", bad.len(), batch.files.len());
+            let be = batch_event(batch, &meta, "ABANDONED", 0, jobs, "", Some(&msg));
+            self.ledger_write(&format!("{}_abandoned", batch.id), &events, &[be]).await?;
+            for (f, c, m) in bad {
+                tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
+                    generation = f.generation, category = c.as_str(), message = %m, "quarantined file");
+                report.quarantined.push((f.uri, f.generation, c, m));
+            }
+            report.snapshot_blocked = true;
+        }
+        for st in stagings.iter().chain(&scratch) {
+            self.bq.delete_table(st).await?;
+        }
+        Ok(())
+    }
+
+    /// Loads `b` into `staging`. `Err((category, message))` when a file's content is at fault.
+    async fn load(&self, b: &Batch, staging: &TableRef) -> Result<Result<(), (Category, String)>, RunError> {
+        let t = self.t;
+        // Pre-create staging with an expiry, so a batch abandoned by a crash cleans itself up.
+        let week = chrono::Utc::now().timestamp_millis() + 7 * 86_400_000;
+        self.bq
+            .create_table(&TableDef {
+                table: staging.clone(),
+                fields: t.load_fields.clone(),
+                time_partitioning: None,
+                clustering: None,
+                require_partition_filter: false,
+                labels: BTreeMap::from([("managed-by".into(), "bqsteward".into())]),
+                expiration_ms: Some(week),
+                description: Some(format!("bqsteward staging for {} (batch {})", t.table, b.id)),
+            })
+            .await?;
+        let config = load_config(&t.spec, &t.load_fields, b, staging);
+        let base = format!("bqsteward_load_{}_{}", b.id, short_hash(&config.to_string()));
+        let after = || self.crash(Step::LoadInserted);
+        match self.runner.run(&base, &config, true, after).await? {
+            Finished::Ok(_) => Ok(Ok(())),
+            Finished::Failed(_, Failure::Data(c, m)) => Ok(Err((c, m))),
+            Finished::Failed(job, f) => Err(RunError::Cloud(CloudError::Api {
+                api: "bigquery",
+                operation: format!("load job {}", job.id),
+                status: 400,
+                reason: job.error.map(|e| e.reason).unwrap_or_default(),
+                message: format!("{f:?}"),
+            })),
+        }
+    }
+
+    /// Moves staging rows into the destination in one statement; returns (job id, rows).
+    async fn move_rows(&self, b: &Batch, stagings: &[TableRef]) -> Result<(String, i64), RunError> {
+        let (sql, params) = move_sql(&self.t.table, &self.t.load_fields, b, stagings);
+        let config = serde_json::json!({
+            "query": {
+                "query": sql,
+                "useLegacySql": false,
+                "parameterMode": "NAMED",
+                "queryParameters": params.iter().map(Param::to_api).collect::<Vec<_>>(),
+            },
+            "labels": { "managed-by": "bqsteward" },
+        });
+        let base = format!("bqsteward_move_{}", b.id);
+        match self.runner.run(&base, &config, false, || Ok(())).await? {
+            Finished::Ok(job) => {
+                tracing::info!(target: "bqsteward::audit", resource = %self.t.name, table = %self.t.table,
+                    batch = %b.id, kind = b.kind.as_str(), files = b.files.len(), rows = job.dml_rows.unwrap_or(0), job = %job.id, "loaded batch");
+                Ok((job.id, job.dml_rows.unwrap_or(0)))
+            }
+            Finished::Failed(job, f) => Err(RunError::Cloud(CloudError::Api {
+                api: "bigquery",
+                operation: format!("move job {}", job.id),
+                status: 400,
+                reason: job.error.map(|e| e.reason).unwrap_or_default(),
+                message: format!("{f:?}"),
+            })),
+        }
+    }
+
+    async fn ledger_write(&self, key: &str, files: &[FileEvent<'_>], batches: &[BatchEvent<'_>]) -> Result<(), RunError> {
+        let (sql, params) = self.t.ledger.write_sql(&self.t.table.to_string(), files, batches);
+        let config = serde_json::json!({
+            "query": {
+                "query": sql,
+                "useLegacySql": false,
+                "parameterMode": "NAMED",
+                "queryParameters": params.iter().map(Param::to_api).collect::<Vec<_>>(),
+            },
+            "labels": { "managed-by": "bqsteward" },
+        });
+        let base = format!("bqsteward_ledger_{key}");
+        match self.runner.run(&base, &config, false, || Ok(())).await? {
+            Finished::Ok(_) => Ok(()),
+            Finished::Failed(job, f) => Err(RunError::Cloud(CloudError::Api {
+                api: "bigquery",
+                operation: format!("ledger write {}", job.id),
+                status: 400,
+                reason: job.error.map(|e| e.reason).unwrap_or_default(),
+                message: format!("{f:?}"),
+            })),
+        }
+    }
+}
+
+fn chunk_batches(batches: &[Batch], max_files: usize) -> Vec<&[Batch]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut files = 0;
+    for (i, b) in batches.iter().enumerate() {
+        if files > 0 && files + b.files.len() > max_files {
+            out.push(&batches[start..i]);
+            start = i;
+            files = 0;
+        }
+        files += b.files.len();
+    }
+    if start < batches.len() {
+        out.push(&batches[start..]);
+    }
+    out
+}
+
+fn planned<'a>(f: &'a SourceFile, m: &'a BatchMeta) -> FileEvent<'a> {
+    event(f, FileState::Planned, m, None, None)
+}
+
+fn event<'a>(
+    f: &'a SourceFile,
+    state: FileState,
+    m: &'a BatchMeta,
+    category: Option<Category>,
+    message: Option<&'a str>,
+) -> FileEvent<'a> {
+    FileEvent {
+        file: f,
+        state,
+        batch: m,
+        category,
+        message,
+    }
+}
+
+fn batch_event<'a>(
+    b: &Batch,
+    m: &'a BatchMeta,
+    state: &'a str,
+    rows: i64,
+    load_jobs: i64,
+    job_id: &'a str,
+    message: Option<&'a str>,
+) -> BatchEvent<'a> {
+    BatchEvent {
+        batch: m,
+        state,
+        files: b.files.len() as i64,
+        bytes: b.bytes() as i64,
+        rows,
+        load_jobs,
+        job_id,
+        message,
+    }
+}
+
+/// The load job configuration of a batch.
+pub fn load_config(spec: &IngestedTableSpec, fields: &[Field], b: &Batch, staging: &TableRef) -> serde_json::Value {
+    let mut load = serde_json::json!({
+        "sourceUris": b.files.iter().map(|f| f.uri.as_str()).collect::<Vec<_>>(),
+        "sourceFormat": spec.source.format.as_bigquery(),
+        "destinationTable": staging.to_api(),
+        "writeDisposition": "WRITE_TRUNCATE",
+        "createDisposition": "CREATE_IF_NEEDED",
+        "schema": { "fields": fields },
+        "maxBadRecords": spec.load_policy.max_bad_records,
+        // Excluded columns are dropped by ignoring every undeclared field; otherwise an
+        // undeclared field is an error (quarantined as IncompatibleSchema).
+        "ignoreUnknownValues": !spec.excluded_columns.is_empty(),
+    });
+    if spec.source.format == SourceFormat::Csv {
+        let csv = spec.source.csv.clone().unwrap_or_default();
+        load["skipLeadingRows"] = csv.skip_leading_rows.into();
+        load["allowQuotedNewlines"] = csv.allow_quoted_newlines.into();
+        if let Some(d) = csv.field_delimiter {
+            load["fieldDelimiter"] = d.into();
+        }
+    }
+    serde_json::json!({ "load": load, "labels": { "managed-by": "bqsteward", "bqsteward-batch": b.id } })
+}
+
+/// The statement that moves staging rows into the destination, adding lineage:
+/// append (`INSERT … SELECT`), reload (`MERGE` deleting the replaced batches' rows) or snapshot
+/// (`MERGE` deleting every row). Column names are validated identifiers, quoted; values are
+/// parameters.
+pub fn move_sql(dest: &TableRef, fields: &[Field], b: &Batch, stagings: &[TableRef]) -> (String, Vec<Param>) {
+    let cols: Vec<String> = fields.iter().map(|f| format!("`{}`", f.name)).collect();
+    let list = cols.join(", ");
+    let source = stagings
+        .iter()
+        .map(|s| format!("SELECT {list}, @batch_id AS {BATCH_COLUMN}, CURRENT_TIMESTAMP() AS {LOADED_AT_COLUMN} FROM {}", s.sql()))
+        .collect::<Vec<_>>()
+        .join("\nUNION ALL\n");
+    let all = format!("{list}, {BATCH_COLUMN}, {LOADED_AT_COLUMN}");
+    let mut params = vec![Param::string("batch_id", &b.id)];
+    let sql = match b.kind {
+        BatchKind::Append => format!("INSERT INTO {} ({all})\n{source}", dest.sql()),
+        BatchKind::Reload | BatchKind::Snapshot => {
+            let values = std::iter::once(&list)
+                .flat_map(|_| cols.iter().map(|c| format!("S.{c}")))
+                .chain([format!("S.{BATCH_COLUMN}"), format!("S.{LOADED_AT_COLUMN}")])
+                .collect::<Vec<_>>()
+                .join(", ");
+            let delete = if b.kind == BatchKind::Reload {
+                params.push(Param::strings("replaces", &b.replaces));
+                format!("WHEN NOT MATCHED BY SOURCE AND T.{BATCH_COLUMN} IN UNNEST(@replaces) THEN DELETE")
+            } else {
+                "WHEN NOT MATCHED BY SOURCE THEN DELETE".to_string()
+            };
+            format!(
+                "MERGE {} AS T\nUSING (\n{source}\n) AS S\nON FALSE\n{delete}\nWHEN NOT MATCHED THEN INSERT ({all}) VALUES ({values})",
+                dest.sql()
+            )
+        }
+    };
+    (sql, params)
+}

@@ -1,0 +1,366 @@
+//! The load ledger: which object generations were loaded into which table, by which batch and
+//! job, how many rows, when; and which were quarantined and why. It lives in BigQuery, in a
+//! hidden dataset of the destination project (`_bqsteward_<location>`), so it survives restarts,
+//! needs no state in Kubernetes and can be queried with SQL:
+//!
+//! ```sql
+//! SELECT state, COUNT(*) FROM `proj._bqsteward_us.load_files`
+//! WHERE table_ref = 'proj.sales.orders' GROUP BY state
+//! ```
+//!
+//! Both tables are append-only event logs; a file's state is its latest event. Every write is
+//! one multi-statement transaction run as a job with a deterministic id, so it happens once.
+
+use super::model::{BatchKind, BatchMeta, Category, Entry, FileState, Ledger, SourceFile};
+use crate::cloud::bigquery::BigQuery;
+use crate::cloud::bqtypes::{Field, Param, TableDef, TableRef};
+use crate::cloud::CloudError;
+use std::collections::BTreeMap;
+
+/// Files table.
+pub const FILES_TABLE: &str = "load_files";
+/// Batches table.
+pub const BATCHES_TABLE: &str = "load_batches";
+
+/// The bqsteward dataset of a location: `_bqsteward_us`, `_bqsteward_europe_west1`. A leading
+/// underscore hides it in the BigQuery console; one per location because a query (the move
+/// from staging) cannot span locations.
+pub fn dataset_for(location: &str) -> String {
+    let loc: String = location
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("_bqsteward_{loc}")
+}
+
+fn files_schema() -> Vec<Field> {
+    [
+        ("table_ref", "STRING", "REQUIRED"),
+        ("uri", "STRING", "REQUIRED"),
+        ("generation", "INT64", "REQUIRED"),
+        ("size", "INT64", "NULLABLE"),
+        ("updated_at", "TIMESTAMP", "NULLABLE"),
+        ("state", "STRING", "REQUIRED"),
+        ("batch_id", "STRING", "REQUIRED"),
+        ("kind", "STRING", "NULLABLE"),
+        ("reload_id", "STRING", "NULLABLE"),
+        ("replaces", "STRING", "NULLABLE"),
+        ("category", "STRING", "NULLABLE"),
+        ("message", "STRING", "NULLABLE"),
+        ("schema_hash", "STRING", "NULLABLE"),
+        ("recorded_at", "TIMESTAMP", "REQUIRED"),
+    ]
+    .iter()
+    .map(|(n, t, m)| Field::new(n, t, m))
+    .collect()
+}
+
+fn batches_schema() -> Vec<Field> {
+    [
+        ("table_ref", "STRING", "REQUIRED"),
+        ("batch_id", "STRING", "REQUIRED"),
+        ("state", "STRING", "REQUIRED"),
+        ("kind", "STRING", "NULLABLE"),
+        ("files", "INT64", "NULLABLE"),
+        ("bytes", "INT64", "NULLABLE"),
+        ("rows", "INT64", "NULLABLE"),
+        ("load_jobs", "INT64", "NULLABLE"),
+        ("job_id", "STRING", "NULLABLE"),
+        ("reload_id", "STRING", "NULLABLE"),
+        ("message", "STRING", "NULLABLE"),
+        ("recorded_at", "TIMESTAMP", "REQUIRED"),
+    ]
+    .iter()
+    .map(|(n, t, m)| Field::new(n, t, m))
+    .collect()
+}
+
+/// The ledger of one location of one project.
+#[derive(Clone, Debug)]
+pub struct LedgerTables {
+    /// Project.
+    pub project: String,
+    /// Location.
+    pub location: String,
+    /// Dataset (`_bqsteward_<location>`).
+    pub dataset: String,
+}
+
+/// One file event to write.
+#[derive(Clone, Debug)]
+pub struct FileEvent<'a> {
+    /// The file.
+    pub file: &'a SourceFile,
+    /// New state.
+    pub state: FileState,
+    /// Batch.
+    pub batch: &'a BatchMeta,
+    /// Quarantine category.
+    pub category: Option<Category>,
+    /// Error text (quarantine).
+    pub message: Option<&'a str>,
+}
+
+/// One batch event to write.
+#[derive(Clone, Debug)]
+pub struct BatchEvent<'a> {
+    /// Batch.
+    pub batch: &'a BatchMeta,
+    /// `LOADED`, `QUARANTINED`, `SPLIT` or `ABANDONED`.
+    pub state: &'a str,
+    /// Files.
+    pub files: i64,
+    /// Bytes.
+    pub bytes: i64,
+    /// Rows moved into the destination.
+    pub rows: i64,
+    /// Load jobs this batch used (failed ones too).
+    pub load_jobs: i64,
+    /// The job that moved the rows (or failed).
+    pub job_id: &'a str,
+    /// Error text.
+    pub message: Option<&'a str>,
+}
+
+/// Aggregates for status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Files whose latest state is LOADED.
+    pub files_loaded: i64,
+    /// Rows moved by loaded batches.
+    pub rows_loaded: i64,
+    /// Latest load (ms since the epoch).
+    pub last_load_ms: Option<i64>,
+    /// Load jobs recorded today (UTC).
+    pub jobs_today: i64,
+    /// Files whose latest state is QUARANTINED.
+    pub quarantined: i64,
+    /// The latest few quarantined files: uri, generation, category, message.
+    pub recent_quarantined: Vec<(String, i64, String, String)>,
+}
+
+impl LedgerTables {
+    /// The ledger for `project` in `location`.
+    pub fn new(project: &str, location: &str) -> LedgerTables {
+        LedgerTables {
+            project: project.into(),
+            location: location.into(),
+            dataset: dataset_for(location),
+        }
+    }
+
+    /// `project.dataset.table` of a ledger or staging table.
+    pub fn table(&self, name: &str) -> TableRef {
+        TableRef::new(&self.project, &self.dataset, name)
+    }
+
+    /// Creates the dataset and both tables if missing.
+    pub async fn ensure(&self, bq: &dyn BigQuery) -> Result<(), CloudError> {
+        bq.create_dataset(&self.project, &self.dataset, &self.location).await?;
+        for (name, fields, cluster) in [
+            (FILES_TABLE, files_schema(), vec!["table_ref", "uri"]),
+            (BATCHES_TABLE, batches_schema(), vec!["table_ref", "batch_id"]),
+        ] {
+            let t = self.table(name);
+            if bq.get_table(&t).await?.is_none() {
+                bq.create_table(&TableDef {
+                    table: t,
+                    fields,
+                    time_partitioning: Some(serde_json::json!({"type": "DAY", "field": "recorded_at"})),
+                    clustering: Some(serde_json::json!({ "fields": cluster })),
+                    require_partition_filter: false,
+                    labels: BTreeMap::from([("managed-by".to_string(), "bqsteward".to_string())]),
+                    expiration_ms: None,
+                    description: Some("bqsteward load ledger (append-only events; latest event per file wins)".into()),
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the ledger tables exist (plan must not create them).
+    pub async fn exists(&self, bq: &dyn BigQuery) -> Result<bool, CloudError> {
+        Ok(bq.get_table(&self.table(FILES_TABLE)).await?.is_some()
+            && bq.get_table(&self.table(BATCHES_TABLE)).await?.is_some())
+    }
+
+    /// The SQL and parameters that append `files` and `batches` in one transaction.
+    pub fn write_sql(&self, table_ref: &str, files: &[FileEvent<'_>], batches: &[BatchEvent<'_>]) -> (String, Vec<Param>) {
+        let mut sql = String::from("BEGIN TRANSACTION;\n");
+        let mut params = vec![Param::string("table_ref", table_ref)];
+        if !files.is_empty() {
+            let col = |name: &str, f: &dyn Fn(&FileEvent<'_>) -> String| {
+                Param::strings(name, files.iter().map(f))
+            };
+            params.push(col("f_uri", &|e| e.file.uri.clone()));
+            params.push(Param::ints("f_gen", files.iter().map(|e| e.file.generation)));
+            params.push(Param::ints("f_size", files.iter().map(|e| e.file.size as i64)));
+            params.push(Param::ints("f_updated", files.iter().map(|e| e.file.updated_ms)));
+            params.push(col("f_state", &|e| e.state.as_str().into()));
+            params.push(col("f_batch", &|e| e.batch.id.clone()));
+            params.push(col("f_kind", &|e| e.batch.kind.as_str().into()));
+            params.push(col("f_reload", &|e| e.batch.reload_id.clone()));
+            params.push(col("f_replaces", &|e| e.batch.replaces.join(",")));
+            params.push(col("f_category", &|e| e.category.map(|c| c.as_str()).unwrap_or("").into()));
+            params.push(col("f_message", &|e| e.message.unwrap_or("").chars().take(2000).collect()));
+            params.push(col("f_schema", &|e| e.batch.schema_hash.clone()));
+            sql.push_str(&format!(
+                "INSERT INTO {t} (table_ref, uri, generation, size, updated_at, state, batch_id, kind, reload_id, \
+                 replaces, category, message, schema_hash, recorded_at)\n\
+                 SELECT @table_ref, uri, @f_gen[OFFSET(i)], @f_size[OFFSET(i)], TIMESTAMP_MILLIS(@f_updated[OFFSET(i)]), \
+                 @f_state[OFFSET(i)], @f_batch[OFFSET(i)], @f_kind[OFFSET(i)], @f_reload[OFFSET(i)], \
+                 @f_replaces[OFFSET(i)], NULLIF(@f_category[OFFSET(i)], ''), NULLIF(@f_message[OFFSET(i)], ''), \
+                 @f_schema[OFFSET(i)], CURRENT_TIMESTAMP()\n\
+                 FROM UNNEST(@f_uri) AS uri WITH OFFSET AS i;\n",
+                t = self.table(FILES_TABLE).sql()
+            ));
+        }
+        if !batches.is_empty() {
+            let strs = |name: &str, f: &dyn Fn(&BatchEvent<'_>) -> String| Param::strings(name, batches.iter().map(f));
+            let ints = |name: &str, f: &dyn Fn(&BatchEvent<'_>) -> i64| Param::ints(name, batches.iter().map(f));
+            params.push(strs("b_id", &|b| b.batch.id.clone()));
+            params.push(strs("b_state", &|b| b.state.into()));
+            params.push(strs("b_kind", &|b| b.batch.kind.as_str().into()));
+            params.push(ints("b_files", &|b| b.files));
+            params.push(ints("b_bytes", &|b| b.bytes));
+            params.push(ints("b_rows", &|b| b.rows));
+            params.push(ints("b_jobs", &|b| b.load_jobs));
+            params.push(strs("b_job", &|b| b.job_id.into()));
+            params.push(strs("b_reload", &|b| b.batch.reload_id.clone()));
+            params.push(strs("b_message", &|b| b.message.unwrap_or("").chars().take(2000).collect()));
+            sql.push_str(&format!(
+                "INSERT INTO {t} (table_ref, batch_id, state, kind, files, bytes, rows, load_jobs, job_id, reload_id, message, recorded_at)\n\
+                 SELECT @table_ref, id, @b_state[OFFSET(i)], @b_kind[OFFSET(i)], @b_files[OFFSET(i)], @b_bytes[OFFSET(i)], \
+                 @b_rows[OFFSET(i)], @b_jobs[OFFSET(i)], @b_job[OFFSET(i)], @b_reload[OFFSET(i)], \
+                 NULLIF(@b_message[OFFSET(i)], ''), CURRENT_TIMESTAMP()\n\
+                 FROM UNNEST(@b_id) AS id WITH OFFSET AS i;\n",
+                t = self.table(BATCHES_TABLE).sql()
+            ));
+        }
+        sql.push_str("COMMIT TRANSACTION;");
+        (sql, params)
+    }
+
+    /// Reads the latest event of every file generation of `table_ref`. `reload_id` marks files
+    /// already loaded by that re-ingestion request.
+    pub async fn read(&self, bq: &dyn BigQuery, table_ref: &str, reload_id: Option<&str>) -> Result<Ledger, CloudError> {
+        let sql = format!(
+            "SELECT uri, generation, size, UNIX_MILLIS(updated_at) AS updated_ms, state, batch_id, kind, reload_id, \
+             replaces, category, schema_hash, reloaded FROM (\n\
+               SELECT *, MAX(IF(state = 'LOADED' AND reload_id = @reload, 1, 0)) OVER (PARTITION BY uri, generation) AS reloaded,\n\
+                 ROW_NUMBER() OVER (PARTITION BY uri, generation ORDER BY recorded_at DESC) AS rn\n\
+               FROM {t} WHERE table_ref = @table_ref)\n\
+             WHERE rn = 1",
+            t = self.table(FILES_TABLE).sql()
+        );
+        let params = [
+            Param::string("table_ref", table_ref),
+            // Ordinary loads have reload_id ''; a value no request can have matches nothing.
+            Param::string("reload", reload_id.unwrap_or("\u{1}")),
+        ];
+        let mut ledger = Ledger::default();
+        let mut bad: Option<String> = None;
+        bq.query_each(&self.project, &self.location, &sql, &params, &mut |_, row| {
+            if let Err(e) = add_row(&mut ledger, row)
+                && bad.is_none()
+            {
+                bad = Some(e);
+            }
+        })
+        .await?;
+        match bad {
+            Some(message) => Err(CloudError::Decode {
+                api: "bigquery",
+                operation: format!("read ledger of {table_ref}"),
+                message,
+            }),
+            None => Ok(ledger),
+        }
+    }
+
+    /// Aggregates for the status of `table_ref`.
+    pub async fn stats(&self, bq: &dyn BigQuery, table_ref: &str) -> Result<Stats, CloudError> {
+        let files = self.table(FILES_TABLE).sql();
+        let batches = self.table(BATCHES_TABLE).sql();
+        let p = [Param::string("table_ref", table_ref)];
+        let sql = format!(
+            "WITH latest AS (SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY uri, generation ORDER BY recorded_at DESC) AS rn \
+               FROM {files} WHERE table_ref = @table_ref) WHERE rn = 1)\n\
+             SELECT\n\
+               (SELECT COUNT(*) FROM latest WHERE state = 'LOADED') AS files_loaded,\n\
+               (SELECT COUNT(*) FROM latest WHERE state = 'QUARANTINED') AS quarantined,\n\
+               (SELECT COALESCE(SUM(rows), 0) FROM {batches} WHERE table_ref = @table_ref AND state = 'LOADED') AS rows_loaded,\n\
+               (SELECT UNIX_MILLIS(MAX(recorded_at)) FROM {batches} WHERE table_ref = @table_ref AND state = 'LOADED') AS last_load_ms,\n\
+               (SELECT COALESCE(SUM(load_jobs), 0) FROM {batches} WHERE table_ref = @table_ref \
+                  AND recorded_at >= TIMESTAMP_TRUNC(CURRENT_TIMESTAMP(), DAY)) AS jobs_today"
+        );
+        let rows = bq.query(&self.project, &self.location, &sql, &p).await?;
+        let mut stats = Stats::default();
+        if let Some(r) = rows.rows.first() {
+            let get = |name: &str| rows.col(name).and_then(|i| r[i].as_deref()).and_then(|v| v.parse::<i64>().ok());
+            stats.files_loaded = get("files_loaded").unwrap_or(0);
+            stats.quarantined = get("quarantined").unwrap_or(0);
+            stats.rows_loaded = get("rows_loaded").unwrap_or(0);
+            stats.last_load_ms = get("last_load_ms");
+            stats.jobs_today = get("jobs_today").unwrap_or(0);
+        }
+        let recent = format!(
+            "SELECT uri, generation, category, message FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY uri, generation ORDER BY recorded_at DESC) AS rn \
+               FROM {files} WHERE table_ref = @table_ref) WHERE rn = 1 AND state = 'QUARANTINED' \
+             ORDER BY recorded_at DESC, uri LIMIT 5"
+        );
+        let rows = bq.query(&self.project, &self.location, &recent, &p).await?;
+        for r in rows.rows {
+            let s = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            stats
+                .recent_quarantined
+                .push((s(0), s(1).parse().unwrap_or(0), s(2), s(3)));
+        }
+        Ok(stats)
+    }
+}
+
+/// Adds one ledger row (columns as selected by [`LedgerTables::read`]).
+pub fn add_row(ledger: &mut Ledger, row: Vec<Option<String>>) -> Result<(), String> {
+    let mut it = row.into_iter();
+    let mut next = || it.next().flatten();
+    let uri = next().ok_or("row without uri")?;
+    let int = |v: Option<String>, what: &str| -> Result<i64, String> {
+        v.as_deref().unwrap_or("0").parse().map_err(|_| format!("bad {what} for {uri}"))
+    };
+    let generation = int(next(), "generation")?;
+    let size = int(next(), "size")? as u64;
+    let updated_ms = int(next(), "updated_at")?;
+    let state = next().as_deref().and_then(FileState::parse).ok_or_else(|| format!("bad state for {uri}"))?;
+    let batch_id = next().ok_or_else(|| format!("no batch for {uri}"))?;
+    let kind = next().as_deref().and_then(BatchKind::parse).unwrap_or(BatchKind::Append);
+    let reload_id = next().unwrap_or_default();
+    let replaces = next()
+        .map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    let category = next().as_deref().and_then(Category::parse);
+    let schema_hash = next().unwrap_or_default();
+    let reloaded = next().as_deref() == Some("1");
+    let batch = ledger.batch_index(BatchMeta {
+        id: batch_id,
+        kind,
+        reload_id,
+        replaces,
+        schema_hash,
+    });
+    ledger.insert(
+        &uri,
+        generation,
+        Entry {
+            state,
+            batch,
+            category,
+            reloaded,
+            size,
+            updated_ms,
+        },
+    );
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Discovery: the objects under `source.uri` that match `source.include`, as [`SourceFile`]s.
+
+use super::model::SourceFile;
+use crate::cloud::CloudError;
+use crate::cloud::retry::{Backoff, with_retry};
+use crate::cloud::storage::{ObjectInfo, Storage};
+use crate::crd::ingested_table::Source;
+
+/// A parsed `source`: bucket, prefix and include filter.
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    /// Bucket.
+    pub bucket: String,
+    /// Object name prefix.
+    pub prefix: String,
+    include: Option<globset::GlobMatcher>,
+    marker: String,
+}
+
+impl Discovery {
+    /// From a validated `source` (errors repeat validation's message).
+    pub fn new(source: &Source) -> Result<Discovery, String> {
+        let (bucket, prefix) = crate::validate::ident::gcs_uri(&source.uri)?;
+        let include = match &source.include {
+            Some(g) => Some(
+                globset::GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| format!("source.include {g:?}: {}", e.kind()))?
+                    .compile_matcher(),
+            ),
+            None => None,
+        };
+        Ok(Discovery {
+            bucket,
+            prefix,
+            include,
+            marker: source.snapshot_marker.clone().unwrap_or_else(|| "_SUCCESS".into()),
+        })
+    }
+
+    /// `gs://bucket/prefix`.
+    pub fn uri_prefix(&self) -> String {
+        format!("gs://{}/{}", self.bucket, self.prefix)
+    }
+
+    /// Lists and filters (retrying transient errors).
+    pub async fn discover(&self, storage: &dyn Storage) -> Result<Vec<SourceFile>, CloudError> {
+        let objects = with_retry(&Backoff::default(), "objects.list", || storage.list(&self.bucket, &self.prefix)).await?;
+        Ok(self.filter(objects))
+    }
+
+    /// Keeps the objects the source selects. Folders placeholders (`name/`) and empty objects
+    /// are skipped; the snapshot marker is kept (the planner needs it) whatever `include` says.
+    pub fn filter(&self, objects: Vec<ObjectInfo>) -> Vec<SourceFile> {
+        let mut out = Vec::with_capacity(objects.len());
+        for o in objects {
+            if o.name.ends_with('/') {
+                continue;
+            }
+            let rel = o.name.strip_prefix(self.prefix.as_str()).unwrap_or(&o.name);
+            let base = rel.rsplit('/').next().unwrap_or(rel);
+            let is_marker = !self.marker.is_empty() && base == self.marker;
+            if !is_marker {
+                if o.size == 0 {
+                    continue;
+                }
+                if let Some(m) = &self.include
+                    && !m.is_match(rel)
+                {
+                    continue;
+                }
+            }
+            out.push(SourceFile {
+                uri: format!("gs://{}/{}", self.bucket, o.name),
+                generation: o.generation,
+                size: o.size,
+                updated_ms: parse_time_ms(&o.updated).unwrap_or(0),
+            });
+        }
+        out
+    }
+}
+
+/// RFC 3339 → milliseconds since the epoch.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ingested_table::SourceFormat;
+
+    fn obj(name: &str, size: u64) -> ObjectInfo {
+        ObjectInfo {
+            name: name.into(),
+            size,
+            generation: 7,
+            updated: "2026-11-22T10:00:00.5Z".into(),
+        }
+    }
+
+    #[test]
+    fn include_is_relative_to_the_prefix() {
+        let d = Discovery::new(&Source {
+            uri: "gs://b/in/".into(),
+            include: Some("*.json".into()),
+            format: SourceFormat::NewlineDelimitedJson,
+            snapshot_marker: None,
+            csv: None,
+        })
+        .unwrap();
+        let got = d.filter(vec![
+            obj("in/a.json", 3),
+            obj("in/sub/b.json", 3),
+            obj("in/c.csv", 3),
+            obj("in/empty.json", 0),
+            obj("in/dir/", 0),
+            obj("in/sub/_SUCCESS", 0),
+        ]);
+        let uris: Vec<_> = got.iter().map(|f| f.uri.as_str()).collect();
+        assert_eq!(uris, ["gs://b/in/a.json", "gs://b/in/sub/_SUCCESS"]);
+        assert_eq!(got[0].updated_ms, 1_795_341_600_500);
+    }
+}

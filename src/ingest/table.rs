@@ -1,0 +1,175 @@
+//! The destination table: its definition from the spec, and how the live schema must change.
+
+use crate::cloud::bqtypes::{Field, TableDef, TableRef, canonical_type};
+use crate::crd::ingested_table::{ColumnMode, IngestedTableSpec};
+use std::collections::BTreeMap;
+
+/// Lineage column: the batch that brought the row.
+pub const BATCH_COLUMN: &str = "_bqsteward_batch_id";
+/// Lineage column: when the row was moved into the table.
+pub const LOADED_AT_COLUMN: &str = "_bqsteward_loaded_at";
+
+/// The columns files are loaded with (the declared schema, in order).
+pub fn load_fields(spec: &IngestedTableSpec) -> Vec<Field> {
+    spec.schema
+        .iter()
+        .map(|c| Field {
+            name: c.name.clone(),
+            type_: c.type_.canonical().into(),
+            mode: match c.mode {
+                ColumnMode::Nullable => "NULLABLE",
+                ColumnMode::Required => "REQUIRED",
+                ColumnMode::Repeated => "REPEATED",
+            }
+            .into(),
+            description: c.description.clone(),
+        })
+        .collect()
+}
+
+/// The destination's columns: declared + lineage.
+pub fn table_fields(spec: &IngestedTableSpec) -> Vec<Field> {
+    let mut f = load_fields(spec);
+    f.push(Field {
+        description: Some("bqsteward: id of the load batch that brought this row (see _bqsteward_<location>.load_batches)".into()),
+        ..Field::new(BATCH_COLUMN, "STRING", "NULLABLE")
+    });
+    f.push(Field {
+        description: Some("bqsteward: when this row was moved into the table".into()),
+        ..Field::new(LOADED_AT_COLUMN, "TIMESTAMP", "NULLABLE")
+    });
+    f
+}
+
+/// The destination table to create.
+pub fn table_def(spec: &IngestedTableSpec, table: TableRef) -> TableDef {
+    let (time_partitioning, require) = match &spec.partitioning {
+        Some(p) => {
+            let mut v = serde_json::json!({
+                "type": format!("{:?}", p.granularity).to_uppercase(),
+                "field": p.column.clone().unwrap_or_else(|| LOADED_AT_COLUMN.into()),
+            });
+            if let Some(d) = p.expiration_days {
+                v["expirationMs"] = serde_json::Value::String((i64::from(d) * 86_400_000).to_string());
+            }
+            (Some(v), p.require_partition_filter)
+        }
+        None => (None, false),
+    };
+    TableDef {
+        table,
+        fields: table_fields(spec),
+        time_partitioning,
+        clustering: (!spec.clustering.is_empty()).then(|| serde_json::json!({ "fields": spec.clustering })),
+        require_partition_filter: require,
+        labels: BTreeMap::from([("managed-by".to_string(), "bqsteward".to_string())]),
+        expiration_ms: None,
+        description: None,
+    }
+}
+
+/// How the live schema must change to hold the declared one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SchemaChange {
+    /// The table does not exist: create it.
+    Create,
+    /// Nothing to do.
+    None,
+    /// Additive: new NULLABLE columns and/or REQUIRED columns relaxed to NULLABLE.
+    Additive { add: Vec<Field>, relax: Vec<String> },
+    /// Changes BigQuery cannot make in place; loads stop until the manifest or table is fixed.
+    Incompatible(Vec<String>),
+}
+
+/// Compares the desired columns with the live ones (names case-insensitively, types canonical).
+pub fn diff_schema(desired: &[Field], live: Option<&[Field]>) -> SchemaChange {
+    let Some(live) = live else { return SchemaChange::Create };
+    let by_name: BTreeMap<String, &Field> = live.iter().map(|f| (f.name.to_lowercase(), f)).collect();
+    let mut add = Vec::new();
+    let mut relax = Vec::new();
+    let mut problems = Vec::new();
+    for d in desired {
+        match by_name.get(&d.name.to_lowercase()) {
+            None if d.mode == "REQUIRED" => problems.push(format!(
+                "column {} is new and REQUIRED; BigQuery can only add NULLABLE columns — declare it NULLABLE",
+                d.name
+            )),
+            None => add.push(d.clone()),
+            Some(l) => {
+                if canonical_type(&l.type_) != canonical_type(&d.type_) {
+                    problems.push(format!(
+                        "column {} is {} in the table but declared {}; a type change needs a new table (or a reload into one)",
+                        d.name, l.type_, d.type_
+                    ));
+                } else if l.mode != d.mode {
+                    match (l.mode.as_str(), d.mode.as_str()) {
+                        ("REQUIRED", "NULLABLE") => relax.push(d.name.clone()),
+                        (from, to) => problems.push(format!(
+                            "column {} is {from} in the table but declared {to}; only REQUIRED → NULLABLE can change in place",
+                            d.name
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    let declared: std::collections::HashSet<String> = desired.iter().map(|f| f.name.to_lowercase()).collect();
+    for l in live {
+        if l.mode == "REQUIRED" && !declared.contains(&l.name.to_lowercase()) {
+            problems.push(format!(
+                "column {} is REQUIRED in the table but no longer declared; loads would fail — declare it again (NULLABLE to relax it)",
+                l.name
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        SchemaChange::Incompatible(problems)
+    } else if add.is_empty() && relax.is_empty() {
+        SchemaChange::None
+    } else {
+        SchemaChange::Additive { add, relax }
+    }
+}
+
+/// The live schema after an additive change: live columns (relaxed as asked) then the new ones.
+pub fn merged_schema(live: &[Field], add: &[Field], relax: &[String]) -> Vec<Field> {
+    let mut out: Vec<Field> = live
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            if relax.iter().any(|r| r.eq_ignore_ascii_case(&f.name)) {
+                f.mode = "NULLABLE".into();
+            }
+            f
+        })
+        .collect();
+    out.extend(add.iter().cloned());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_diffs() {
+        let live = vec![Field::new("id", "INTEGER", "REQUIRED"), Field::new("name", "STRING", "NULLABLE")];
+        let same = vec![Field::new("id", "INT64", "REQUIRED"), Field::new("NAME", "STRING", "NULLABLE")];
+        assert_eq!(diff_schema(&same, Some(&live)), SchemaChange::None);
+        assert_eq!(diff_schema(&same, None), SchemaChange::Create);
+        let mut more = same.clone();
+        more.push(Field::new("email", "STRING", "NULLABLE"));
+        assert!(matches!(diff_schema(&more, Some(&live)), SchemaChange::Additive { add, .. } if add.len() == 1));
+        let retyped = vec![Field::new("id", "STRING", "REQUIRED"), Field::new("name", "STRING", "NULLABLE")];
+        assert!(matches!(diff_schema(&retyped, Some(&live)), SchemaChange::Incompatible(p) if p[0].contains("type change")));
+        let dropped = vec![Field::new("name", "STRING", "NULLABLE")];
+        assert!(matches!(diff_schema(&dropped, Some(&live)), SchemaChange::Incompatible(p) if p[0].contains("no longer declared")));
+        let relaxed = vec![Field::new("id", "INT64", "NULLABLE"), Field::new("name", "STRING", "NULLABLE")];
+        assert_eq!(
+            diff_schema(&relaxed, Some(&live)),
+            SchemaChange::Additive { add: vec![], relax: vec!["id".into()] }
+        );
+        let new_required = vec![Field::new("id", "INT64", "REQUIRED"), Field::new("x", "STRING", "REQUIRED")];
+        assert!(matches!(diff_schema(&new_required, Some(&live)), SchemaChange::Incompatible(_)));
+    }
+}
