@@ -68,6 +68,16 @@ pub enum Command {
         #[arg(long)]
         allow_large_removal: bool,
     },
+    /// Measure the load planner (discovery filter + ledger diff + batching) on synthetic
+    /// listings in-process, and print CPU seconds and peak memory.
+    Bench {
+        /// Objects listed.
+        #[arg(long, default_value_t = 1_000_000)]
+        objects: usize,
+        /// Of those, already in the ledger.
+        #[arg(long, default_value_t = 900_000)]
+        loaded: usize,
+    },
     /// Check manifests offline: schema, identifiers, emails, column references, guardrails and
     /// duplicates. Exit 0 when valid, 1 when any error is found.
     Validate {
@@ -96,6 +106,11 @@ pub struct LiveArgs {
     /// itself out: `serviceAccount:EMAIL`, `user:EMAIL` or `group:EMAIL`.
     #[arg(long, env = "BQSTEWARD_IDENTITY")]
     pub identity: Option<String>,
+    /// Re-ingest loaded files of every IngestedTable (exactly once: their rows are replaced, not
+    /// doubled): `prefix=gs://BUCKET/PATH/`, `since=RFC3339`, `until=RFC3339`, optional `id=NAME`.
+    /// Same syntax as the `bqsteward.dev/reload` annotation, which it overrides.
+    #[arg(long)]
+    pub reload: Option<String>,
 }
 
 /// Output format of `plan`.

@@ -8,6 +8,10 @@ use crate::access::{DatasetPlan, DesiredAcl, compile, plan_dataset};
 use crate::cli::{LiveArgs, PlanOutput};
 use crate::cloud::Endpoints;
 use crate::cloud::bigquery::{BigQuery, BigQueryRest};
+use crate::cloud::storage::{GcsRest, Storage};
+use crate::ingest::exec::{Executor, Observed, TablePlan, Target, observe as observe_table, plan_table};
+use crate::ingest::reload::{ANNOTATION_RELOAD, Reload};
+use crate::ingest::report as ingest_report;
 use crate::cloud::retry::{Backoff, Pacer};
 use crate::manifest;
 use crate::policy::Policy;
@@ -25,6 +29,7 @@ pub const EXIT_CHANGES: i32 = 2;
 struct Prepared {
     policy: Policy,
     desired: Vec<DesiredAcl>,
+    tables: Vec<Target>,
 }
 
 /// Loads and validates; prints every problem and returns `Err(exit code)` when there is one.
@@ -57,29 +62,94 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
         eprintln!("{} errors in the manifests: nothing was read or written", errors.len());
         return Err(EXIT_ERROR);
     }
+    let cli_reload = match args.reload.as_deref().map(Reload::parse).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: --reload: {e}");
+            return Err(EXIT_ERROR);
+        }
+    };
+    let mut tables = Vec::new();
     for l in &report.resources {
-        if !matches!(l.resource, manifest::Resource::DatasetAccess(_)) {
-            eprintln!(
-                "note: {} {}: validated, but not yet planned or applied by this version (DatasetAccess only)",
-                l.resource.kind(),
+        match &l.resource {
+            manifest::Resource::DatasetAccess(_) => {}
+            manifest::Resource::IngestedTable(it) => {
+                let name = l.resource.qualified_name();
+                let reload = match (&cli_reload, l.resource.annotation(ANNOTATION_RELOAD)) {
+                    (Some(r), _) => Some(r.clone()),
+                    (None, Some(text)) => match Reload::parse(text) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            eprintln!("error: {}: {name}: metadata.annotations[{ANNOTATION_RELOAD}]: {e}", l.origin);
+                            return Err(EXIT_ERROR);
+                        }
+                    },
+                    (None, None) => None,
+                };
+                match Target::new(&name, &it.spec, reload) {
+                    Ok(t) => tables.push(t),
+                    Err(e) => {
+                        eprintln!("error: {}: IngestedTable {name}: {e}", l.origin);
+                        return Err(EXIT_ERROR);
+                    }
+                }
+            }
+            other => eprintln!(
+                "note: {} {}: validated, but not yet planned or applied by this version",
+                other.kind(),
                 l.resource.qualified_name()
-            );
+            ),
         }
     }
     Ok(Prepared {
         desired: compile(&report.resources, identity.as_ref()),
         policy,
+        tables,
     })
 }
 
 /// [`prepare`], then a BigQuery client for the configured endpoint.
-async fn prepare_with_client(args: &LiveArgs) -> Result<(Prepared, BigQueryRest), i32> {
+async fn prepare_with_client(args: &LiveArgs) -> Result<(Prepared, Clients), i32> {
     let prepared = prepare(args)?;
-    let bq = BigQueryRest::new(&Endpoints::from_env()).await.map_err(|e| {
+    let endpoints = Endpoints::from_env();
+    let fail = |e: crate::cloud::CloudError| {
         eprintln!("error: {e}");
         EXIT_ERROR
-    })?;
-    Ok((prepared, bq))
+    };
+    let bq = BigQueryRest::new(&endpoints).await.map_err(fail)?;
+    let gcs = GcsRest::new(&endpoints).map_err(fail)?;
+    Ok((prepared, Clients { bq, gcs }))
+}
+
+/// The production clients.
+struct Clients {
+    bq: BigQueryRest,
+    gcs: GcsRest,
+}
+
+/// Observes and plans every IngestedTable; a table that cannot be read is reported and skipped.
+async fn plan_tables(bq: &dyn BigQuery, gcs: &dyn Storage, prepared: &Prepared) -> Vec<Result<(Observed, TablePlan), String>> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut out = Vec::new();
+    for t in &prepared.tables {
+        out.push(match observe_table(bq, gcs, t).await {
+            Ok(o) => {
+                let p = plan_table(t, &o, now);
+                Ok((o, p))
+            }
+            Err(e) => Err(format!("IngestedTable {}: cannot read {} or its source: {e}", t.name, t.table)),
+        });
+    }
+    out
+}
+
+fn print_table_plans(prepared: &Prepared, plans: &[Result<(Observed, TablePlan), String>]) {
+    for (t, p) in prepared.tables.iter().zip(plans) {
+        match p {
+            Ok((o, p)) => print!("{}", ingest_report::plan_text(t, p, o)),
+            Err(e) => println!("error: {e}"),
+        }
+    }
 }
 
 /// Observes and plans every dataset. Cloud errors are reported per dataset (as refusals) so one
@@ -103,20 +173,29 @@ async fn plan_all(bq: &dyn BigQuery, prepared: &Prepared, approved: bool) -> Vec
 
 /// `bqsteward plan`.
 pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
-    let (prepared, bq) = match prepare_with_client(args).await {
+    let (prepared, clients) = match prepare_with_client(args).await {
         Ok(x) => x,
         Err(code) => return code,
     };
+    let bq = clients.bq;
     let plans = plan_all(&bq, &prepared, false).await;
+    let table_plans = plan_tables(&bq, &clients.gcs, &prepared).await;
     let rendered = match output {
         PlanOutput::Text => render::text(&plans, std::io::stdout().is_terminal()),
         PlanOutput::Markdown => render::markdown(&plans),
         PlanOutput::Json => render::json(&plans),
     };
-    print!("{rendered}");
-    if plans.iter().any(DatasetPlan::is_refused) {
+    if !prepared.desired.is_empty() || prepared.tables.is_empty() {
+        print!("{rendered}");
+    }
+    if output != PlanOutput::Json {
+        print_table_plans(&prepared, &table_plans);
+    }
+    let table_error = table_plans.iter().any(|p| p.is_err());
+    let table_changes = table_plans.iter().any(|p| p.as_ref().is_ok_and(|(_, p)| !p.is_empty()));
+    if plans.iter().any(DatasetPlan::is_refused) || table_error {
         EXIT_ERROR
-    } else if plans.iter().any(DatasetPlan::has_changes) {
+    } else if plans.iter().any(DatasetPlan::has_changes) || table_changes {
         EXIT_CHANGES
     } else {
         EXIT_OK
@@ -126,9 +205,48 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
 /// `bqsteward apply`.
 pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
     match prepare_with_client(args).await {
-        Ok((prepared, bq)) => apply_with(&bq, &prepared, allow_large_removal).await,
+        Ok((prepared, clients)) => {
+            let datasets = if prepared.desired.is_empty() && !prepared.tables.is_empty() {
+                EXIT_OK
+            } else {
+                apply_with(&clients.bq, &prepared, allow_large_removal).await
+            };
+            let tables = apply_tables(&clients.bq, &clients.gcs, &prepared).await;
+            datasets.max(tables)
+        }
         Err(code) => code,
     }
+}
+
+/// Applies every IngestedTable; one failing table does not stop the others.
+async fn apply_tables(bq: &dyn BigQuery, gcs: &dyn Storage, prepared: &Prepared) -> i32 {
+    let plans = plan_tables(bq, gcs, prepared).await;
+    print_table_plans(prepared, &plans);
+    let mut code = EXIT_OK;
+    for (t, p) in prepared.tables.iter().zip(plans) {
+        let Ok((o, p)) = p else {
+            code = EXIT_ERROR;
+            continue;
+        };
+        if p.is_empty() {
+            println!("{}: nothing to load", t.table);
+            continue;
+        }
+        let exec = Executor::new(bq, t, p.loads.budget_left);
+        match exec.apply(&p, &o).await {
+            Ok(r) => {
+                print!("{}", ingest_report::apply_text(t, &r));
+                if r.stopped.is_some() && matches!(p.schema, crate::ingest::table::SchemaChange::Incompatible(_)) {
+                    code = EXIT_ERROR;
+                }
+            }
+            Err(e) => {
+                println!("{}: failed: {e} (everything done so far is recorded; the next run resumes)", t.table);
+                code = EXIT_ERROR;
+            }
+        }
+    }
+    code
 }
 
 async fn apply_with(bq: &dyn BigQuery, prepared: &Prepared, approved: bool) -> i32 {

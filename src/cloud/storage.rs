@@ -22,8 +22,21 @@ pub struct ObjectInfo {
 /// The Cloud Storage operations bqsteward needs.
 #[async_trait]
 pub trait Storage: Send + Sync {
+    /// Every object whose name starts with `prefix`, handed to `sink` page by page (transient
+    /// errors retried per page), so a million-object listing is never held twice.
+    async fn list_each(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        sink: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<(), CloudError>;
     /// Every object whose name starts with `prefix`, in name order (all pages).
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, CloudError>;
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, CloudError> {
+        let mut out = Vec::new();
+        self.list_each(bucket, prefix, &mut |o| out.push(o)).await?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
     /// Writes an object (tests, the demo and re-ingestion tooling; reconcile never writes objects).
     async fn upload(
         &self,
@@ -109,10 +122,15 @@ fn enc(s: &str) -> String {
 
 #[async_trait]
 impl Storage for GcsRest {
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, CloudError> {
+    async fn list_each(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        sink: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<(), CloudError> {
         let op = format!("objects.list gs://{bucket}/{prefix}");
         let url = format!("{}/storage/v1/b/{}/o", self.root, enc(bucket));
-        let mut out = Vec::new();
+        let backoff = crate::cloud::retry::Backoff::default();
         let mut page: Option<String> = None;
         loop {
             let mut query = vec![
@@ -126,17 +144,18 @@ impl Storage for GcsRest {
             if let Some(p) = &page {
                 query.push(("pageToken", p.clone()));
             }
-            let list: ObjectList = self.rest.json(&op, self.rest.http.get(&url).query(&query)).await?;
+            let list: ObjectList = crate::cloud::retry::with_retry(&backoff, &op, || {
+                self.rest.json(&op, self.rest.http.get(&url).query(&query))
+            })
+            .await?;
             for raw in list.items {
-                out.push(raw.into_info(&op)?);
+                sink(raw.into_info(&op)?);
             }
             match list.next_page_token.filter(|t| !t.is_empty()) {
                 Some(t) => page = Some(t),
-                None => break,
+                None => return Ok(()),
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
     }
 
     async fn upload(

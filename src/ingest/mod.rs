@@ -7,6 +7,7 @@
 //! - [`exec`]: observe → plan → apply per table: staging load, atomic move with lineage, ledger,
 //!   bisection and quarantine, snapshots, re-ingestion.
 
+pub mod bench;
 pub mod classify;
 pub mod exec;
 pub mod jobs;
@@ -14,5 +15,6 @@ pub mod ledger;
 pub mod model;
 pub mod plan;
 pub mod reload;
+pub mod report;
 pub mod source;
 pub mod table;

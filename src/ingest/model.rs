@@ -150,13 +150,33 @@ pub struct BatchMeta {
 }
 
 /// The ledger of one destination table: latest event per (uri, generation).
+///
+/// Keyed by a 128-bit hash of (uri, generation) so a million entries take tens of megabytes,
+/// not hundreds; uris are kept only for in-flight (PLANNED) files, which must be resumed by name.
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
-    /// Latest event per file generation.
-    pub files: HashMap<(Box<str>, i64), Entry>,
-    /// Batches referenced by `files`.
+    files: HashMap<u128, Entry>,
+    planned: Vec<(String, i64)>,
+    loaded_uris: std::collections::HashSet<u128>,
+    /// Batches referenced by the entries.
     pub batches: Vec<BatchMeta>,
     index: HashMap<String, u32>,
+}
+
+fn key(uri: &str, generation: i64) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        salt.hash(&mut h);
+        uri.hash(&mut h);
+        generation.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
+}
+
+fn uri_key(uri: &str) -> u128 {
+    key(uri, i64::MIN)
 }
 
 impl Ledger {
@@ -171,16 +191,42 @@ impl Ledger {
         i
     }
 
-    /// Records the latest event of a file generation.
+    /// Records the latest event of a file generation (each generation once).
     pub fn insert(&mut self, uri: &str, generation: i64, entry: Entry) {
-        self.files.insert((uri.into(), generation), entry);
+        if entry.state == FileState::Planned {
+            self.planned.push((uri.to_string(), generation));
+        }
+        if entry.state == FileState::Loaded {
+            self.loaded_uris.insert(uri_key(uri));
+        }
+        self.files.insert(key(uri, generation), entry);
     }
 
     /// The latest event of a file generation.
     pub fn get(&self, uri: &str, generation: i64) -> Option<&Entry> {
-        // The key is (Box<str>, i64); a borrowed lookup needs an owned key without a custom
-        // Borrow impl, so build a boxed key (cheap next to a hash of the string).
-        self.files.get(&(Box::<str>::from(uri), generation))
+        self.files.get(&key(uri, generation))
+    }
+
+    /// Whether some generation of `uri` is loaded.
+    pub fn uri_loaded(&self, uri: &str) -> bool {
+        self.loaded_uris.contains(&uri_key(uri))
+    }
+
+    /// In-flight files: (uri, generation, entry).
+    pub fn planned(&self) -> impl Iterator<Item = (&str, i64, &Entry)> {
+        self.planned
+            .iter()
+            .filter_map(|(u, g)| self.get(u, *g).filter(|e| e.state == FileState::Planned).map(|e| (u.as_str(), *g, e)))
+    }
+
+    /// Number of file generations recorded.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
     }
 
     /// The batch of an entry.

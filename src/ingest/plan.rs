@@ -135,17 +135,7 @@ fn incremental_candidates(
     in_flight: &HashSet<(&str, i64)>,
     out: &mut LoadPlan,
 ) -> Vec<SourceFile> {
-    // Uris with some generation loaded (for the re-upload policy).
-    let loaded_uris: HashSet<&str> = if s.reuploads == ReuploadPolicy::Ignore {
-        ledger
-            .files
-            .iter()
-            .filter(|(_, e)| e.state == FileState::Loaded)
-            .map(|((u, _), _)| &**u)
-            .collect()
-    } else {
-        HashSet::new()
-    };
+    let ignore_reuploads = s.reuploads == ReuploadPolicy::Ignore;
     let mut pending = Vec::new();
     for f in listing {
         if in_flight.contains(&(f.uri.as_str(), f.generation)) {
@@ -162,7 +152,7 @@ fn incremental_candidates(
                 out.retried_quarantined += 1;
             }
             _ => {
-                if loaded_uris.contains(f.uri.as_str()) {
+                if ignore_reuploads && ledger.uri_loaded(&f.uri) {
                     out.ignored_reuploads += 1;
                     continue;
                 }
@@ -193,15 +183,13 @@ fn take_batch(files: &[SourceFile], max_files: usize, max_bytes: Option<u64>) ->
 /// Batches whose files' latest ledger event is PLANNED, rebuilt exactly as they were written.
 fn resumed_batches(s: &Settings, ledger: &Ledger) -> Vec<Batch> {
     let mut groups: BTreeMap<u32, Vec<SourceFile>> = BTreeMap::new();
-    for ((uri, generation), e) in &ledger.files {
-        if e.state == FileState::Planned {
-            groups.entry(e.batch).or_default().push(SourceFile {
-                uri: uri.to_string(),
-                generation: *generation,
-                size: e.size,
-                updated_ms: e.updated_ms,
-            });
-        }
+    for (uri, generation, e) in ledger.planned() {
+        groups.entry(e.batch).or_default().push(SourceFile {
+            uri: uri.to_string(),
+            generation,
+            size: e.size,
+            updated_ms: e.updated_ms,
+        });
     }
     let mut out: Vec<Batch> = groups
         .into_iter()

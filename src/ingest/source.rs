@@ -2,7 +2,6 @@
 
 use super::model::SourceFile;
 use crate::cloud::CloudError;
-use crate::cloud::retry::{Backoff, with_retry};
 use crate::cloud::storage::{ObjectInfo, Storage};
 use crate::crd::ingested_table::Source;
 
@@ -44,41 +43,50 @@ impl Discovery {
         format!("gs://{}/{}", self.bucket, self.prefix)
     }
 
-    /// Lists and filters (retrying transient errors).
+    /// Lists and filters page by page (transient errors are retried per page by the client).
     pub async fn discover(&self, storage: &dyn Storage) -> Result<Vec<SourceFile>, CloudError> {
-        let objects = with_retry(&Backoff::default(), "objects.list", || storage.list(&self.bucket, &self.prefix)).await?;
-        Ok(self.filter(objects))
+        let mut out = Vec::new();
+        storage
+            .list_each(&self.bucket, &self.prefix, &mut |o| {
+                if let Some(f) = self.select(o) {
+                    out.push(f);
+                }
+            })
+            .await?;
+        Ok(out)
     }
 
-    /// Keeps the objects the source selects. Folders placeholders (`name/`) and empty objects
-    /// are skipped; the snapshot marker is kept (the planner needs it) whatever `include` says.
+    /// Keeps the objects the source selects (see [`Discovery::select`]).
     pub fn filter(&self, objects: Vec<ObjectInfo>) -> Vec<SourceFile> {
-        let mut out = Vec::with_capacity(objects.len());
-        for o in objects {
-            if o.name.ends_with('/') {
-                continue;
-            }
-            let rel = o.name.strip_prefix(self.prefix.as_str()).unwrap_or(&o.name);
-            let base = rel.rsplit('/').next().unwrap_or(rel);
-            let is_marker = !self.marker.is_empty() && base == self.marker;
-            if !is_marker {
-                if o.size == 0 {
-                    continue;
-                }
-                if let Some(m) = &self.include
-                    && !m.is_match(rel)
-                {
-                    continue;
-                }
-            }
-            out.push(SourceFile {
-                uri: format!("gs://{}/{}", self.bucket, o.name),
-                generation: o.generation,
-                size: o.size,
-                updated_ms: parse_time_ms(&o.updated).unwrap_or(0),
-            });
+        objects.into_iter().filter_map(|o| self.select(o)).collect()
+    }
+
+    /// The object as a source file, if the source selects it. Folder placeholders (`name/`) and
+    /// empty objects are skipped; the snapshot marker is kept (the planner needs it) whatever
+    /// `include` says.
+    pub fn select(&self, o: ObjectInfo) -> Option<SourceFile> {
+        if o.name.ends_with('/') {
+            return None;
         }
-        out
+        let rel = o.name.strip_prefix(self.prefix.as_str()).unwrap_or(&o.name);
+        let base = rel.rsplit('/').next().unwrap_or(rel);
+        let is_marker = !self.marker.is_empty() && base == self.marker;
+        if !is_marker {
+            if o.size == 0 {
+                return None;
+            }
+            if let Some(m) = &self.include
+                && !m.is_match(rel)
+            {
+                return None;
+            }
+        }
+        Some(SourceFile {
+            uri: format!("gs://{}/{}", self.bucket, o.name),
+            generation: o.generation,
+            size: o.size,
+            updated_ms: parse_time_ms(&o.updated).unwrap_or(0),
+        })
     }
 }
 

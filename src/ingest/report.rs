@@ -1,0 +1,130 @@
+//! Text for `plan` and `apply` about IngestedTables, and the status block both print.
+
+use super::exec::{Observed, Report, TablePlan, Target};
+use super::plan::SnapshotChoice;
+use super::table::SchemaChange;
+use std::fmt::Write;
+
+/// Human byte counts.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Human durations (`3d4h`, `12m`, `45s`).
+pub fn duration_ms(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        s if s >= 86_400 => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+        s if s >= 3600 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The plan of one table, as `plan` prints it.
+pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
+    let mut out = String::new();
+    let l = &p.loads;
+    let _ = writeln!(out, "IngestedTable {} → {} ({:?})", t.name, t.table, t.spec.mode);
+    let schema = match &p.schema {
+        SchemaChange::Create => "create table (declared schema + lineage columns)".to_string(),
+        SchemaChange::None => "schema up to date".to_string(),
+        SchemaChange::Additive { add, relax } => {
+            let mut parts = Vec::new();
+            if !add.is_empty() {
+                parts.push(format!("add columns {}", add.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")));
+            }
+            if !relax.is_empty() {
+                parts.push(format!("relax to NULLABLE {}", relax.join(", ")));
+            }
+            parts.join("; ")
+        }
+        SchemaChange::Incompatible(p) => format!("INCOMPATIBLE, nothing will load: {}", p.join("; ")),
+    };
+    let _ = writeln!(out, "  table:  {schema}");
+    let new_files: usize = l.new.iter().map(|b| b.files.len()).sum();
+    let new_bytes: u64 = l.new.iter().map(|b| b.bytes()).sum();
+    let reloads = l.new.iter().filter(|b| b.kind == super::model::BatchKind::Reload).count();
+    let _ = writeln!(
+        out,
+        "  load:   {} new batch{} ({} files, {}){}{}; {} resumed; {} deferred to tomorrow's budget",
+        l.new.len(),
+        if l.new.len() == 1 { "" } else { "es" },
+        new_files,
+        bytes(new_bytes),
+        if reloads > 0 { format!(", {reloads} of them re-ingestion") } else { String::new() },
+        if l.retried_quarantined > 0 {
+            format!(", {} quarantined files retried (schema changed)", l.retried_quarantined)
+        } else {
+            String::new()
+        },
+        l.resumed.len(),
+        l.deferred_files,
+    );
+    if l.ignored_reuploads > 0 {
+        let _ = writeln!(out, "  note:   {} re-uploaded files ignored (reuploadedFiles: Ignore)", l.ignored_reuploads);
+    }
+    if let Some(s) = &l.snapshot {
+        let text = match s {
+            SnapshotChoice::UpToDate(set) => format!("table holds the newest complete set {set:?}"),
+            SnapshotChoice::Load(set) => format!("replace the table with set {set:?}"),
+            SnapshotChoice::Blocked { set, quarantined } => {
+                format!("newest complete set {set:?} has {quarantined} quarantined files; the table keeps its contents")
+            }
+            SnapshotChoice::NoCompleteSet => "no complete snapshot set yet".to_string(),
+        };
+        let _ = writeln!(out, "  snapshot: {text}");
+    }
+    let _ = writeln!(out, "  status: {}", status_line(o, l.lag_ms, l.budget_left, t));
+    out
+}
+
+/// One line: loaded, quarantined, lag, budget.
+pub fn status_line(o: &Observed, lag_ms: Option<i64>, budget_left: u32, t: &Target) -> String {
+    let s = &o.stats;
+    format!(
+        "{} files / {} rows loaded; {} quarantined; lag {}; load jobs today {}/{} ({} left)",
+        s.files_loaded,
+        s.rows_loaded,
+        s.quarantined,
+        lag_ms.map(duration_ms).unwrap_or_else(|| "0s".into()),
+        s.jobs_today,
+        t.spec.load_policy.daily_job_budget,
+        budget_left
+    )
+}
+
+/// What apply did to one table.
+pub fn apply_text(t: &Target, r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: loaded {} batch{} ({} files, {} rows) with {} load job{}{}",
+        t.table,
+        r.batches_loaded,
+        if r.batches_loaded == 1 { "" } else { "es" },
+        r.files_loaded,
+        r.rows_loaded,
+        r.load_jobs,
+        if r.load_jobs == 1 { "" } else { "s" },
+        if r.schema_changed { "; schema changed" } else { "" }
+    );
+    for (uri, generation, cat, msg) in &r.quarantined {
+        let short: String = msg.chars().take(200).collect();
+        let _ = writeln!(out, "  quarantined {uri}#{generation} ({}): {short}", cat.as_str());
+    }
+    if r.snapshot_blocked {
+        let _ = writeln!(out, "  snapshot not replaced: the set has quarantined files");
+    }
+    if let Some(s) = &r.stopped {
+        let _ = writeln!(out, "  stopped: {s}");
+    }
+    out
+}
