@@ -8,11 +8,11 @@ use crate::access::{DatasetPlan, DesiredAcl, compile, plan_dataset};
 use crate::cli::{LiveArgs, PlanOutput};
 use crate::cloud::Endpoints;
 use crate::cloud::bigquery::{BigQuery, BigQueryRest};
+use crate::cloud::retry::{Backoff, Pacer};
 use crate::cloud::storage::{GcsRest, Storage};
 use crate::ingest::exec::{Executor, Observed, TablePlan, Target, observe as observe_table, plan_table};
 use crate::ingest::reload::{ANNOTATION_RELOAD, Reload};
 use crate::ingest::report as ingest_report;
-use crate::cloud::retry::{Backoff, Pacer};
 use crate::manifest;
 use crate::policy::Policy;
 use crate::render;
@@ -80,7 +80,10 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
                     (None, Some(text)) => match Reload::parse(text) {
                         Ok(r) => Some(r),
                         Err(e) => {
-                            eprintln!("error: {}: {name}: metadata.annotations[{ANNOTATION_RELOAD}]: {e}", l.origin);
+                            eprintln!(
+                                "error: {}: {name}: metadata.annotations[{ANNOTATION_RELOAD}]: {e}",
+                                l.origin
+                            );
                             return Err(EXIT_ERROR);
                         }
                     },
@@ -128,7 +131,11 @@ struct Clients {
 }
 
 /// Observes and plans every IngestedTable; a table that cannot be read is reported and skipped.
-async fn plan_tables(bq: &dyn BigQuery, gcs: &dyn Storage, prepared: &Prepared) -> Vec<Result<(Observed, TablePlan), String>> {
+async fn plan_tables(
+    bq: &dyn BigQuery,
+    gcs: &dyn Storage,
+    prepared: &Prepared,
+) -> Vec<Result<(Observed, TablePlan), String>> {
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Vec::new();
     for t in &prepared.tables {
@@ -137,7 +144,10 @@ async fn plan_tables(bq: &dyn BigQuery, gcs: &dyn Storage, prepared: &Prepared) 
                 let p = plan_table(t, &o, now);
                 Ok((o, p))
             }
-            Err(e) => Err(format!("IngestedTable {}: cannot read {} or its source: {e}", t.name, t.table)),
+            Err(e) => Err(format!(
+                "IngestedTable {}: cannot read {} or its source: {e}",
+                t.name, t.table
+            )),
         });
     }
     out
@@ -241,7 +251,10 @@ async fn apply_tables(bq: &dyn BigQuery, gcs: &dyn Storage, prepared: &Prepared)
                 }
             }
             Err(e) => {
-                println!("{}: failed: {e} (everything done so far is recorded; the next run resumes)", t.table);
+                println!(
+                    "{}: failed: {e} (everything done so far is recorded; the next run resumes)",
+                    t.table
+                );
                 code = EXIT_ERROR;
             }
         }

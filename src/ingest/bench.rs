@@ -60,34 +60,43 @@ pub fn run(objects: usize, loaded: usize) -> Figures {
         csv: None,
     };
     let discovery = Discovery::new(&source).expect("valid source");
-    let name = |i: usize| format!("orders/2026-11-{:02}/h{:02}/part-{i:08}.json", 1 + (i / 40_000) % 28, (i / 1_700) % 24);
+    let name = |i: usize| {
+        format!(
+            "orders/2026-11-{:02}/h{:02}/part-{i:08}.json",
+            1 + (i / 40_000) % 28,
+            (i / 1_700) % 24
+        )
+    };
     // Synthetic input, generated lazily and handed over one item at a time, as the Cloud
     // Storage pages and the ledger query pages are in production.
-    let listing = (0..objects)
-        .map(|i| ObjectInfo {
-            name: name(i),
-            size: 1_000 + (i as u64 % 5_000),
-            generation: 1_700_000_000_000_000 + i as i64,
-            updated: format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + (i / 40_000) % 28, (i / 1_700) % 24, i % 60),
-        });
-    let ledger_rows = (0..loaded)
-        .map(|i| {
-            let s = |v: String| Some(v);
-            vec![
-                s(format!("gs://acme-landing/{}", name(i))),
-                s((1_700_000_000_000_000 + i as i64).to_string()),
-                s("1000".into()),
-                s("1795000000000".into()),
-                s("LOADED".into()),
-                s(format!("{:032x}", i / 1000)),
-                s("APPEND".into()),
-                s(String::new()),
-                None,
-                None,
-                s("abc".into()),
-                s("0".into()),
-            ]
-        });
+    let listing = (0..objects).map(|i| ObjectInfo {
+        name: name(i),
+        size: 1_000 + (i as u64 % 5_000),
+        generation: 1_700_000_000_000_000 + i as i64,
+        updated: format!(
+            "2026-11-{:02}T{:02}:{:02}:00Z",
+            1 + (i / 40_000) % 28,
+            (i / 1_700) % 24,
+            i % 60
+        ),
+    });
+    let ledger_rows = (0..loaded).map(|i| {
+        let s = |v: String| Some(v);
+        vec![
+            s(format!("gs://acme-landing/{}", name(i))),
+            s((1_700_000_000_000_000 + i as i64).to_string()),
+            s("1000".into()),
+            s("1795000000000".into()),
+            s("LOADED".into()),
+            s(format!("{:032x}", i / 1000)),
+            s("APPEND".into()),
+            s(String::new()),
+            None,
+            None,
+            s("abc".into()),
+            s("0".into()),
+        ]
+    });
 
     // Only bqsteward's work is timed: each page is generated first, then handed over.
     let mut cpu = 0.0;

@@ -42,7 +42,12 @@ pub fn failure(job: &Job) -> Failure {
 
 /// The category of a data error message, or `None` when the message is not about file content.
 fn category(text: &str, not_found_reason: bool) -> Option<Category> {
-    const NOT_FOUND: &[&str] = &["Not found: Uri", "Not found: Files", "No files found", "matched no files"];
+    const NOT_FOUND: &[&str] = &[
+        "Not found: Uri",
+        "Not found: Files",
+        "No files found",
+        "matched no files",
+    ];
     const SCHEMA: &[&str] = &[
         "Provided Schema does not match",
         "No such field",
@@ -110,19 +115,55 @@ mod tests {
         use Category::*;
         let cases = [
             // bqemulator (DuckDB) messages
-            ("invalid", "Error while reading data, error message: Invalid Input Error: Malformed JSON in file", Corrupt),
-            ("invalid", "Error while reading data, error message: Invalid Input Error: JSON transform error in file \"x\", in line 1: Failed to cast value to numerical", IncompatibleSchema),
-            ("invalid", "Error while reading data, error message: IO Error: No files found that match the pattern", NotFound),
-            ("invalid", "Error while reading data, error message: Conversion Error: CSV Error on Line: 2", IncompatibleSchema),
+            (
+                "invalid",
+                "Error while reading data, error message: Invalid Input Error: Malformed JSON in file",
+                Corrupt,
+            ),
+            (
+                "invalid",
+                "Error while reading data, error message: Invalid Input Error: JSON transform error in file \"x\", in line 1: Failed to cast value to numerical",
+                IncompatibleSchema,
+            ),
+            (
+                "invalid",
+                "Error while reading data, error message: IO Error: No files found that match the pattern",
+                NotFound,
+            ),
+            (
+                "invalid",
+                "Error while reading data, error message: Conversion Error: CSV Error on Line: 2",
+                IncompatibleSchema,
+            ),
             // BigQuery messages
-            ("invalid", "Error while reading data, error message: JSON parsing error in row starting at position 0: Parser terminated before end of string", Corrupt),
-            ("invalid", "Could not parse 'abc' as INT64 for field id (position 0) starting at location 0", IncompatibleSchema),
-            ("invalid", "Error while reading data, error message: JSON parsing error in row starting at position 0: No such field: extra.", IncompatibleSchema),
+            (
+                "invalid",
+                "Error while reading data, error message: JSON parsing error in row starting at position 0: Parser terminated before end of string",
+                Corrupt,
+            ),
+            (
+                "invalid",
+                "Could not parse 'abc' as INT64 for field id (position 0) starting at location 0",
+                IncompatibleSchema,
+            ),
+            (
+                "invalid",
+                "Error while reading data, error message: JSON parsing error in row starting at position 0: No such field: extra.",
+                IncompatibleSchema,
+            ),
             ("notFound", "Not found: Uri gs://b/x.json", NotFound),
-            ("invalid", "Provided Schema does not match Table p:d.t. Field id has changed type from STRING to INTEGER", IncompatibleSchema),
+            (
+                "invalid",
+                "Provided Schema does not match Table p:d.t. Field id has changed type from STRING to INTEGER",
+                IncompatibleSchema,
+            ),
         ];
         for (reason, message, want) in cases {
-            assert_eq!(failure(&job(reason, message)), Failure::Data(want, message.into()), "{message}");
+            assert_eq!(
+                failure(&job(reason, message)),
+                Failure::Data(want, message.into()),
+                "{message}"
+            );
         }
     }
 
@@ -130,8 +171,17 @@ mod tests {
     fn transient_and_other() {
         assert!(matches!(failure(&job("backendError", "x")), Failure::Transient(_)));
         assert!(matches!(failure(&job("rateLimitExceeded", "x")), Failure::Transient(_)));
-        assert!(matches!(failure(&job("accessDenied", "Access Denied: gs://b")), Failure::Other(_)));
-        assert!(matches!(failure(&job("quotaExceeded", "Quota exceeded")), Failure::Other(_)));
-        assert!(matches!(failure(&job("invalid", "Invalid table name")), Failure::Other(_)));
+        assert!(matches!(
+            failure(&job("accessDenied", "Access Denied: gs://b")),
+            Failure::Other(_)
+        ));
+        assert!(matches!(
+            failure(&job("quotaExceeded", "Quota exceeded")),
+            Failure::Other(_)
+        ));
+        assert!(matches!(
+            failure(&job("invalid", "Invalid table name")),
+            Failure::Other(_)
+        ));
     }
 }

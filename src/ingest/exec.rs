@@ -86,7 +86,12 @@ impl Target {
             jobs_today,
             reuploads: lp.reuploaded_files,
             schema_hash: self.schema_hash.clone(),
-            snapshot_marker: self.spec.source.snapshot_marker.clone().unwrap_or_else(|| "_SUCCESS".into()),
+            snapshot_marker: self
+                .spec
+                .source
+                .snapshot_marker
+                .clone()
+                .unwrap_or_else(|| "_SUCCESS".into()),
             source_prefix: self.discovery.uri_prefix(),
             reload: self.reload.clone(),
             now_ms,
@@ -143,7 +148,10 @@ pub async fn observe(bq: &dyn BigQuery, storage: &dyn Storage, t: &Target) -> Re
     let table = bq.get_table(&t.table).await?;
     let (ledger, stats) = if t.ledger.exists(bq).await? {
         let table_ref = t.table.to_string();
-        let ledger = t.ledger.read(bq, &table_ref, t.reload.as_ref().map(|r| r.id.as_str())).await?;
+        let ledger = t
+            .ledger
+            .read(bq, &table_ref, t.reload.as_ref().map(|r| r.id.as_str()))
+            .await?;
         (ledger, t.ledger.stats(bq, &table_ref).await?)
     } else {
         (Ledger::default(), Stats::default())
@@ -234,7 +242,9 @@ impl<'a> Executor<'a> {
         match result {
             Ok(()) => Ok(report),
             Err(RunError::Budget { budget }) => {
-                report.stopped = Some(format!("daily load-job budget used up ({budget} left at the start of this run)"));
+                report.stopped = Some(format!(
+                    "daily load-job budget used up ({budget} left at the start of this run)"
+                ));
                 Ok(report)
             }
             Err(e) => Err(e),
@@ -274,8 +284,12 @@ impl<'a> Executor<'a> {
         let t = self.t;
         match change {
             SchemaChange::Create => {
-                self.bq.create_dataset(&t.table.project, &t.table.dataset, &t.ledger.location).await?;
-                self.bq.create_table(&table::table_def(&t.spec, t.table.clone())).await?;
+                self.bq
+                    .create_dataset(&t.table.project, &t.table.dataset, &t.ledger.location)
+                    .await?;
+                self.bq
+                    .create_table(&table::table_def(&t.spec, t.table.clone()))
+                    .await?;
                 tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table, "created table");
             }
             SchemaChange::Additive { add, relax } => {
@@ -309,12 +323,16 @@ impl<'a> Executor<'a> {
             let before = self.runner.loads_inserted();
             let staging = self.t.staging(&b.id);
             match self.load(&b, &staging).await? {
-                Ok(()) => {
+                Ok(rows) => {
                     self.crash(Step::StagingLoaded)?;
-                    let (move_job, rows) = self.move_rows(&b, &[staging.clone()]).await?;
+                    let (move_job, _) = self.move_rows(&b, std::slice::from_ref(&staging)).await?;
                     self.crash(Step::Moved)?;
                     let jobs = i64::from(self.runner.loads_inserted() - before);
-                    let events: Vec<_> = b.files.iter().map(|f| event(f, FileState::Loaded, &meta, None, None)).collect();
+                    let events: Vec<_> = b
+                        .files
+                        .iter()
+                        .map(|f| event(f, FileState::Loaded, &meta, None, None))
+                        .collect();
                     let be = batch_event(&b, &meta, "LOADED", rows, jobs, &move_job, None);
                     self.ledger_write(&format!("{}_loaded", b.id), &events, &[be]).await?;
                     self.crash(Step::LedgerWritten)?;
@@ -328,11 +346,14 @@ impl<'a> Executor<'a> {
                     let jobs = i64::from(self.runner.loads_inserted() - before);
                     let events = [event(f, FileState::Quarantined, &meta, Some(category), Some(&message))];
                     let be = batch_event(&b, &meta, "QUARANTINED", 0, jobs, "", Some(&message));
-                    self.ledger_write(&format!("{}_quarantined", b.id), &events, &[be]).await?;
+                    self.ledger_write(&format!("{}_quarantined", b.id), &events, &[be])
+                        .await?;
                     self.bq.delete_table(&staging).await?;
                     tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
                         generation = f.generation, category = category.as_str(), %message, "quarantined file");
-                    report.quarantined.push((f.uri.clone(), f.generation, category, message));
+                    report
+                        .quarantined
+                        .push((f.uri.clone(), f.generation, category, message));
                 }
                 Err((_, message)) => {
                     let (left, right) = b.split(&self.t.table.to_string());
@@ -367,6 +388,7 @@ impl<'a> Executor<'a> {
         let mut stagings = Vec::new();
         let mut bad: Vec<(SourceFile, Category, String)> = Vec::new();
         let mut scratch = Vec::new();
+        let mut rows = 0;
         for files in batch.files.chunks(per_job) {
             let chunk = Batch::new(&table_name, BatchKind::Snapshot, files.to_vec(), "", vec![]);
             let staging = self.t.staging(&chunk.id);
@@ -381,7 +403,7 @@ impl<'a> Executor<'a> {
                     scratch.push(st.clone());
                 }
                 match res {
-                    Ok(()) => {}
+                    Ok(n) => rows += n,
                     Err((cat, msg)) if c.files.len() == 1 => bad.push((c.files[0].clone(), cat, msg)),
                     Err(_) => {
                         let (l, r) = c.split(&table_name);
@@ -395,11 +417,16 @@ impl<'a> Executor<'a> {
         self.crash(Step::StagingLoaded)?;
         let jobs = i64::from(self.runner.loads_inserted() - before);
         if bad.is_empty() {
-            let (move_job, rows) = self.move_rows(batch, &stagings).await?;
+            let (move_job, _) = self.move_rows(batch, &stagings).await?;
             self.crash(Step::Moved)?;
-            let events: Vec<_> = batch.files.iter().map(|f| event(f, FileState::Loaded, &meta, None, None)).collect();
+            let events: Vec<_> = batch
+                .files
+                .iter()
+                .map(|f| event(f, FileState::Loaded, &meta, None, None))
+                .collect();
             let be = batch_event(batch, &meta, "LOADED", rows, jobs, &move_job, None);
-            self.ledger_write(&format!("{}_loaded", batch.id), &events, &[be]).await?;
+            self.ledger_write(&format!("{}_loaded", batch.id), &events, &[be])
+                .await?;
             self.crash(Step::LedgerWritten)?;
             report.batches_loaded += 1;
             report.files_loaded += batch.files.len();
@@ -416,11 +443,24 @@ impl<'a> Executor<'a> {
                     .files
                     .iter()
                     .filter(|f| !bad_keys.contains(&(f.uri.as_str(), f.generation)))
-                    .map(|f| event(f, FileState::Abandoned, &meta, None, Some("snapshot set has quarantined files"))),
+                    .map(|f| {
+                        event(
+                            f,
+                            FileState::Abandoned,
+                            &meta,
+                            None,
+                            Some("snapshot set has quarantined files"),
+                        )
+                    }),
             );
-            let msg = format!("{} of {} files quarantined; table keeps its previous snapshot", bad.len(), batch.files.len());
+            let msg = format!(
+                "{} of {} files quarantined; table keeps its previous snapshot",
+                bad.len(),
+                batch.files.len()
+            );
             let be = batch_event(batch, &meta, "ABANDONED", 0, jobs, "", Some(&msg));
-            self.ledger_write(&format!("{}_abandoned", batch.id), &events, &[be]).await?;
+            self.ledger_write(&format!("{}_abandoned", batch.id), &events, &[be])
+                .await?;
             for (f, c, m) in bad {
                 tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
                     generation = f.generation, category = c.as_str(), message = %m, "quarantined file");
@@ -435,7 +475,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Loads `b` into `staging`. `Err((category, message))` when a file's content is at fault.
-    async fn load(&self, b: &Batch, staging: &TableRef) -> Result<Result<(), (Category, String)>, RunError> {
+    async fn load(&self, b: &Batch, staging: &TableRef) -> Result<Result<i64, (Category, String)>, RunError> {
         let t = self.t;
         // Pre-create staging with an expiry, so a batch abandoned by a crash cleans itself up.
         let week = chrono::Utc::now().timestamp_millis() + 7 * 86_400_000;
@@ -455,7 +495,8 @@ impl<'a> Executor<'a> {
         let base = format!("bqsteward_load_{}_{}", b.id, short_hash(&config.to_string()));
         let after = || self.crash(Step::LoadInserted);
         match self.runner.run(&base, &config, true, after).await? {
-            Finished::Ok(_) => Ok(Ok(())),
+            // With WRITE_TRUNCATE, outputRows is this batch's rows (on BigQuery and bqemulator).
+            Finished::Ok(job) => Ok(Ok(job.output_rows.unwrap_or(0))),
             Finished::Failed(_, Failure::Data(c, m)) => Ok(Err((c, m))),
             Finished::Failed(job, f) => Err(RunError::Cloud(CloudError::Api {
                 api: "bigquery",
@@ -467,7 +508,8 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// Moves staging rows into the destination in one statement; returns (job id, rows).
+    /// Moves staging rows into the destination in one statement; returns (job id, rows changed —
+    /// for a MERGE that counts deleted rows too).
     async fn move_rows(&self, b: &Batch, stagings: &[TableRef]) -> Result<(String, i64), RunError> {
         let (sql, params) = move_sql(&self.t.table, &self.t.load_fields, b, stagings);
         let config = serde_json::json!({
@@ -496,28 +538,34 @@ impl<'a> Executor<'a> {
         }
     }
 
-    async fn ledger_write(&self, key: &str, files: &[FileEvent<'_>], batches: &[BatchEvent<'_>]) -> Result<(), RunError> {
-        let (sql, params) = self.t.ledger.write_sql(&self.t.table.to_string(), files, batches);
-        let config = serde_json::json!({
-            "query": {
-                "query": sql,
-                "useLegacySql": false,
-                "parameterMode": "NAMED",
-                "queryParameters": params.iter().map(Param::to_api).collect::<Vec<_>>(),
-            },
-            "labels": { "managed-by": "bqsteward" },
-        });
-        let base = format!("bqsteward_ledger_{key}");
-        match self.runner.run(&base, &config, false, || Ok(())).await? {
-            Finished::Ok(_) => Ok(()),
-            Finished::Failed(job, f) => Err(RunError::Cloud(CloudError::Api {
-                api: "bigquery",
-                operation: format!("ledger write {}", job.id),
-                status: 400,
-                reason: job.error.map(|e| e.reason).unwrap_or_default(),
-                message: format!("{f:?}"),
-            })),
+    async fn ledger_write(
+        &self,
+        key: &str,
+        files: &[FileEvent<'_>],
+        batches: &[BatchEvent<'_>],
+    ) -> Result<(), RunError> {
+        for (part, sql, params) in self.t.ledger.write_sql(&self.t.table.to_string(), files, batches) {
+            let config = serde_json::json!({
+                "query": {
+                    "query": sql,
+                    "useLegacySql": false,
+                    "parameterMode": "NAMED",
+                    "queryParameters": params.iter().map(Param::to_api).collect::<Vec<_>>(),
+                },
+                "labels": { "managed-by": "bqsteward" },
+            });
+            let base = format!("bqsteward_ledger_{key}_{part}");
+            if let Finished::Failed(job, f) = self.runner.run(&base, &config, false, || Ok(())).await? {
+                return Err(RunError::Cloud(CloudError::Api {
+                    api: "bigquery",
+                    operation: format!("ledger write {}", job.id),
+                    status: 400,
+                    reason: job.error.map(|e| e.reason).unwrap_or_default(),
+                    message: format!("{f:?}"),
+                }));
+            }
         }
+        Ok(())
     }
 }
 
@@ -614,7 +662,12 @@ pub fn move_sql(dest: &TableRef, fields: &[Field], b: &Batch, stagings: &[TableR
     let list = cols.join(", ");
     let source = stagings
         .iter()
-        .map(|s| format!("SELECT {list}, @batch_id AS {BATCH_COLUMN}, CURRENT_TIMESTAMP() AS {LOADED_AT_COLUMN} FROM {}", s.sql()))
+        .map(|s| {
+            format!(
+                "SELECT {list}, @batch_id AS {BATCH_COLUMN}, CURRENT_TIMESTAMP() AS {LOADED_AT_COLUMN} FROM {}",
+                s.sql()
+            )
+        })
         .collect::<Vec<_>>()
         .join("\nUNION ALL\n");
     let all = format!("{list}, {BATCH_COLUMN}, {LOADED_AT_COLUMN}");

@@ -9,9 +9,9 @@
 //! and on bqemulator (which would re-run a duplicate id) because the lookup comes first.
 
 use super::classify::{Failure, failure};
+use crate::cloud::CloudError;
 use crate::cloud::bigquery::BigQuery;
 use crate::cloud::bqtypes::Job;
-use crate::cloud::CloudError;
 use crate::cloud::retry::{Backoff, with_retry};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -43,7 +43,11 @@ pub enum RunError {
     Budget { budget: u32 },
     /// The job did not finish in time.
     #[error("job {id} still {state} after {waited:?}")]
-    Timeout { id: String, state: String, waited: Duration },
+    Timeout {
+        id: String,
+        state: String,
+        waited: Duration,
+    },
     /// A simulated crash (tests).
     #[error("simulated crash after {0:?}")]
     Crash(super::exec::Step),
@@ -142,7 +146,10 @@ impl<'a> Runner<'a> {
     }
 
     async fn lookup(&self, id: &str) -> Result<Option<Job>, CloudError> {
-        with_retry(&self.backoff, "jobs.get", || self.bq.get_job(&self.project, &self.location, id)).await
+        with_retry(&self.backoff, "jobs.get", || {
+            self.bq.get_job(&self.project, &self.location, id)
+        })
+        .await
     }
 
     /// Inserts `id`; a 409 or a lost answer is resolved by looking the job up.

@@ -8,13 +8,15 @@
 //! WHERE table_ref = 'proj.sales.orders' GROUP BY state
 //! ```
 //!
-//! Both tables are append-only event logs; a file's state is its latest event. Every write is
-//! one multi-statement transaction run as a job with a deterministic id, so it happens once.
+//! Both tables are append-only event logs; a file's state is its latest event. Every write is a
+//! job with a deterministic id, so it happens once. The batch row is written before the file
+//! rows: the file rows are what a resumed run checks, so once they exist the batch row does too.
+//! (Not one multi-statement transaction: bqemulator does not bind parameters inside scripts.)
 
 use super::model::{BatchKind, BatchMeta, Category, Entry, FileState, Ledger, SourceFile};
+use crate::cloud::CloudError;
 use crate::cloud::bigquery::BigQuery;
 use crate::cloud::bqtypes::{Field, Param, TableDef, TableRef};
-use crate::cloud::CloudError;
 use std::collections::BTreeMap;
 
 /// Files table.
@@ -186,14 +188,31 @@ impl LedgerTables {
             && bq.get_table(&self.table(BATCHES_TABLE)).await?.is_some())
     }
 
-    /// The SQL and parameters that append `files` and `batches` in one transaction.
-    pub fn write_sql(&self, table_ref: &str, files: &[FileEvent<'_>], batches: &[BatchEvent<'_>]) -> (String, Vec<Param>) {
-        let mut sql = String::from("BEGIN TRANSACTION;\n");
-        let mut params = vec![Param::string("table_ref", table_ref)];
+    /// The statements (with parameters) that append `batches`, then `files`, each tagged with a
+    /// job-id suffix.
+    pub fn write_sql(
+        &self,
+        table_ref: &str,
+        files: &[FileEvent<'_>],
+        batches: &[BatchEvent<'_>],
+    ) -> Vec<(&'static str, String, Vec<Param>)> {
+        let mut out = Vec::new();
+        if !batches.is_empty() {
+            let (sql, params) = self.batches_sql(table_ref, batches);
+            out.push(("b", sql, params));
+        }
         if !files.is_empty() {
-            let col = |name: &str, f: &dyn Fn(&FileEvent<'_>) -> String| {
-                Param::strings(name, files.iter().map(f))
-            };
+            let (sql, params) = self.files_sql(table_ref, files);
+            out.push(("f", sql, params));
+        }
+        out
+    }
+
+    fn files_sql(&self, table_ref: &str, files: &[FileEvent<'_>]) -> (String, Vec<Param>) {
+        let mut sql = String::new();
+        let mut params = vec![Param::string("table_ref", table_ref)];
+        {
+            let col = |name: &str, f: &dyn Fn(&FileEvent<'_>) -> String| Param::strings(name, files.iter().map(f));
             params.push(col("f_uri", &|e| e.file.uri.clone()));
             params.push(Param::ints("f_gen", files.iter().map(|e| e.file.generation)));
             params.push(Param::ints("f_size", files.iter().map(|e| e.file.size as i64)));
@@ -203,21 +222,31 @@ impl LedgerTables {
             params.push(col("f_kind", &|e| e.batch.kind.as_str().into()));
             params.push(col("f_reload", &|e| e.batch.reload_id.clone()));
             params.push(col("f_replaces", &|e| e.batch.replaces.join(",")));
-            params.push(col("f_category", &|e| e.category.map(|c| c.as_str()).unwrap_or("").into()));
-            params.push(col("f_message", &|e| e.message.unwrap_or("").chars().take(2000).collect()));
+            params.push(col("f_category", &|e| {
+                e.category.map(|c| c.as_str()).unwrap_or("").into()
+            }));
+            params.push(col("f_message", &|e| {
+                e.message.unwrap_or("").chars().take(2000).collect()
+            }));
             params.push(col("f_schema", &|e| e.batch.schema_hash.clone()));
             sql.push_str(&format!(
                 "INSERT INTO {t} (table_ref, uri, generation, size, updated_at, state, batch_id, kind, reload_id, \
                  replaces, category, message, schema_hash, recorded_at)\n\
-                 SELECT @table_ref, uri, @f_gen[OFFSET(i)], @f_size[OFFSET(i)], TIMESTAMP_MILLIS(@f_updated[OFFSET(i)]), \
-                 @f_state[OFFSET(i)], @f_batch[OFFSET(i)], @f_kind[OFFSET(i)], @f_reload[OFFSET(i)], \
-                 @f_replaces[OFFSET(i)], NULLIF(@f_category[OFFSET(i)], ''), NULLIF(@f_message[OFFSET(i)], ''), \
-                 @f_schema[OFFSET(i)], CURRENT_TIMESTAMP()\n\
-                 FROM UNNEST(@f_uri) AS uri WITH OFFSET AS i;\n",
-                t = self.table(FILES_TABLE).sql()
+                 SELECT @table_ref, uri, f_gen, f_size, TIMESTAMP_MILLIS(f_updated), f_state, f_batch, f_kind, f_reload, \
+                 f_replaces, NULLIF(f_category, ''), NULLIF(f_message, ''), f_schema, CURRENT_TIMESTAMP()\n\
+                 FROM UNNEST(@f_uri) AS uri WITH OFFSET AS i\n{joins}",
+                t = self.table(FILES_TABLE).sql(),
+                joins = zip_joins(&["f_gen", "f_size", "f_updated", "f_state", "f_batch", "f_kind", "f_reload",
+                    "f_replaces", "f_category", "f_message", "f_schema"])
             ));
         }
-        if !batches.is_empty() {
+        (sql, params)
+    }
+
+    fn batches_sql(&self, table_ref: &str, batches: &[BatchEvent<'_>]) -> (String, Vec<Param>) {
+        let mut sql = String::new();
+        let mut params = vec![Param::string("table_ref", table_ref)];
+        {
             let strs = |name: &str, f: &dyn Fn(&BatchEvent<'_>) -> String| Param::strings(name, batches.iter().map(f));
             let ints = |name: &str, f: &dyn Fn(&BatchEvent<'_>) -> i64| Param::ints(name, batches.iter().map(f));
             params.push(strs("b_id", &|b| b.batch.id.clone()));
@@ -229,23 +258,29 @@ impl LedgerTables {
             params.push(ints("b_jobs", &|b| b.load_jobs));
             params.push(strs("b_job", &|b| b.job_id.into()));
             params.push(strs("b_reload", &|b| b.batch.reload_id.clone()));
-            params.push(strs("b_message", &|b| b.message.unwrap_or("").chars().take(2000).collect()));
+            params.push(strs("b_message", &|b| {
+                b.message.unwrap_or("").chars().take(2000).collect()
+            }));
             sql.push_str(&format!(
                 "INSERT INTO {t} (table_ref, batch_id, state, kind, files, bytes, rows, load_jobs, job_id, reload_id, message, recorded_at)\n\
-                 SELECT @table_ref, id, @b_state[OFFSET(i)], @b_kind[OFFSET(i)], @b_files[OFFSET(i)], @b_bytes[OFFSET(i)], \
-                 @b_rows[OFFSET(i)], @b_jobs[OFFSET(i)], @b_job[OFFSET(i)], @b_reload[OFFSET(i)], \
-                 NULLIF(@b_message[OFFSET(i)], ''), CURRENT_TIMESTAMP()\n\
-                 FROM UNNEST(@b_id) AS id WITH OFFSET AS i;\n",
-                t = self.table(BATCHES_TABLE).sql()
+                 SELECT @table_ref, id, b_state, b_kind, b_files, b_bytes, b_rows, b_jobs, b_job, b_reload, \
+                 NULLIF(b_message, ''), CURRENT_TIMESTAMP()\n\
+                 FROM UNNEST(@b_id) AS id WITH OFFSET AS i\n{joins}",
+                t = self.table(BATCHES_TABLE).sql(),
+                joins = zip_joins(&["b_state", "b_kind", "b_files", "b_bytes", "b_rows", "b_jobs", "b_job", "b_reload", "b_message"])
             ));
         }
-        sql.push_str("COMMIT TRANSACTION;");
         (sql, params)
     }
 
     /// Reads the latest event of every file generation of `table_ref`. `reload_id` marks files
     /// already loaded by that re-ingestion request.
-    pub async fn read(&self, bq: &dyn BigQuery, table_ref: &str, reload_id: Option<&str>) -> Result<Ledger, CloudError> {
+    pub async fn read(
+        &self,
+        bq: &dyn BigQuery,
+        table_ref: &str,
+        reload_id: Option<&str>,
+    ) -> Result<Ledger, CloudError> {
         let sql = format!(
             "SELECT uri, generation, size, UNIX_MILLIS(updated_at) AS updated_ms, state, batch_id, kind, reload_id, \
              replaces, category, schema_hash, reloaded FROM (\n\
@@ -299,7 +334,11 @@ impl LedgerTables {
         let rows = bq.query(&self.project, &self.location, &sql, &p).await?;
         let mut stats = Stats::default();
         if let Some(r) = rows.rows.first() {
-            let get = |name: &str| rows.col(name).and_then(|i| r[i].as_deref()).and_then(|v| v.parse::<i64>().ok());
+            let get = |name: &str| {
+                rows.col(name)
+                    .and_then(|i| r[i].as_deref())
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
             stats.files_loaded = get("files_loaded").unwrap_or(0);
             stats.quarantined = get("quarantined").unwrap_or(0);
             stats.rows_loaded = get("rows_loaded").unwrap_or(0);
@@ -322,20 +361,40 @@ impl LedgerTables {
     }
 }
 
+/// Joins parallel array parameters element by element (`UNNEST(@x) AS x WITH OFFSET AS x_i`,
+/// joined on the offset). Indexing with `@x[OFFSET(i)]` would be shorter but bqemulator
+/// translates it off by one.
+fn zip_joins(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("JOIN UNNEST(@{n}) AS {n} WITH OFFSET AS {n}_i ON {n}_i = i"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Adds one ledger row (columns as selected by [`LedgerTables::read`]).
 pub fn add_row(ledger: &mut Ledger, row: Vec<Option<String>>) -> Result<(), String> {
     let mut it = row.into_iter();
     let mut next = || it.next().flatten();
     let uri = next().ok_or("row without uri")?;
     let int = |v: Option<String>, what: &str| -> Result<i64, String> {
-        v.as_deref().unwrap_or("0").parse().map_err(|_| format!("bad {what} for {uri}"))
+        v.as_deref()
+            .unwrap_or("0")
+            .parse()
+            .map_err(|_| format!("bad {what} for {uri}"))
     };
     let generation = int(next(), "generation")?;
     let size = int(next(), "size")? as u64;
     let updated_ms = int(next(), "updated_at")?;
-    let state = next().as_deref().and_then(FileState::parse).ok_or_else(|| format!("bad state for {uri}"))?;
+    let state = next()
+        .as_deref()
+        .and_then(FileState::parse)
+        .ok_or_else(|| format!("bad state for {uri}"))?;
     let batch_id = next().ok_or_else(|| format!("no batch for {uri}"))?;
-    let kind = next().as_deref().and_then(BatchKind::parse).unwrap_or(BatchKind::Append);
+    let kind = next()
+        .as_deref()
+        .and_then(BatchKind::parse)
+        .unwrap_or(BatchKind::Append);
     let reload_id = next().unwrap_or_default();
     let replaces = next()
         .map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())

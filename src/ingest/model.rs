@@ -214,9 +214,11 @@ impl Ledger {
 
     /// In-flight files: (uri, generation, entry).
     pub fn planned(&self) -> impl Iterator<Item = (&str, i64, &Entry)> {
-        self.planned
-            .iter()
-            .filter_map(|(u, g)| self.get(u, *g).filter(|e| e.state == FileState::Planned).map(|e| (u.as_str(), *g, e)))
+        self.planned.iter().filter_map(|(u, g)| {
+            self.get(u, *g)
+                .filter(|e| e.state == FileState::Planned)
+                .map(|e| (u.as_str(), *g, e))
+        })
     }
 
     /// Number of file generations recorded.
@@ -255,7 +257,13 @@ pub struct Batch {
 
 impl Batch {
     /// A batch over `files` (sorted here), with its deterministic id.
-    pub fn new(table: &str, kind: BatchKind, mut files: Vec<SourceFile>, reload_id: &str, replaces: Vec<String>) -> Batch {
+    pub fn new(
+        table: &str,
+        kind: BatchKind,
+        mut files: Vec<SourceFile>,
+        reload_id: &str,
+        replaces: Vec<String>,
+    ) -> Batch {
         files.sort_by(|a, b| a.uri.cmp(&b.uri).then(a.generation.cmp(&b.generation)));
         Batch {
             id: batch_id(table, kind, reload_id, &files),
@@ -275,9 +283,8 @@ impl Batch {
     /// The two halves of this batch (bisection); each keeps the kind, reload and replaces.
     pub fn split(&self, table: &str) -> (Batch, Batch) {
         let mid = self.files.len() / 2;
-        let half = |files: &[SourceFile]| {
-            Batch::new(table, self.kind, files.to_vec(), &self.reload_id, self.replaces.clone())
-        };
+        let half =
+            |files: &[SourceFile]| Batch::new(table, self.kind, files.to_vec(), &self.reload_id, self.replaces.clone());
         (half(&self.files[..mid]), half(&self.files[mid..]))
     }
 }

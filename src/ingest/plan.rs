@@ -110,7 +110,13 @@ pub fn plan(settings: &Settings, listing: &[SourceFile], ledger: &Ledger) -> Loa
             let mut rest = pending.as_slice();
             while !rest.is_empty() && out.new.len() < slots {
                 let n = take_batch(rest, settings.max_files_per_job, settings.max_bytes_per_job);
-                out.new.push(Batch::new(&settings.table, BatchKind::Append, rest[..n].to_vec(), "", vec![]));
+                out.new.push(Batch::new(
+                    &settings.table,
+                    BatchKind::Append,
+                    rest[..n].to_vec(),
+                    "",
+                    vec![],
+                ));
                 rest = &rest[n..];
             }
             out.deferred_files = rest.len();
@@ -120,7 +126,10 @@ pub fn plan(settings: &Settings, listing: &[SourceFile], ledger: &Ledger) -> Loa
         }
         LoadMode::Snapshot => {
             plan_snapshot(settings, listing, ledger, &in_flight_keys, &mut out);
-            oldest = oldest.into_iter().chain(out.new.iter().flat_map(|b| &b.files).map(|f| f.updated_ms)).min();
+            oldest = oldest
+                .into_iter()
+                .chain(out.new.iter().flat_map(|b| &b.files).map(|f| f.updated_ms))
+                .min();
         }
     }
     out.lag_ms = oldest.map(|o| (settings.now_ms - o).max(0));
@@ -144,8 +153,8 @@ fn incremental_candidates(
         match ledger.get(&f.uri, f.generation) {
             Some(e) if e.state == FileState::Loaded => continue,
             Some(e) if e.state == FileState::Quarantined => {
-                let retry = e.category == Some(Category::IncompatibleSchema)
-                    && ledger.batch(e).schema_hash != s.schema_hash;
+                let retry =
+                    e.category == Some(Category::IncompatibleSchema) && ledger.batch(e).schema_hash != s.schema_hash;
                 if !retry {
                     continue;
                 }
@@ -240,13 +249,24 @@ fn plan_reload(
         .cloned()
         .collect();
     files.sort_by(|a, b| a.uri.cmp(&b.uri));
-    let replaces: Vec<String> = old_batches.iter().map(|&i| ledger.batches[i as usize].id.clone()).collect();
-    let slots = out.budget_left.saturating_sub((out.resumed.len() + out.new.len()) as u32) as usize;
+    let replaces: Vec<String> = old_batches
+        .iter()
+        .map(|&i| ledger.batches[i as usize].id.clone())
+        .collect();
+    let slots = out
+        .budget_left
+        .saturating_sub((out.resumed.len() + out.new.len()) as u32) as usize;
     let mut rest = files.as_slice();
     let mut made = 0;
     while !rest.is_empty() && made < slots {
         let n = take_batch(rest, s.max_files_per_job, s.max_bytes_per_job);
-        out.new.push(Batch::new(&s.table, BatchKind::Reload, rest[..n].to_vec(), &r.id, replaces.clone()));
+        out.new.push(Batch::new(
+            &s.table,
+            BatchKind::Reload,
+            rest[..n].to_vec(),
+            &r.id,
+            replaces.clone(),
+        ));
         rest = &rest[n..];
         made += 1;
     }
@@ -302,7 +322,8 @@ fn plan_snapshot(
         .filter(|f| {
             ledger.get(&f.uri, f.generation).is_some_and(|e| {
                 e.state == FileState::Quarantined
-                    && !(e.category == Some(Category::IncompatibleSchema) && ledger.batch(e).schema_hash != s.schema_hash)
+                    && !(e.category == Some(Category::IncompatibleSchema)
+                        && ledger.batch(e).schema_hash != s.schema_hash)
             })
         })
         .count();
@@ -323,7 +344,12 @@ fn plan_snapshot(
         out.snapshot = Some(SnapshotChoice::UpToDate(set.to_string()));
         return;
     }
-    debug_assert!(batch.files.iter().all(|f| !in_flight.contains(&(f.uri.as_str(), f.generation))));
+    debug_assert!(
+        batch
+            .files
+            .iter()
+            .all(|f| !in_flight.contains(&(f.uri.as_str(), f.generation)))
+    );
     let jobs_needed = batch.files.len().div_ceil(s.max_files_per_job.max(1)) as u32;
     out.pending_files += batch.files.len();
     if jobs_needed > out.budget_left {

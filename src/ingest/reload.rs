@@ -44,7 +44,10 @@ impl Reload {
             };
             match k {
                 "id" => {
-                    if v.is_empty() || v.len() > 63 || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    if v.is_empty()
+                        || v.len() > 63
+                        || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    {
                         return Err(format!("`id={v}`: use 1-63 letters, digits, '-' or '_'"));
                     }
                     r.id = v.into();

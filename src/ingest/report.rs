@@ -14,7 +14,11 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// Human durations (`3d4h`, `12m`, `45s`).
@@ -39,7 +43,10 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
         SchemaChange::Additive { add, relax } => {
             let mut parts = Vec::new();
             if !add.is_empty() {
-                parts.push(format!("add columns {}", add.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")));
+                parts.push(format!(
+                    "add columns {}",
+                    add.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                ));
             }
             if !relax.is_empty() {
                 parts.push(format!("relax to NULLABLE {}", relax.join(", ")));
@@ -51,7 +58,11 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
     let _ = writeln!(out, "  table:  {schema}");
     let new_files: usize = l.new.iter().map(|b| b.files.len()).sum();
     let new_bytes: u64 = l.new.iter().map(|b| b.bytes()).sum();
-    let reloads = l.new.iter().filter(|b| b.kind == super::model::BatchKind::Reload).count();
+    let reloads = l
+        .new
+        .iter()
+        .filter(|b| b.kind == super::model::BatchKind::Reload)
+        .count();
     let _ = writeln!(
         out,
         "  load:   {} new batch{} ({} files, {}){}{}; {} resumed; {} deferred to tomorrow's budget",
@@ -59,7 +70,11 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
         if l.new.len() == 1 { "" } else { "es" },
         new_files,
         bytes(new_bytes),
-        if reloads > 0 { format!(", {reloads} of them re-ingestion") } else { String::new() },
+        if reloads > 0 {
+            format!(", {reloads} of them re-ingestion")
+        } else {
+            String::new()
+        },
         if l.retried_quarantined > 0 {
             format!(", {} quarantined files retried (schema changed)", l.retried_quarantined)
         } else {
@@ -69,7 +84,11 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
         l.deferred_files,
     );
     if l.ignored_reuploads > 0 {
-        let _ = writeln!(out, "  note:   {} re-uploaded files ignored (reuploadedFiles: Ignore)", l.ignored_reuploads);
+        let _ = writeln!(
+            out,
+            "  note:   {} re-uploaded files ignored (reuploadedFiles: Ignore)",
+            l.ignored_reuploads
+        );
     }
     if let Some(s) = &l.snapshot {
         let text = match s {

@@ -92,7 +92,9 @@ impl Discovery {
 
 /// RFC 3339 → milliseconds since the epoch.
 pub fn parse_time_ms(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ pub fn load_fields(spec: &IngestedTableSpec) -> Vec<Field> {
 pub fn table_fields(spec: &IngestedTableSpec) -> Vec<Field> {
     let mut f = load_fields(spec);
     f.push(Field {
-        description: Some("bqsteward: id of the load batch that brought this row (see _bqsteward_<location>.load_batches)".into()),
+        description: Some(
+            "bqsteward: id of the load batch that brought this row (see _bqsteward_<location>.load_batches)".into(),
+        ),
         ..Field::new(BATCH_COLUMN, "STRING", "NULLABLE")
     });
     f.push(Field {
@@ -153,23 +155,48 @@ mod tests {
 
     #[test]
     fn schema_diffs() {
-        let live = vec![Field::new("id", "INTEGER", "REQUIRED"), Field::new("name", "STRING", "NULLABLE")];
-        let same = vec![Field::new("id", "INT64", "REQUIRED"), Field::new("NAME", "STRING", "NULLABLE")];
+        let live = vec![
+            Field::new("id", "INTEGER", "REQUIRED"),
+            Field::new("name", "STRING", "NULLABLE"),
+        ];
+        let same = vec![
+            Field::new("id", "INT64", "REQUIRED"),
+            Field::new("NAME", "STRING", "NULLABLE"),
+        ];
         assert_eq!(diff_schema(&same, Some(&live)), SchemaChange::None);
         assert_eq!(diff_schema(&same, None), SchemaChange::Create);
         let mut more = same.clone();
         more.push(Field::new("email", "STRING", "NULLABLE"));
         assert!(matches!(diff_schema(&more, Some(&live)), SchemaChange::Additive { add, .. } if add.len() == 1));
-        let retyped = vec![Field::new("id", "STRING", "REQUIRED"), Field::new("name", "STRING", "NULLABLE")];
-        assert!(matches!(diff_schema(&retyped, Some(&live)), SchemaChange::Incompatible(p) if p[0].contains("type change")));
+        let retyped = vec![
+            Field::new("id", "STRING", "REQUIRED"),
+            Field::new("name", "STRING", "NULLABLE"),
+        ];
+        assert!(
+            matches!(diff_schema(&retyped, Some(&live)), SchemaChange::Incompatible(p) if p[0].contains("type change"))
+        );
         let dropped = vec![Field::new("name", "STRING", "NULLABLE")];
-        assert!(matches!(diff_schema(&dropped, Some(&live)), SchemaChange::Incompatible(p) if p[0].contains("no longer declared")));
-        let relaxed = vec![Field::new("id", "INT64", "NULLABLE"), Field::new("name", "STRING", "NULLABLE")];
+        assert!(
+            matches!(diff_schema(&dropped, Some(&live)), SchemaChange::Incompatible(p) if p[0].contains("no longer declared"))
+        );
+        let relaxed = vec![
+            Field::new("id", "INT64", "NULLABLE"),
+            Field::new("name", "STRING", "NULLABLE"),
+        ];
         assert_eq!(
             diff_schema(&relaxed, Some(&live)),
-            SchemaChange::Additive { add: vec![], relax: vec!["id".into()] }
+            SchemaChange::Additive {
+                add: vec![],
+                relax: vec!["id".into()]
+            }
         );
-        let new_required = vec![Field::new("id", "INT64", "REQUIRED"), Field::new("x", "STRING", "REQUIRED")];
-        assert!(matches!(diff_schema(&new_required, Some(&live)), SchemaChange::Incompatible(_)));
+        let new_required = vec![
+            Field::new("id", "INT64", "REQUIRED"),
+            Field::new("x", "STRING", "REQUIRED"),
+        ];
+        assert!(matches!(
+            diff_schema(&new_required, Some(&live)),
+            SchemaChange::Incompatible(_)
+        ));
     }
 }

@@ -5,6 +5,8 @@
 //! - Scripted faults return BigQuery's error bodies (429 `rateLimitExceeded`, 503 `backendError`)
 //!   or reset the connection without an answer.
 //! - A scripted concurrent writer changes the dataset between bqsteward's read and its write.
+//! - `jobs.insert` with a job id the proxy has already forwarded gets BigQuery's 409 `duplicate`
+//!   (bqemulator would run the job again). Only ids seen through this proxy are known.
 //!
 //! Simplifications (written down, as the tests rely on them): HTTP/1.1 with `Content-Length`
 //! bodies only (what reqwest sends), one upstream, faults matched by method and path substring.
@@ -26,6 +28,9 @@ pub enum Fault {
     /// Forward the request, then close the connection without answering (the write happened, the
     /// client cannot know).
     ResetAfterForward,
+    /// Forward the request, then answer with this status and reason instead of the real answer
+    /// (e.g. the write happened, but the client is told 503).
+    ForwardThenStatus(u16, &'static str),
     /// Before forwarding, add this access entry to the dataset directly (as another writer would),
     /// which changes its etag.
     ConcurrentAccessEntry(serde_json::Value),
@@ -52,6 +57,7 @@ pub struct Seen {
 struct State {
     rules: VecDeque<Rule>,
     seen: Vec<Seen>,
+    job_ids: std::collections::HashSet<String>,
 }
 
 /// A running proxy.
@@ -165,6 +171,10 @@ impl Proxy {
                     return; // drop the socket: connection reset / closed without an answer
                 }
                 Some(Fault::Status(code, reason)) => (code, error_body(code, reason)),
+                Some(Fault::ForwardThenStatus(code, reason)) => {
+                    let _ = self.forward(&http, &method, &path, &headers, &body).await;
+                    (code, error_body(code, reason))
+                }
                 Some(Fault::ResetAfterForward) => {
                     let (status, _) = self.forward(&http, &method, &path, &headers, &body).await;
                     self.record(&method, &path, &body, status);
@@ -205,6 +215,15 @@ impl Proxy {
         body: &[u8],
     ) -> (u16, Vec<u8>) {
         let url = format!("{}{path}", self.upstream);
+        // BigQuery's contract: a job id can be inserted once; again → 409 duplicate.
+        if method == "POST" && path.split('?').next().unwrap().ends_with("/jobs") {
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            if let Some(id) = v["jobReference"]["jobId"].as_str()
+                && !self.state.lock().unwrap().job_ids.insert(id.to_string())
+            {
+                return (409, error_body(409, "duplicate"));
+            }
+        }
         // BigQuery's contract: a dataset PATCH with a stale If-Match fails with 412.
         if method == "PATCH"
             && let Some((_, want)) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("if-match"))
@@ -242,6 +261,7 @@ impl Proxy {
 /// BigQuery's error body for `code` and `reason`.
 pub fn error_body(code: u16, reason: &str) -> Vec<u8> {
     let status = match code {
+        409 => "ALREADY_EXISTS",
         412 => "FAILED_PRECONDITION",
         429 => "RESOURCE_EXHAUSTED",
         503 => "UNAVAILABLE",
