@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn include_is_relative_to_the_prefix() {
         let d = Discovery::new(&Source {
-            uri: "gs://b/in/".into(),
+            uri: "gs://bkt/in/".into(),
             include: Some("*.json".into()),
             format: SourceFormat::NewlineDelimitedJson,
             snapshot_marker: None,
@@ -130,7 +130,7 @@ mod tests {
             obj("in/sub/_SUCCESS", 0),
         ]);
         let uris: Vec<_> = got.iter().map(|f| f.uri.as_str()).collect();
-        assert_eq!(uris, ["gs://b/in/a.json", "gs://b/in/sub/_SUCCESS"]);
+        assert_eq!(uris, ["gs://bkt/in/a.json", "gs://bkt/in/sub/_SUCCESS"]);
         assert_eq!(got[0].updated_ms, 1_795_341_600_500);
     }
 }
