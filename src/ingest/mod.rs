@@ -17,4 +17,5 @@ pub mod plan;
 pub mod reload;
 pub mod report;
 pub mod source;
+pub mod status;
 pub mod table;

@@ -102,6 +102,14 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
         let _ = writeln!(out, "  snapshot: {text}");
     }
     let _ = writeln!(out, "  status: {}", status_line(o, l.lag_ms, l.budget_left, t));
+    let st = super::status::status(o, p, None, None, chrono::Utc::now());
+    let conds: Vec<String> = st
+        .common
+        .conditions
+        .iter()
+        .map(|c| format!("{}={} ({})", c.type_, c.status, c.reason))
+        .collect();
+    let _ = writeln!(out, "  conditions: {}", conds.join(", "));
     out
 }
 
