@@ -133,7 +133,7 @@ pub fn run(objects: usize, loaded: usize) -> Figures {
         jobs_today: 0,
         reuploads: ReuploadPolicy::Load,
         schema_hash: "abc".into(),
-        snapshot_marker: "_SUCCESS".into(),
+        snapshot_marker: discovery.marker.clone(),
         source_prefix: discovery.uri_prefix(),
         reload: None,
         now_ms: 1_795_400_000_000,

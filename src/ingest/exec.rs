@@ -86,12 +86,7 @@ impl Target {
             jobs_today,
             reuploads: lp.reuploaded_files,
             schema_hash: self.schema_hash.clone(),
-            snapshot_marker: self
-                .spec
-                .source
-                .snapshot_marker
-                .clone()
-                .unwrap_or_else(|| "_SUCCESS".into()),
+            snapshot_marker: self.discovery.marker.clone(),
             source_prefix: self.discovery.uri_prefix(),
             reload: self.reload.clone(),
             now_ms,
@@ -498,13 +493,7 @@ impl<'a> Executor<'a> {
             // With WRITE_TRUNCATE, outputRows is this batch's rows (on BigQuery and bqemulator).
             Finished::Ok(job) => Ok(Ok(job.output_rows.unwrap_or(0))),
             Finished::Failed(_, Failure::Data(c, m)) => Ok(Err((c, m))),
-            Finished::Failed(job, f) => Err(RunError::Cloud(CloudError::Api {
-                api: "bigquery",
-                operation: format!("load job {}", job.id),
-                status: 400,
-                reason: job.error.map(|e| e.reason).unwrap_or_default(),
-                message: format!("{f:?}"),
-            })),
+            Finished::Failed(job, f) => Err(job_failed("load job", job, &f)),
         }
     }
 
@@ -512,15 +501,7 @@ impl<'a> Executor<'a> {
     /// for a MERGE that counts deleted rows too).
     async fn move_rows(&self, b: &Batch, stagings: &[TableRef]) -> Result<(String, i64), RunError> {
         let (sql, params) = move_sql(&self.t.table, &self.t.load_fields, b, stagings);
-        let config = serde_json::json!({
-            "query": {
-                "query": sql,
-                "useLegacySql": false,
-                "parameterMode": "NAMED",
-                "queryParameters": params.iter().map(Param::to_api).collect::<Vec<_>>(),
-            },
-            "labels": { "managed-by": "bqsteward" },
-        });
+        let config = query_config(&sql, &params);
         let base = format!("bqsteward_move_{}", b.id);
         match self.runner.run(&base, &config, false, || Ok(())).await? {
             Finished::Ok(job) => {
@@ -528,13 +509,7 @@ impl<'a> Executor<'a> {
                     batch = %b.id, kind = b.kind.as_str(), files = b.files.len(), rows = job.dml_rows.unwrap_or(0), job = %job.id, "loaded batch");
                 Ok((job.id, job.dml_rows.unwrap_or(0)))
             }
-            Finished::Failed(job, f) => Err(RunError::Cloud(CloudError::Api {
-                api: "bigquery",
-                operation: format!("move job {}", job.id),
-                status: 400,
-                reason: job.error.map(|e| e.reason).unwrap_or_default(),
-                message: format!("{f:?}"),
-            })),
+            Finished::Failed(job, f) => Err(job_failed("move job", job, &f)),
         }
     }
 
@@ -545,28 +520,38 @@ impl<'a> Executor<'a> {
         batches: &[BatchEvent<'_>],
     ) -> Result<(), RunError> {
         for (part, sql, params) in self.t.ledger.write_sql(&self.t.table.to_string(), files, batches) {
-            let config = serde_json::json!({
-                "query": {
-                    "query": sql,
-                    "useLegacySql": false,
-                    "parameterMode": "NAMED",
-                    "queryParameters": params.iter().map(Param::to_api).collect::<Vec<_>>(),
-                },
-                "labels": { "managed-by": "bqsteward" },
-            });
+            let config = query_config(&sql, &params);
             let base = format!("bqsteward_ledger_{key}_{part}");
             if let Finished::Failed(job, f) = self.runner.run(&base, &config, false, || Ok(())).await? {
-                return Err(RunError::Cloud(CloudError::Api {
-                    api: "bigquery",
-                    operation: format!("ledger write {}", job.id),
-                    status: 400,
-                    reason: job.error.map(|e| e.reason).unwrap_or_default(),
-                    message: format!("{f:?}"),
-                }));
+                return Err(job_failed("ledger write", job, &f));
             }
         }
         Ok(())
     }
+}
+
+/// The `JobConfiguration` of a GoogleSQL query job with named parameters.
+fn query_config(sql: &str, params: &[Param]) -> serde_json::Value {
+    serde_json::json!({
+        "query": {
+            "query": sql,
+            "useLegacySql": false,
+            "parameterMode": "NAMED",
+            "queryParameters": params.iter().map(Param::to_api).collect::<Vec<_>>(),
+        },
+        "labels": { "managed-by": "bqsteward" },
+    })
+}
+
+/// A job that finished with an error no new attempt or bisection can fix, as an error.
+fn job_failed(what: &str, job: crate::cloud::bqtypes::Job, f: &Failure) -> RunError {
+    RunError::Cloud(CloudError::Api {
+        api: "bigquery",
+        operation: format!("{what} {}", job.id),
+        status: 400,
+        reason: job.error.map(|e| e.reason).unwrap_or_default(),
+        message: format!("{f:?}"),
+    })
 }
 
 fn chunk_batches(batches: &[Batch], max_files: usize) -> Vec<&[Batch]> {

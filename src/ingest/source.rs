@@ -13,7 +13,8 @@ pub struct Discovery {
     /// Object name prefix.
     pub prefix: String,
     include: Option<globset::GlobMatcher>,
-    marker: String,
+    /// Snapshot completion marker (`source.snapshotMarker`, default `_SUCCESS`; "" = none).
+    pub marker: String,
 }
 
 impl Discovery {
