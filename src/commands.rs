@@ -8,6 +8,7 @@ use crate::access::{DatasetPlan, DesiredAcl, compile, plan_dataset};
 use crate::cli::{LiveArgs, PlanOutput};
 use crate::cloud::Endpoints;
 use crate::cloud::bigquery::{BigQuery, BigQueryRest};
+use crate::cloud::bqtypes::TableInfo;
 use crate::cloud::retry::{Backoff, Pacer};
 use crate::cloud::storage::{GcsRest, Storage};
 use crate::ingest::exec::{Executor, Observed, TablePlan, Target, observe as observe_table, plan_table};
@@ -16,6 +17,7 @@ use crate::ingest::report as ingest_report;
 use crate::manifest;
 use crate::policy::Policy;
 use crate::render;
+use crate::views::{self, LayoutPlan};
 use std::io::IsTerminal;
 
 /// Exit status: no changes.
@@ -130,33 +132,57 @@ struct Clients {
     gcs: GcsRest,
 }
 
+/// One IngestedTable, observed and planned: loads and view layers.
+struct TableState {
+    observed: Observed,
+    plan: TablePlan,
+    views: LayoutPlan,
+}
+
+/// Observes and plans the view layers of `t` given its raw table as observed.
+async fn plan_views(bq: &dyn BigQuery, t: &Target, table: Option<&TableInfo>) -> Result<LayoutPlan, String> {
+    let layout = views::layout(
+        &format!("IngestedTable {}", t.name),
+        &t.spec,
+        table.map(|i| i.schema.fields.as_slice()),
+    );
+    let observed = views::apply::observe(bq, &layout, table.is_some())
+        .await
+        .map_err(|e| format!("IngestedTable {}: cannot read its view layers: {e}", t.name))?;
+    Ok(views::plan(&layout, &observed))
+}
+
 /// Observes and plans every IngestedTable; a table that cannot be read is reported and skipped.
-async fn plan_tables(
-    bq: &dyn BigQuery,
-    gcs: &dyn Storage,
-    prepared: &Prepared,
-) -> Vec<Result<(Observed, TablePlan), String>> {
+async fn plan_tables(bq: &dyn BigQuery, gcs: &dyn Storage, prepared: &Prepared) -> Vec<Result<TableState, String>> {
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Vec::new();
     for t in &prepared.tables {
-        out.push(match observe_table(bq, gcs, t).await {
+        let state = match observe_table(bq, gcs, t).await {
             Ok(o) => {
                 let p = plan_table(t, &o, now);
-                Ok((o, p))
+                plan_views(bq, t, o.table.as_ref()).await.map(|views| TableState {
+                    observed: o,
+                    plan: p,
+                    views,
+                })
             }
             Err(e) => Err(format!(
                 "IngestedTable {}: cannot read {} or its source: {e}",
                 t.name, t.table
             )),
-        });
+        };
+        out.push(state);
     }
     out
 }
 
-fn print_table_plans(prepared: &Prepared, plans: &[Result<(Observed, TablePlan), String>]) {
+fn print_table_plans(prepared: &Prepared, plans: &[Result<TableState, String>]) {
     for (t, p) in prepared.tables.iter().zip(plans) {
         match p {
-            Ok((o, p)) => print!("{}", ingest_report::plan_text(t, p, o)),
+            Ok(s) => {
+                print!("{}", ingest_report::plan_text(t, &s.plan, &s.observed));
+                print!("{}", views::report::plan_text(&s.views));
+            }
             Err(e) => println!("error: {e}"),
         }
     }
@@ -201,8 +227,12 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
     if output != PlanOutput::Json {
         print_table_plans(&prepared, &table_plans);
     }
-    let table_error = table_plans.iter().any(|p| p.is_err());
-    let table_changes = table_plans.iter().any(|p| p.as_ref().is_ok_and(|(_, p)| !p.is_empty()));
+    let table_error = table_plans
+        .iter()
+        .any(|p| p.as_ref().map_or(true, |s| s.views.is_refused()));
+    let table_changes = table_plans
+        .iter()
+        .any(|p| p.as_ref().is_ok_and(|s| !s.plan.is_empty() || s.views.has_changes()));
     if plans.iter().any(DatasetPlan::is_refused) || table_error {
         EXIT_ERROR
     } else if plans.iter().any(DatasetPlan::has_changes) || table_changes {
@@ -212,54 +242,110 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
     }
 }
 
-/// `bqsteward apply`.
+/// `bqsteward apply`: tables and their view layers first (they create the datasets that access
+/// lists and authorizations refer to), then access lists.
 pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
     match prepare_with_client(args).await {
         Ok((prepared, clients)) => {
+            let tables = apply_tables(&clients.bq, &clients.gcs, &prepared).await;
             let datasets = if prepared.desired.is_empty() && !prepared.tables.is_empty() {
                 EXIT_OK
             } else {
                 apply_with(&clients.bq, &prepared, allow_large_removal).await
             };
-            let tables = apply_tables(&clients.bq, &clients.gcs, &prepared).await;
             datasets.max(tables)
         }
         Err(code) => code,
     }
 }
 
-/// Applies every IngestedTable; one failing table does not stop the others.
+/// Applies every IngestedTable (loads, then view layers); one failing table does not stop the
+/// others.
 async fn apply_tables(bq: &dyn BigQuery, gcs: &dyn Storage, prepared: &Prepared) -> i32 {
     let plans = plan_tables(bq, gcs, prepared).await;
     print_table_plans(prepared, &plans);
     let mut code = EXIT_OK;
     for (t, p) in prepared.tables.iter().zip(plans) {
-        let Ok((o, p)) = p else {
+        let Ok(state) = p else {
             code = EXIT_ERROR;
             continue;
         };
-        if p.is_empty() {
-            println!("{}: nothing to load", t.table);
-            continue;
-        }
-        let exec = Executor::new(bq, t, p.loads.budget_left);
-        match exec.apply(&p, &o).await {
-            Ok(r) => {
-                print!("{}", ingest_report::apply_text(t, &r));
-                if r.stopped.is_some() && matches!(p.schema, crate::ingest::table::SchemaChange::Incompatible(_)) {
-                    code = EXIT_ERROR;
-                }
-            }
-            Err(e) => {
-                println!(
-                    "{}: failed: {e} (everything done so far is recorded; the next run resumes)",
-                    t.table
-                );
-                code = EXIT_ERROR;
-            }
-        }
+        code = code.max(apply_loads(bq, t, &state).await);
+        code = code.max(apply_views(bq, t).await);
     }
     code
+}
+
+async fn apply_loads(bq: &dyn BigQuery, t: &Target, state: &TableState) -> i32 {
+    let p = &state.plan;
+    if p.is_empty() {
+        println!("{}: nothing to load", t.table);
+        return EXIT_OK;
+    }
+    let exec = Executor::new(bq, t, p.loads.budget_left);
+    match exec.apply(p, &state.observed).await {
+        Ok(r) => {
+            print!("{}", ingest_report::apply_text(t, &r));
+            if r.stopped.is_some() && matches!(p.schema, crate::ingest::table::SchemaChange::Incompatible(_)) {
+                EXIT_ERROR
+            } else {
+                EXIT_OK
+            }
+        }
+        Err(e) => {
+            println!(
+                "{}: failed: {e} (everything done so far is recorded; the next run resumes)",
+                t.table
+            );
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Plans the view layers again against the table as the loads left it (new columns show up in the
+/// views in the same apply), then writes them.
+async fn apply_views(bq: &dyn BigQuery, t: &Target) -> i32 {
+    if views::layers(&t.spec).is_empty() {
+        return EXIT_OK;
+    }
+    let table = match bq.get_table(&t.table).await {
+        Ok(info) => info,
+        Err(e) => {
+            println!("IngestedTable {}: views: cannot read {}: {e}", t.name, t.table);
+            return EXIT_ERROR;
+        }
+    };
+    let plan = match plan_views(bq, t, table.as_ref()).await {
+        Ok(p) => p,
+        Err(e) => {
+            println!("{e}");
+            return EXIT_ERROR;
+        }
+    };
+    if plan.is_refused() {
+        for r in &plan.refusals {
+            println!("IngestedTable {}: views refused: {r}", t.name);
+        }
+        return EXIT_ERROR;
+    }
+    match views::apply::apply(bq, &plan).await {
+        Ok(done) => {
+            for d in &done {
+                println!("IngestedTable {}: {d}", t.name);
+            }
+            if plan.waiting_for_table {
+                println!(
+                    "IngestedTable {}: views wait for {} (created by the first load)",
+                    t.name, t.table
+                );
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            println!("IngestedTable {}: views failed: {e}", t.name);
+            EXIT_ERROR
+        }
+    }
 }
 
 async fn apply_with(bq: &dyn BigQuery, prepared: &Prepared, approved: bool) -> i32 {

@@ -14,3 +14,4 @@ pub mod manifest;
 pub mod policy;
 pub mod render;
 pub mod validate;
+pub mod views;

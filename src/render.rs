@@ -74,9 +74,14 @@ fn diff(plan: &DatasetPlan) -> String {
 }
 
 fn title(plan: &DatasetPlan) -> String {
-    match &plan.resource {
+    let t = match &plan.resource {
         Some(r) => format!("DatasetAccess {r} \u{2192} {}", plan.dataset),
         None => format!("{} (entries bqsteward requires)", plan.dataset),
+    };
+    if plan.will_be_created {
+        format!("{t} [dataset created by this apply]")
+    } else {
+        t
     }
 }
 

@@ -18,6 +18,7 @@ fn desired(dataset: &str, owner: Option<&str>, entries: &[serde_json::Value]) ->
             .map(|e| (AclEntry::from_api(e), bqsteward::access::compile::Reason::Declared))
             .collect(),
         allow_large_removal: false,
+        created_by: None,
     }
 }
 

@@ -52,6 +52,9 @@ pub struct DesiredAcl {
     pub entries: BTreeMap<AclEntry, Reason>,
     /// The owner carries `bqsteward.dev/allow-large-removal: "true"`.
     pub allow_large_removal: bool,
+    /// `Kind namespace/name` of the resource that creates this dataset when it is missing (an
+    /// IngestedTable creates its dataset and view-layer datasets), if any.
+    pub created_by: Option<String>,
 }
 
 /// An entry another resource needs on a dataset.
@@ -66,14 +69,46 @@ pub struct Requirement {
 }
 
 /// Entries a resource needs on datasets it does not own. This is the single plug-in point for
-/// authorized views: IngestedTable view layers and ConsumerProject views add theirs here (once
-/// those views are managed), so a DatasetAccess apply can never remove them.
+/// authorized views: IngestedTable view layers (and, later, ConsumerProject views) add theirs
+/// here, so a DatasetAccess apply can never remove them, and a view recreated by someone (which
+/// loses its authorization) is authorized again on the next apply.
 pub fn requirements(resource: &Resource) -> Vec<Requirement> {
     match resource {
-        // View layers and consumer views are not created yet by this version; when they are, their
-        // authorizations are returned here.
-        Resource::IngestedTable(_) | Resource::ConsumerProject(_) => Vec::new(),
+        Resource::IngestedTable(it) => {
+            let by = format!("IngestedTable {}", resource.qualified_name());
+            crate::views::layers(&it.spec)
+                .iter()
+                .map(|l| {
+                    let (key, entry) = l.authorization();
+                    Requirement {
+                        key,
+                        entry,
+                        by: by.clone(),
+                    }
+                })
+                .collect()
+        }
+        Resource::ConsumerProject(_) => Vec::new(),
         Resource::DatasetAccess(_) | Resource::GroupMembership(_) => Vec::new(),
+    }
+}
+
+/// Datasets a resource creates when they are missing.
+pub fn creates(resource: &Resource) -> Vec<DatasetKey> {
+    match resource {
+        Resource::IngestedTable(it) => {
+            let d = &it.spec.destination;
+            let mut out = vec![DatasetKey {
+                project: d.project.clone(),
+                dataset: d.dataset.clone(),
+            }];
+            out.extend(crate::views::layers(&it.spec).into_iter().map(|l| DatasetKey {
+                project: l.view.project,
+                dataset: l.view.dataset,
+            }));
+            out
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -86,6 +121,7 @@ pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<Desired
             owner: None,
             entries: BTreeMap::new(),
             allow_large_removal: false,
+            created_by: None,
         })
     }
     let mut out: BTreeMap<DatasetKey, DesiredAcl> = BTreeMap::new();
@@ -105,6 +141,14 @@ pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<Desired
         for r in requirements(&loaded.resource) {
             let acl = slot(&mut out, r.key);
             acl.entries.insert(r.entry, Reason::Required { by: r.by });
+        }
+    }
+    for loaded in resources {
+        for key in creates(&loaded.resource) {
+            if let Some(acl) = out.get_mut(&key) {
+                acl.created_by
+                    .get_or_insert_with(|| format!("{} {}", loaded.resource.kind(), loaded.resource.qualified_name()));
+            }
         }
     }
     if let Some(id) = identity {

@@ -52,6 +52,9 @@ pub struct DatasetPlan {
     /// The etag `after` was computed from.
     #[serde(skip)]
     pub etag: Option<String>,
+    /// The dataset does not exist yet; another resource in this apply creates it first.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub will_be_created: bool,
 }
 
 impl DatasetPlan {
@@ -78,14 +81,28 @@ pub fn plan_dataset(desired: &DesiredAcl, observed: Option<&Observed>, policy: &
         before: Vec::new(),
         after: Vec::new(),
         etag: None,
+        will_be_created: false,
     };
-    let Some(observed) = observed else {
-        plan.refusals.push(format!(
-            "dataset {} does not exist; bqsteward does not create datasets for a DatasetAccess: create it \
+    let fresh;
+    let observed = match (observed, &desired.created_by) {
+        (Some(o), _) => o,
+        (None, Some(_)) => {
+            // Created by another resource in this same apply, before access lists are written.
+            fresh = Observed {
+                etag: String::new(),
+                entries: Vec::new(),
+            };
+            plan.will_be_created = true;
+            &fresh
+        }
+        (None, None) => {
+            plan.refusals.push(format!(
+                "dataset {} does not exist; bqsteward does not create datasets for a DatasetAccess: create it \
              (or declare the IngestedTable/ConsumerProject that owns it) and fix spec.project/spec.dataset",
-            desired.key
-        ));
-        return plan;
+                desired.key
+            ));
+            return plan;
+        }
     };
     let before: BTreeSet<AclEntry> = observed.entries.iter().cloned().collect();
     let mut after: BTreeSet<AclEntry> = desired.entries.keys().cloned().collect();
@@ -109,7 +126,10 @@ pub fn plan_dataset(desired: &DesiredAcl, observed: Option<&Observed>, policy: &
             ));
         }
     }
-    if !after.iter().any(AclEntry::is_owner) {
+    // A dataset created without a DatasetAccess gets BigQuery's default entries (project owners
+    // as OWNER), which this list keeps.
+    let defaults_kept = plan.will_be_created && desired.owner.is_none();
+    if !after.iter().any(AclEntry::is_owner) && !defaults_kept {
         plan.refusals.push(format!(
             "the list would leave dataset {} without an OWNER (BigQuery refuses that, and nobody could manage \
              it); declare one, e.g. {{role: OWNER, specialGroup: projectOwners}}, or configure bqsteward's identity",
@@ -161,6 +181,7 @@ mod tests {
                 .map(|x| (x, Reason::Declared))
                 .collect::<BTreeMap<_, _>>(),
             allow_large_removal: false,
+            created_by: None,
         }
     }
 

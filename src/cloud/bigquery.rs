@@ -2,7 +2,7 @@
 //! `gcp-bigquery-client` where that client covers the call, and raw REST where it does not
 //! (access lists and etags, which its `Dataset` model lacks).
 
-use super::bqtypes::{Field, Job, Param, Rows, TableDef, TableInfo, TableRef};
+use super::bqtypes::{Field, Job, Param, Rows, TableDef, TableInfo, TableRef, ViewDef};
 use super::http::{Auth, Rest};
 use super::{CloudError, Endpoints};
 use async_trait::async_trait;
@@ -51,6 +51,12 @@ pub trait BigQuery: Send + Sync {
     async fn create_table(&self, def: &TableDef) -> Result<(), CloudError>;
     /// Replaces a table's schema (only additions are accepted by BigQuery), guarded by `etag`.
     async fn patch_table_schema(&self, table: &TableRef, fields: &[Field], etag: &str) -> Result<(), CloudError>;
+    /// Creates a view. Answers 409 when something already has the name (the caller observed it
+    /// missing, so someone else was faster: it re-reads and compares on the next pass).
+    async fn create_view(&self, def: &ViewDef) -> Result<(), CloudError>;
+    /// Replaces a view's query, labels and description in place (`tables.patch`), guarded by
+    /// `etag`. In place, so authorizations naming the view stay valid.
+    async fn patch_view(&self, def: &ViewDef, etag: &str) -> Result<(), CloudError>;
     /// Deletes a table; succeeds if it is already gone.
     async fn delete_table(&self, table: &TableRef) -> Result<(), CloudError>;
     /// Reads a job; `Ok(None)` when no job has this id.
@@ -327,6 +333,31 @@ impl BigQuery for BigQueryRest {
             .patch(self.table_url(t))
             .header(reqwest::header::IF_MATCH, etag)
             .json(&serde_json::json!({ "schema": { "fields": fields } }));
+        self.rest.send(&op, req).await.map(|_| ())
+    }
+
+    async fn create_view(&self, def: &ViewDef) -> Result<(), CloudError> {
+        let t = &def.table;
+        let op = format!("tables.insert {t} (view)");
+        let url = self.url(&format!(
+            "projects/{}/datasets/{}/tables",
+            seg(&t.project),
+            seg(&t.dataset)
+        ));
+        self.rest
+            .send(&op, self.rest.http.post(url).json(&def.to_api()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn patch_view(&self, def: &ViewDef, etag: &str) -> Result<(), CloudError> {
+        let op = format!("tables.patch {} (view)", def.table);
+        let req = self
+            .rest
+            .http
+            .patch(self.table_url(&def.table))
+            .header(reqwest::header::IF_MATCH, etag)
+            .json(&def.to_api());
         self.rest.send(&op, req).await.map(|_| ())
     }
 

@@ -119,6 +119,58 @@ pub struct TableInfo {
     /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A view's definition (BigQuery returns it; bqemulator does not — read
+    /// `INFORMATION_SCHEMA.VIEWS` there).
+    #[serde(default)]
+    pub view: Option<ViewQuery>,
+}
+
+/// The `view` object of a table resource.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct ViewQuery {
+    /// The view's SQL, verbatim as written.
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+impl TableInfo {
+    /// Whether this is a view.
+    pub fn is_view(&self) -> bool {
+        self.kind == "VIEW"
+    }
+
+    /// The view's SQL when the API returned it.
+    pub fn view_sql(&self) -> Option<&str> {
+        self.view.as_ref()?.query.as_deref()
+    }
+}
+
+/// A view to create or update (GoogleSQL).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewDef {
+    /// Where.
+    pub table: TableRef,
+    /// The query.
+    pub sql: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Description.
+    pub description: String,
+}
+
+impl ViewDef {
+    /// The REST `Table` resource (also the body of a `tables.patch`).
+    pub fn to_api(&self) -> Value {
+        serde_json::json!({
+            "tableReference": self.table.to_api(),
+            "view": { "query": self.sql, "useLegacySql": false },
+            "labels": self.labels,
+            "description": self.description,
+        })
+    }
 }
 
 /// A table schema.

@@ -1,0 +1,116 @@
+//! Reading and writing the view layers.
+
+use super::layout::Layout;
+use super::plan::{LayoutPlan, ObservedLayout, ObservedView, ViewChange};
+use crate::cloud::CloudError;
+use crate::cloud::bigquery::BigQuery;
+use crate::cloud::bqtypes::{Param, TableRef};
+use crate::cloud::retry::{Backoff, with_retry};
+
+/// Reads the layer datasets, the views and the raw table's existence. A view whose table
+/// resource carries no SQL (bqemulator) is read from `INFORMATION_SCHEMA.VIEWS` instead.
+pub async fn observe(bq: &dyn BigQuery, layout: &Layout, source_exists: bool) -> Result<ObservedLayout, CloudError> {
+    let backoff = Backoff::default();
+    let mut out = ObservedLayout {
+        source_exists,
+        ..ObservedLayout::default()
+    };
+    for ds in &layout.datasets {
+        let info = with_retry(&backoff, "datasets.get", || bq.get_dataset(&layout.project, ds)).await?;
+        out.datasets.insert(ds.clone(), info.map(|i| i.location));
+    }
+    for v in &layout.views {
+        let t = &v.def.table;
+        let info = if out.datasets.get(&t.dataset).is_some_and(Option::is_some) {
+            with_retry(&backoff, "tables.get", || bq.get_table(t)).await?
+        } else {
+            None
+        };
+        let view = match info {
+            None => None,
+            Some(info) => {
+                let sql = match info.view_sql() {
+                    Some(sql) => Some(sql.to_string()),
+                    None if info.is_view() => read_view_sql(bq, t, &layout.location, &backoff).await?,
+                    None => None,
+                };
+                Some(ObservedView { info, sql })
+            }
+        };
+        out.views.push(view);
+    }
+    Ok(out)
+}
+
+/// A view's SQL from its dataset's `INFORMATION_SCHEMA.VIEWS`.
+async fn read_view_sql(
+    bq: &dyn BigQuery,
+    view: &TableRef,
+    location: &str,
+    backoff: &Backoff,
+) -> Result<Option<String>, CloudError> {
+    let schema = TableRef::new(&view.project, &view.dataset, "INFORMATION_SCHEMA.VIEWS");
+    let sql = format!("SELECT view_definition FROM {} WHERE table_name = @name", schema.sql());
+    let params = [Param::string("name", &view.table)];
+    let rows = with_retry(backoff, "jobs.query INFORMATION_SCHEMA.VIEWS", || {
+        bq.query(&view.project, location, &sql, &params)
+    })
+    .await?;
+    Ok(rows
+        .rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten()))
+}
+
+/// What an apply changed, one line each (for the report).
+pub type Done = Vec<String>;
+
+/// Applies a layout plan: datasets first, then views in order (full before clean). A refused
+/// plan writes nothing; a plan waiting for the raw table creates only the datasets.
+pub async fn apply(bq: &dyn BigQuery, plan: &LayoutPlan) -> Result<Done, CloudError> {
+    let mut done = Vec::new();
+    if plan.is_refused() {
+        return Ok(done);
+    }
+    let backoff = Backoff::default();
+    for ds in &plan.create_datasets {
+        with_retry(&backoff, "datasets.insert", || {
+            bq.create_dataset(&plan.project, ds, &plan.location)
+        })
+        .await?;
+        tracing::info!(target: "bqsteward::audit", resource = %plan.resource, dataset = %format!("{}.{ds}", plan.project), "created dataset");
+        done.push(format!("created dataset {}.{ds} ({})", plan.project, plan.location));
+    }
+    if plan.waiting_for_table {
+        return Ok(done);
+    }
+    for v in &plan.views {
+        let def = &v.view.def;
+        let what = match &v.change {
+            ViewChange::Unchanged => continue,
+            ViewChange::Create => {
+                with_retry(&backoff, "tables.insert", || bq.create_view(def)).await?;
+                "created"
+            }
+            ViewChange::Update { adopt, .. } => {
+                let etag = v.etag.clone().unwrap_or_default();
+                with_retry(&backoff, "tables.patch", || bq.patch_view(def, &etag)).await?;
+                if *adopt {
+                    "adopted and replaced the SQL of"
+                } else {
+                    "restored the SQL of"
+                }
+            }
+            ViewChange::Relabel => {
+                let etag = v.etag.clone().unwrap_or_default();
+                with_retry(&backoff, "tables.patch", || bq.patch_view(def, &etag)).await?;
+                "restored labels and description of"
+            }
+        };
+        tracing::info!(target: "bqsteward::audit", resource = %plan.resource, view = %def.table,
+            layer = v.view.layer.layer.as_str(), sql_hash = %v.view.hash, action = what, "view written");
+        done.push(format!("{what} {} view {}", v.view.layer.layer.as_str(), def.table));
+    }
+    Ok(done)
+}
