@@ -425,7 +425,10 @@ async fn a_column_name_that_breaks_quoting_is_refused_before_anything_is_written
         let r = env.bqsteward(args, &m).await;
         ok(&r, 1);
         let said = format!("{}{}", r.stdout, r.stderr);
-        assert!(said.contains("IngestedTable pay/payments: spec.schema[6].name"), "{cmd}: {said}");
+        assert!(
+            said.contains("IngestedTable pay/payments: spec.schema[6].name"),
+            "{cmd}: {said}"
+        );
         assert!(said.contains("backticks"), "{cmd}: {said}");
     }
     assert!(env.bq.get_dataset(PROJECT, &env.dataset).await.unwrap().is_none());

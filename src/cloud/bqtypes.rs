@@ -44,6 +44,24 @@ impl TableRef {
     }
 }
 
+/// A quoted GoogleSQL identifier: `` `name` `` with `\` and `` ` `` escaped. Column names come
+/// from manifests and files: every one reaches SQL through here.
+pub fn ident(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('`');
+    for c in name.chars() {
+        match c {
+            '`' => out.push_str("\\`"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('`');
+    out
+}
+
 impl std::fmt::Display for TableRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}.{}", self.project, self.dataset, self.table)

@@ -61,12 +61,16 @@ pub struct IngestedTableSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pii_columns: Vec<String>,
     /// PII columns that the `clean` view replaces with a stable SHA-256 hash (hex) instead of
-    /// dropping, so they can still be joined on. Each must also be listed in `piiColumns`.
+    /// dropping, so they can still be joined on. Each must also be listed in `piiColumns`. An
+    /// unsalted hash is pseudonymous, not anonymous: low-entropy values (emails, phone numbers)
+    /// can be recovered by hashing guesses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hashed_pii_columns: Vec<String>,
     /// Fields present in the files that must never reach BigQuery (e.g. PCI card numbers): dropped
-    /// during the load itself, so no table, staging included, ever holds them. Supported for
-    /// NEWLINE_DELIMITED_JSON only; other formats cannot drop a field during a load and are refused.
+    /// during the load itself, so no table, staging included, ever holds them. They must not be in
+    /// `schema`. Supported for NEWLINE_DELIMITED_JSON only (the load ignores fields not in
+    /// `schema`, so other undeclared fields are dropped too); CSV, Parquet and Avro cannot drop a
+    /// field during a load and are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_columns: Vec<String>,
     /// Time partitioning of the destination table.
@@ -311,15 +315,31 @@ pub enum Granularity {
     Year,
 }
 
-/// Which view layers bqsteward manages for this table.
+/// Which view layers bqsteward manages for this table. Users query views, never the raw table:
+/// the primary dataset (`destination.dataset`) stays locked down, `<dataset><fullSuffix>` holds the
+/// dedup view and `<dataset><cleanSuffix>` the PII-free view, both named like the table. The
+/// layer datasets are created in the destination's location if missing. Each view is authorized
+/// on the dataset it reads (full on the primary dataset, clean on the full one), so its readers
+/// need no access to the data underneath; a DatasetAccess never removes these entries. bqsteward
+/// owns the views: their SQL is generated from this spec (a hash of it is in the label
+/// `bqsteward-sql`); a view edited or deleted by hand shows in `plan` (as a SQL diff) and is
+/// restored by `apply`, and its authorization is added again if it went missing.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Views {
-    /// Manage the dedup view (latest row per `primaryKey`) in `<dataset><fullSuffix>`. Needs
-    /// `primaryKey` and `versionColumn`.
+    /// Manage the dedup view: exactly one row per `primaryKey`, the one with the greatest
+    /// `versionColumn` (NULL versions lose). Ties are broken deterministically — the row loaded
+    /// later wins, then the row whose content sorts last — so the same data always gives the same
+    /// answer. Shows every declared column, columns still in the table but no longer declared
+    /// (so queries keep working), and the lineage columns `_bqsteward_batch_id` and
+    /// `_bqsteward_loaded_at`. Needs `primaryKey` and `versionColumn`, and
+    /// `partitioning.requirePartitionFilter: false` (the view reads every partition).
     #[serde(default)]
     pub full: bool,
-    /// Manage the PII-free view in `<dataset><cleanSuffix>`. Needs `full`.
+    /// Manage the clean view: the full view's rows with the declared columns minus `piiColumns`
+    /// (those in `hashedPiiColumns` appear as `TO_HEX(SHA256(CAST(col AS STRING)))`), plus
+    /// `_bqsteward_loaded_at`. It never shows `_bqsteward_batch_id` or columns that are no longer
+    /// declared (bqsteward cannot tell whether they hold PII). Needs `full`.
     #[serde(default)]
     pub clean: bool,
     /// Suffix of the full-layer dataset (default `__views_full`).

@@ -19,7 +19,7 @@ use super::source::Discovery;
 use super::table::{self, BATCH_COLUMN, LOADED_AT_COLUMN, SchemaChange};
 use crate::cloud::CloudError;
 use crate::cloud::bigquery::BigQuery;
-use crate::cloud::bqtypes::{Field, Param, TableDef, TableInfo, TableRef};
+use crate::cloud::bqtypes::{Field, Param, TableDef, TableInfo, TableRef, ident};
 use crate::cloud::storage::Storage;
 use crate::crd::ingested_table::{IngestedTableSpec, SourceFormat};
 use std::collections::BTreeMap;
@@ -296,7 +296,7 @@ impl<'a> Executor<'a> {
                     // its data columns apart from metadata and needs the DDL to add them.
                     let cols = add
                         .iter()
-                        .map(|f| format!("ADD COLUMN IF NOT EXISTS `{}` {}", f.name, f.type_))
+                        .map(|f| format!("ADD COLUMN IF NOT EXISTS {} {}", ident(&f.name), f.type_))
                         .collect::<Vec<_>>()
                         .join(", ");
                     let sql = format!("ALTER TABLE {} {cols}", t.table.sql());
@@ -643,7 +643,7 @@ pub fn load_config(spec: &IngestedTableSpec, fields: &[Field], b: &Batch, stagin
 /// (`MERGE` deleting every row). Column names are validated identifiers, quoted; values are
 /// parameters.
 pub fn move_sql(dest: &TableRef, fields: &[Field], b: &Batch, stagings: &[TableRef]) -> (String, Vec<Param>) {
-    let cols: Vec<String> = fields.iter().map(|f| format!("`{}`", f.name)).collect();
+    let cols: Vec<String> = fields.iter().map(|f| ident(&f.name)).collect();
     let list = cols.join(", ");
     let source = stagings
         .iter()
@@ -678,4 +678,41 @@ pub fn move_sql(dest: &TableRef, fields: &[Field], b: &Batch, stagings: &[TableR
         }
     };
     (sql, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::model::SourceFile;
+
+    #[test]
+    fn excluded_columns_are_not_in_the_load_schema_and_unknown_fields_are_dropped() {
+        let spec: IngestedTableSpec = serde_yaml::from_str(
+            r#"
+source: {uri: "gs://b/p/", format: NEWLINE_DELIMITED_JSON}
+destination: {project: proj-1, dataset: pay, table: payments}
+schema: [{name: id, type: INT64}, {name: email, type: STRING}]
+excludedColumns: [card_number]
+"#,
+        )
+        .unwrap();
+        let fields = table::load_fields(&spec);
+        let file = SourceFile {
+            uri: "gs://b/p/a.json".into(),
+            generation: 1,
+            size: 10,
+            updated_ms: 0,
+        };
+        let b = Batch::new("t", BatchKind::Append, vec![file], "", Vec::new());
+        let cfg = load_config(&spec, &fields, &b, &TableRef::new("proj-1", "_bqsteward_us", "stg_x"));
+        let names: Vec<&str> = cfg["load"]["schema"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["id", "email"]);
+        assert_eq!(cfg["load"]["ignoreUnknownValues"], true);
+        assert_eq!(cfg["load"]["destinationTable"]["tableId"], "stg_x");
+    }
 }

@@ -177,6 +177,15 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
     }
     for (i, x) in spec.excluded_columns.iter().enumerate() {
         c.check(format!("spec.excludedColumns[{i}]"), ident::column_name(x));
+        if let Some((j, _)) = columns.get(&x.to_lowercase()) {
+            c.err(
+                format!("spec.excludedColumns[{i}]"),
+                format!(
+                    "column {x:?} is also declared in spec.schema[{j}], so it would be loaded; an excluded column must never \
+                     reach BigQuery: remove it from spec.schema"
+                ),
+            );
+        }
     }
     if !spec.excluded_columns.is_empty() && !spec.source.format.can_drop_fields_during_load() {
         c.err(
@@ -196,6 +205,13 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
         );
     }
     if spec.views.full {
+        if spec.partitioning.as_ref().is_some_and(|p| p.require_partition_filter) {
+            c.err(
+                "spec.partitioning.requirePartitionFilter",
+                "views.full must read every partition (the latest version of a row can be in any of them), so its queries \
+                 could never satisfy a required partition filter; set requirePartitionFilter: false or turn views.full off",
+            );
+        }
         if spec.primary_key.is_empty() {
             c.err(
                 "spec.primaryKey",

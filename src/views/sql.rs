@@ -6,24 +6,8 @@
 //! [`TableRef::sql`]. The text is laid out one column per line so `plan` shows readable diffs.
 
 use crate::cloud::bqtypes::TableRef;
+pub use crate::cloud::bqtypes::ident;
 use std::fmt::Write;
-
-/// A quoted GoogleSQL identifier: `` `name` `` with `\` and `` ` `` escaped.
-pub fn ident(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('`');
-    for c in name.chars() {
-        match c {
-            '`' => out.push_str("\\`"),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out.push('`');
-    out
-}
 
 /// The row alias of the dedup query: the reserved `_bqsteward_` prefix means no column can take
 /// the name (a column named like the alias would shadow it in `TO_JSON_STRING`).
