@@ -9,8 +9,10 @@ use crate::cli::{LiveArgs, PlanOutput};
 use crate::cloud::Endpoints;
 use crate::cloud::bigquery::{BigQuery, BigQueryRest};
 use crate::cloud::bqtypes::TableInfo;
+use crate::cloud::groups::{Groups, GroupsRest};
 use crate::cloud::retry::{Backoff, Pacer};
 use crate::cloud::storage::{GcsRest, Storage};
+use crate::groups::{self, DesiredGroup, GroupPlan, plan_group};
 use crate::ingest::exec::{Executor, Observed, TablePlan, Target, observe as observe_table, plan_table};
 use crate::ingest::reload::{ANNOTATION_RELOAD, Reload};
 use crate::ingest::report as ingest_report;
@@ -32,6 +34,9 @@ struct Prepared {
     policy: Policy,
     desired: Vec<DesiredAcl>,
     tables: Vec<Target>,
+    groups: Vec<DesiredGroup>,
+    /// bqsteward's own email, lowercased (from `--identity`).
+    identity_email: Option<String>,
 }
 
 /// Loads and validates; prints every problem and returns `Err(exit code)` when there is one.
@@ -72,9 +77,15 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
         }
     };
     let mut tables = Vec::new();
+    let mut groups = Vec::new();
     for l in &report.resources {
         match &l.resource {
             manifest::Resource::DatasetAccess(_) => {}
+            manifest::Resource::GroupMembership(gm) => groups.push(DesiredGroup::new(
+                &l.resource.qualified_name(),
+                &gm.spec,
+                l.resource.annotation(crate::crd::ANNOTATION_ALLOW_LARGE_REMOVAL),
+            )),
             manifest::Resource::IngestedTable(it) => {
                 let name = l.resource.qualified_name();
                 let reload = match (&cli_reload, l.resource.annotation(ANNOTATION_RELOAD)) {
@@ -110,6 +121,12 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
         desired: compile(&report.resources, identity.as_ref()),
         policy,
         tables,
+        groups,
+        identity_email: args
+            .identity
+            .as_deref()
+            .and_then(|i| i.split_once(':'))
+            .map(|(_, e)| e.trim().to_lowercase()),
     })
 }
 
@@ -123,13 +140,20 @@ async fn prepare_with_client(args: &LiveArgs) -> Result<(Prepared, Clients), i32
     };
     let bq = BigQueryRest::new(&endpoints).await.map_err(fail)?;
     let gcs = GcsRest::new(&endpoints).map_err(fail)?;
-    Ok((prepared, Clients { bq, gcs }))
+    // Cloud Identity credentials are only needed when there are groups to manage.
+    let groups = if prepared.groups.is_empty() {
+        None
+    } else {
+        Some(GroupsRest::from_env().map_err(fail)?)
+    };
+    Ok((prepared, Clients { bq, gcs, groups }))
 }
 
 /// The production clients.
 struct Clients {
     bq: BigQueryRest,
     gcs: GcsRest,
+    groups: Option<GroupsRest>,
 }
 
 /// One IngestedTable, observed and planned: loads and view layers.
@@ -188,6 +212,87 @@ fn print_table_plans(prepared: &Prepared, plans: &[Result<TableState, String>]) 
     }
 }
 
+/// Observes and plans every group; a group that cannot be read is reported as refused.
+async fn plan_groups(
+    client: &dyn Groups,
+    prepared: &Prepared,
+    approved: bool,
+) -> Vec<(GroupPlan, Vec<groups::LiveMember>)> {
+    let backoff = Backoff::default();
+    let mut out = Vec::new();
+    for d in &prepared.groups {
+        let (plan, live) = match groups::apply::observe(client, d, &backoff).await {
+            Ok(o) => (
+                plan_group(
+                    d,
+                    o.name.as_deref(),
+                    &o.members,
+                    prepared.identity_email.as_deref(),
+                    &prepared.policy,
+                    approved,
+                ),
+                o.members,
+            ),
+            Err(e) => {
+                let mut p = plan_group(d, None, &[], None, &prepared.policy, approved);
+                p.refusals = vec![format!("cannot read group {}: {e}", d.group)];
+                (p, Vec::new())
+            }
+        };
+        out.push((plan, live));
+    }
+    out
+}
+
+/// Applies every group: each change attempted, every outcome printed; one group's failure does
+/// not stop the others.
+async fn apply_groups(client: &dyn Groups, prepared: &Prepared, approved: bool) -> i32 {
+    let backoff = Backoff::default();
+    let mut code = EXIT_OK;
+    for (plan, live) in plan_groups(client, prepared, approved).await {
+        print!("{}", groups::plan_text(&plan));
+        if plan.is_refused() {
+            println!("group {}: refused: nothing was written", plan.group);
+            code = EXIT_ERROR;
+            continue;
+        }
+        if !plan.has_changes() {
+            continue;
+        }
+        let report = groups::apply::apply(client, &plan, &live, &backoff).await;
+        for (op, outcome) in &report.outcomes {
+            let what = match op {
+                groups::Op::Add { email, role } => format!("add {email} as {}", groups::plan::role_str(*role)),
+                groups::Op::Change { email, from, to, .. } => format!(
+                    "change {email} {} \u{2192} {}",
+                    groups::plan::role_str(*from),
+                    groups::plan::role_str(*to)
+                ),
+                groups::Op::Remove { email, .. } => format!("remove {email}"),
+            };
+            match outcome {
+                groups::apply::OpOutcome::Done => println!("group {}: {what}: done", plan.group),
+                groups::apply::OpOutcome::Failed(e) => {
+                    println!("group {}: {what}: FAILED ({}): {e}", plan.group, category_label(e))
+                }
+                groups::apply::OpOutcome::Skipped(why) => println!("group {}: {what}: SKIPPED: {why}", plan.group),
+            }
+        }
+        let failed = report.failures();
+        if failed > 0 {
+            println!(
+                "group {}: {failed} of {} changes did not happen; the others were applied",
+                plan.group,
+                report.outcomes.len()
+            );
+            code = EXIT_ERROR;
+        } else {
+            println!("group {}: applied {} changes", plan.group, report.outcomes.len());
+        }
+    }
+    code
+}
+
 /// Observes and plans every dataset. Cloud errors are reported per dataset (as refusals) so one
 /// unreadable dataset does not hide the others.
 async fn plan_all(bq: &dyn BigQuery, prepared: &Prepared, approved: bool) -> Vec<DatasetPlan> {
@@ -221,21 +326,32 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
         PlanOutput::Markdown => render::markdown(&plans),
         PlanOutput::Json => render::json(&plans),
     };
-    if !prepared.desired.is_empty() || prepared.tables.is_empty() {
+    if !prepared.desired.is_empty() || (prepared.tables.is_empty() && prepared.groups.is_empty()) {
         print!("{rendered}");
     }
     if output != PlanOutput::Json {
         print_table_plans(&prepared, &table_plans);
     }
+    let group_plans = match &clients.groups {
+        Some(g) => plan_groups(g, &prepared, false).await,
+        None => Vec::new(),
+    };
+    if output != PlanOutput::Json {
+        for (p, _) in &group_plans {
+            print!("{}", groups::plan_text(p));
+        }
+    }
+    let group_error = group_plans.iter().any(|(p, _)| p.is_refused());
+    let group_changes = group_plans.iter().any(|(p, _)| p.has_changes());
     let table_error = table_plans
         .iter()
         .any(|p| p.as_ref().map_or(true, |s| s.views.is_refused()));
     let table_changes = table_plans
         .iter()
         .any(|p| p.as_ref().is_ok_and(|s| !s.plan.is_empty() || s.views.has_changes()));
-    if plans.iter().any(DatasetPlan::is_refused) || table_error {
+    if plans.iter().any(DatasetPlan::is_refused) || table_error || group_error {
         EXIT_ERROR
-    } else if plans.iter().any(DatasetPlan::has_changes) || table_changes {
+    } else if plans.iter().any(DatasetPlan::has_changes) || table_changes || group_changes {
         EXIT_CHANGES
     } else {
         EXIT_OK
@@ -248,12 +364,17 @@ pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
     match prepare_with_client(args).await {
         Ok((prepared, clients)) => {
             let tables = apply_tables(&clients.bq, &clients.gcs, &prepared).await;
-            let datasets = if prepared.desired.is_empty() && !prepared.tables.is_empty() {
-                EXIT_OK
-            } else {
-                apply_with(&clients.bq, &prepared, allow_large_removal).await
+            let datasets =
+                if prepared.desired.is_empty() && (!prepared.tables.is_empty() || !prepared.groups.is_empty()) {
+                    EXIT_OK
+                } else {
+                    apply_with(&clients.bq, &prepared, allow_large_removal).await
+                };
+            let groups = match &clients.groups {
+                Some(g) => apply_groups(g, &prepared, allow_large_removal).await,
+                None => EXIT_OK,
             };
-            datasets.max(tables)
+            datasets.max(tables).max(groups)
         }
         Err(code) => code,
     }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cloud;
 pub mod commands;
 pub mod crd;
+pub mod groups;
 pub mod ingest;
 pub mod manifest;
 pub mod policy;

@@ -8,6 +8,7 @@
 pub mod bigquery;
 pub mod bqtypes;
 mod error;
+pub mod groups;
 mod http;
 pub mod retry;
 pub mod storage;

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod cloud_identity;
+pub mod http1;
 pub mod proxy;
 
 use bqsteward::cloud::Endpoints;

@@ -15,7 +15,6 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// What to do to one matching request.
@@ -124,38 +123,14 @@ impl Proxy {
         let http = reqwest::Client::new();
         let mut buf = Vec::new();
         loop {
-            // Read one request: headers, then Content-Length bytes.
-            let (method, path, headers, body) = loop {
-                let mut h = [httparse::EMPTY_HEADER; 64];
-                let mut req = httparse::Request::new(&mut h);
-                if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
-                    let len = req
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if buf.len() >= n + len {
-                        let headers: Vec<(String, String)> = req
-                            .headers
-                            .iter()
-                            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-                            .collect();
-                        let out = (
-                            req.method.unwrap().to_string(),
-                            req.path.unwrap().to_string(),
-                            headers,
-                            buf[n..n + len].to_vec(),
-                        );
-                        buf.drain(..n + len);
-                        break out;
-                    }
-                }
-                let mut chunk = [0u8; 8192];
-                match sock.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                }
+            let Some(super::http1::Request {
+                method,
+                path,
+                headers,
+                body,
+            }) = super::http1::read_request(&mut sock, &mut buf).await
+            else {
+                return;
             };
             let fault = {
                 let mut st = self.state.lock().unwrap();
@@ -187,11 +162,7 @@ impl Proxy {
                 None => self.forward(&http, &method, &path, &headers, &body).await,
             };
             self.record(&method, &path, &body, status);
-            let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                resp_body.len()
-            );
-            if sock.write_all(head.as_bytes()).await.is_err() || sock.write_all(&resp_body).await.is_err() {
+            if !super::http1::write_json(&mut sock, status, &resp_body).await {
                 return;
             }
         }
