@@ -8,6 +8,7 @@ pub mod access;
 pub mod cli;
 pub mod cloud;
 pub mod commands;
+pub mod consumer;
 pub mod crd;
 pub mod groups;
 pub mod ingest;

@@ -10,6 +10,7 @@ pub mod bqtypes;
 mod error;
 pub mod groups;
 mod http;
+pub mod iam;
 pub mod retry;
 pub mod storage;
 

@@ -2,8 +2,8 @@
 
 use super::{Checker, ident};
 use crate::crd::{
-    AccessEntry, ColumnMode, ConsumerProjectSpec, DatasetAccessSpec, GroupMembershipSpec, IngestedTableSpec, Layer,
-    Principal, SourceFormat,
+    ANNOTATION_ALLOW_PII, AccessEntry, ColumnMode, ConsumerProjectSpec, DatasetAccessSpec, GroupMembershipSpec,
+    IngestedTableSpec, Layer, Principal, SourceFormat,
 };
 use crate::manifest::{Loaded, Resource};
 use crate::policy::Policy;
@@ -566,11 +566,49 @@ pub(super) fn consumer_project(c: &mut Checker, spec: &ConsumerProjectSpec, poli
                                 ),
                             );
                         }
+                        let exposed: Vec<String> = if view.columns.is_empty() {
+                            layer_columns(&t.spec, layer)
+                        } else {
+                            view.columns.clone()
+                        };
+                        let allowed: Vec<String> = c
+                            .loaded
+                            .resource
+                            .annotation(ANNOTATION_ALLOW_PII)
+                            .unwrap_or("")
+                            .split(',')
+                            .map(|x| x.trim().to_lowercase())
+                            .filter(|x| !x.is_empty())
+                            .collect();
+                        let pii: Vec<String> = crate::views::layout::layer_pii(&t.spec, view_layer(layer))
+                            .into_iter()
+                            .filter(|p| exposed.iter().any(|e| e.eq_ignore_ascii_case(p)))
+                            .filter(|p| !allowed.contains(&p.to_lowercase()))
+                            .collect();
+                        if !pii.is_empty() {
+                            c.err(
+                                if view.columns.is_empty() { format!("{base}.source.layer") } else { format!("{base}.columns") },
+                                format!(
+                                    "view {} would expose PII columns {pii:?} of IngestedTable {name} ({layer:?} layer); use the clean layer, \
+                                     leave them out of columns, or allow them explicitly with the annotation {ANNOTATION_ALLOW_PII}: \"{}\"",
+                                    view.name,
+                                    pii.join(", ")
+                                ),
+                            );
+                        }
                         Some(layer_columns(&t.spec, layer))
                     }
                 }
             }
         };
+        if let Some(f) = &view.row_filter
+            && let Err(e) = crate::consumer::rowfilter::check(f, source_columns.as_deref())
+        {
+            c.err(
+                format!("{base}.rowFilter"),
+                format!("{e}; it is refused before anything is written"),
+            );
+        }
         let mut seen = HashSet::new();
         for (j, col) in view.columns.iter().enumerate() {
             let field = format!("{base}.columns[{j}]");
@@ -605,14 +643,14 @@ fn reader_principals(p: &Principal) -> Vec<(&'static str, &String)> {
     .collect()
 }
 
-/// Columns a view layer of an IngestedTable exposes (excluded columns never exist; the clean layer
-/// drops PII columns that are not hashed).
+/// Columns a view layer of an IngestedTable exposes (see [`crate::views::layout::layer_columns`]).
 fn layer_columns(spec: &IngestedTableSpec, layer: Layer) -> Vec<String> {
-    let is = |list: &[String], name: &str| list.iter().any(|x| x.eq_ignore_ascii_case(name));
-    spec.schema
-        .iter()
-        .map(|c| c.name.clone())
-        .filter(|n| !is(&spec.excluded_columns, n))
-        .filter(|n| layer == Layer::Full || !is(&spec.pii_columns, n) || is(&spec.hashed_pii_columns, n))
-        .collect()
+    crate::views::layout::layer_columns(spec, view_layer(layer))
+}
+
+fn view_layer(layer: Layer) -> crate::views::Layer {
+    match layer {
+        Layer::Clean => crate::views::Layer::Clean,
+        Layer::Full => crate::views::Layer::Full,
+    }
 }

@@ -22,6 +22,8 @@ pub enum Layer {
     Full,
     /// The full layer without PII (dropped or hashed) and without private lineage.
     Clean,
+    /// A view of a ConsumerProject.
+    Consumer,
 }
 
 impl Layer {
@@ -30,6 +32,7 @@ impl Layer {
         match self {
             Layer::Full => "full",
             Layer::Clean => "clean",
+            Layer::Consumer => "consumer",
         }
     }
 }
@@ -121,6 +124,31 @@ pub struct Layout {
     pub notes: Vec<String>,
 }
 
+/// The columns a layer's view exposes by the spec alone (undeclared live columns aside): what a
+/// ConsumerProject may select from it.
+pub fn layer_columns(spec: &IngestedTableSpec, layer: Layer) -> Vec<String> {
+    let declared = spec.schema.iter().map(|c| c.name.clone());
+    match layer {
+        Layer::Full => declared
+            .chain([BATCH_COLUMN.to_string(), LOADED_AT_COLUMN.to_string()])
+            .collect(),
+        Layer::Clean => declared
+            .filter(|n| !contains(&spec.pii_columns, n) || contains(&spec.hashed_pii_columns, n))
+            .chain([LOADED_AT_COLUMN.to_string()])
+            .collect(),
+        Layer::Consumer => Vec::new(),
+    }
+}
+
+/// PII columns a layer's view shows in the clear: every PII column in the full layer (hashed ones
+/// too — they are only hashed in the clean layer), none in the clean layer.
+pub fn layer_pii(spec: &IngestedTableSpec, layer: Layer) -> Vec<String> {
+    match layer {
+        Layer::Full => spec.pii_columns.clone(),
+        Layer::Clean | Layer::Consumer => Vec::new(),
+    }
+}
+
 /// Hash of a view's SQL as it goes in the label (label values: at most 63 lowercase characters).
 pub fn sql_hash(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))[..32].to_string()
@@ -194,6 +222,7 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
                 columns.push(CleanColumn::Keep(LOADED_AT_COLUMN.to_string()));
                 sql::clean(&l.source, &columns)
             }
+            Layer::Consumer => continue,
         };
         let hash = sql_hash(&sql);
         let description = match l.layer {
@@ -207,6 +236,7 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
                 "{} without personal data. Managed by bqsteward ({resource}): edits are reverted.",
                 l.source
             ),
+            Layer::Consumer => continue,
         };
         if !datasets.contains(&l.view.dataset) {
             datasets.push(l.view.dataset.clone());

@@ -1,0 +1,4 @@
+//! ConsumerProject: a consumer team's project with authorized views over bqsteward-managed data.
+
+pub mod iam;
+pub mod rowfilter;
