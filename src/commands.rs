@@ -2,6 +2,7 @@
 //! (for apply) write. Both share every step up to the write, so what `plan` shows is what `apply`
 //! does.
 
+use crate::access::AclEntry;
 use crate::access::apply::{Applier, Outcome, category_label, observe};
 use crate::access::entry::identity_entry;
 use crate::access::{DatasetPlan, DesiredAcl, compile, plan_dataset};
@@ -10,8 +11,10 @@ use crate::cloud::Endpoints;
 use crate::cloud::bigquery::{BigQuery, BigQueryRest};
 use crate::cloud::bqtypes::TableInfo;
 use crate::cloud::groups::{Groups, GroupsRest};
+use crate::cloud::iam::{IamRest, ProjectIam};
 use crate::cloud::retry::{Backoff, Pacer};
 use crate::cloud::storage::{GcsRest, Storage};
+use crate::consumer::{self, layout::ConsumerTarget, reconcile::ConsumerPlan};
 use crate::groups::{self, DesiredGroup, GroupPlan, plan_group};
 use crate::ingest::exec::{Executor, Observed, TablePlan, Target, observe as observe_table, plan_table};
 use crate::ingest::reload::{ANNOTATION_RELOAD, Reload};
@@ -35,6 +38,7 @@ struct Prepared {
     desired: Vec<DesiredAcl>,
     tables: Vec<Target>,
     groups: Vec<DesiredGroup>,
+    consumers: Vec<ConsumerTarget>,
     /// bqsteward's own email, lowercased (from `--identity`).
     identity_email: Option<String>,
 }
@@ -78,8 +82,19 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
     };
     let mut tables = Vec::new();
     let mut groups = Vec::new();
+    let mut consumers = Vec::new();
     for l in &report.resources {
         match &l.resource {
+            manifest::Resource::ConsumerProject(cp) => {
+                let name = l.resource.qualified_name();
+                match ConsumerTarget::resolve(&name, l.resource.namespace(), &cp.spec, &report.resources) {
+                    Ok(t) => consumers.push(t),
+                    Err(e) => {
+                        eprintln!("error: {}: ConsumerProject {name}: {e}", l.origin);
+                        return Err(EXIT_ERROR);
+                    }
+                }
+            }
             manifest::Resource::DatasetAccess(_) => {}
             manifest::Resource::GroupMembership(gm) => groups.push(DesiredGroup::new(
                 &l.resource.qualified_name(),
@@ -110,11 +125,6 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
                     }
                 }
             }
-            other => eprintln!(
-                "note: {} {}: validated, but not yet planned or applied by this version",
-                other.kind(),
-                l.resource.qualified_name()
-            ),
         }
     }
     Ok(Prepared {
@@ -122,6 +132,7 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
         policy,
         tables,
         groups,
+        consumers,
         identity_email: args
             .identity
             .as_deref()
@@ -146,7 +157,13 @@ async fn prepare_with_client(args: &LiveArgs) -> Result<(Prepared, Clients), i32
     } else {
         Some(GroupsRest::from_env().map_err(fail)?)
     };
-    Ok((prepared, Clients { bq, gcs, groups }))
+    // Resource Manager likewise, for ConsumerProjects.
+    let iam = if prepared.consumers.is_empty() {
+        None
+    } else {
+        Some(IamRest::from_env().map_err(fail)?)
+    };
+    Ok((prepared, Clients { bq, gcs, groups, iam }))
 }
 
 /// The production clients.
@@ -154,6 +171,7 @@ struct Clients {
     bq: BigQueryRest,
     gcs: GcsRest,
     groups: Option<GroupsRest>,
+    iam: Option<IamRest>,
 }
 
 /// One IngestedTable, observed and planned: loads and view layers.
@@ -210,6 +228,103 @@ fn print_table_plans(prepared: &Prepared, plans: &[Result<TableState, String>]) 
             Err(e) => println!("error: {e}"),
         }
     }
+}
+
+/// Adds entries of views bqsteward deleted to every access list it plans.
+fn retire(prepared: &mut Prepared, entries: impl Iterator<Item = AclEntry>) {
+    let entries: Vec<AclEntry> = entries.collect();
+    for d in &mut prepared.desired {
+        d.retire.extend(entries.iter().cloned());
+    }
+}
+
+/// Observes and plans every ConsumerProject.
+async fn plan_consumers(
+    bq: &dyn BigQuery,
+    iam: Option<&dyn ProjectIam>,
+    prepared: &Prepared,
+) -> Vec<Result<ConsumerPlan, String>> {
+    let backoff = Backoff::default();
+    let mut out = Vec::new();
+    for t in &prepared.consumers {
+        out.push(
+            consumer::reconcile::plan(bq, iam, t, &backoff)
+                .await
+                .map_err(|e| format!("cannot read its dataset, views or sources: {e}")),
+        );
+    }
+    out
+}
+
+/// Plans each ConsumerProject again (after the tables and their views exist) and writes its
+/// dataset and views; a refused one writes nothing. Returns the exit status, the authorizations
+/// to retire and the consumers that were applied (their IAM follows the access lists).
+async fn apply_consumer_views(
+    bq: &dyn BigQuery,
+    iam: Option<&dyn ProjectIam>,
+    prepared: &Prepared,
+) -> (i32, Vec<AclEntry>, Vec<ConsumerTarget>) {
+    let mut code = EXIT_OK;
+    let mut retired = Vec::new();
+    let mut applied = Vec::new();
+    for (t, p) in prepared.consumers.iter().zip(plan_consumers(bq, iam, prepared).await) {
+        let p = match p {
+            Ok(p) => p,
+            Err(e) => {
+                println!("ConsumerProject {}: {e}", t.resource);
+                code = EXIT_ERROR;
+                continue;
+            }
+        };
+        print!("{}", consumer::reconcile::plan_text(t, &p));
+        if p.views.is_refused() {
+            println!("ConsumerProject {}: refused: nothing was written", t.resource);
+            code = EXIT_ERROR;
+            continue;
+        }
+        match consumer::reconcile::apply_views(bq, &p).await {
+            Ok(done) => {
+                for d in done {
+                    println!("ConsumerProject {}: {d}", t.resource);
+                }
+                retired.extend(p.retire.iter().cloned());
+                applied.push(t.clone());
+            }
+            Err(e) => {
+                println!("ConsumerProject {}: views failed: {e}", t.resource);
+                code = EXIT_ERROR;
+            }
+        }
+    }
+    (code, retired, applied)
+}
+
+/// Writes the jobUser binding of each applied ConsumerProject.
+async fn apply_consumer_iam(iam: &dyn ProjectIam, applied: &[ConsumerTarget]) -> i32 {
+    let backoff = Backoff::default();
+    let mut code = EXIT_OK;
+    for t in applied {
+        match consumer::reconcile::apply_iam(iam, t, &backoff).await {
+            Ok(p) if p.has_changes() => println!(
+                "ConsumerProject {}: {} on project {}: +{} \u{2212}{}",
+                t.resource,
+                consumer::iam::JOB_USER,
+                p.project,
+                p.add.len(),
+                p.remove.len()
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                println!(
+                    "ConsumerProject {}: IAM failed ({}): {e}",
+                    t.resource,
+                    category_label(&e)
+                );
+                code = EXIT_ERROR;
+            }
+        }
+    }
+    code
 }
 
 /// Observes and plans every group; a group that cannot be read is reported as refused.
@@ -314,11 +429,16 @@ async fn plan_all(bq: &dyn BigQuery, prepared: &Prepared, approved: bool) -> Vec
 
 /// `bqsteward plan`.
 pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
-    let (prepared, clients) = match prepare_with_client(args).await {
+    let (mut prepared, clients) = match prepare_with_client(args).await {
         Ok(x) => x,
         Err(code) => return code,
     };
     let bq = clients.bq;
+    let consumer_plans = plan_consumers(&bq, clients.iam.as_ref().map(|c| c as &dyn ProjectIam), &prepared).await;
+    retire(
+        &mut prepared,
+        consumer_plans.iter().flatten().flat_map(|p| p.retire.iter().cloned()),
+    );
     let plans = plan_all(&bq, &prepared, false).await;
     let table_plans = plan_tables(&bq, &clients.gcs, &prepared).await;
     let rendered = match output {
@@ -332,6 +452,18 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
     if output != PlanOutput::Json {
         print_table_plans(&prepared, &table_plans);
     }
+    if output != PlanOutput::Json {
+        for (t, p) in prepared.consumers.iter().zip(&consumer_plans) {
+            match p {
+                Ok(p) => print!("{}", consumer::reconcile::plan_text(t, p)),
+                Err(e) => println!("error: ConsumerProject {}: {e}", t.resource),
+            }
+        }
+    }
+    let consumer_error = consumer_plans
+        .iter()
+        .any(|p| p.as_ref().map_or(true, |p| p.views.is_refused()));
+    let consumer_changes = consumer_plans.iter().any(|p| p.as_ref().is_ok_and(|p| p.has_changes()));
     let group_plans = match &clients.groups {
         Some(g) => plan_groups(g, &prepared, false).await,
         None => Vec::new(),
@@ -349,9 +481,9 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
     let table_changes = table_plans
         .iter()
         .any(|p| p.as_ref().is_ok_and(|s| !s.plan.is_empty() || s.views.has_changes()));
-    if plans.iter().any(DatasetPlan::is_refused) || table_error || group_error {
+    if plans.iter().any(DatasetPlan::is_refused) || table_error || group_error || consumer_error {
         EXIT_ERROR
-    } else if plans.iter().any(DatasetPlan::has_changes) || table_changes || group_changes {
+    } else if plans.iter().any(DatasetPlan::has_changes) || table_changes || group_changes || consumer_changes {
         EXIT_CHANGES
     } else {
         EXIT_OK
@@ -362,19 +494,26 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
 /// lists and authorizations refer to), then access lists.
 pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
     match prepare_with_client(args).await {
-        Ok((prepared, clients)) => {
+        Ok((mut prepared, clients)) => {
             let tables = apply_tables(&clients.bq, &clients.gcs, &prepared).await;
+            let iam_client = clients.iam.as_ref().map(|c| c as &dyn ProjectIam);
+            let (consumers, retired, applied) = apply_consumer_views(&clients.bq, iam_client, &prepared).await;
+            retire(&mut prepared, retired.into_iter());
             let datasets =
                 if prepared.desired.is_empty() && (!prepared.tables.is_empty() || !prepared.groups.is_empty()) {
                     EXIT_OK
                 } else {
                     apply_with(&clients.bq, &prepared, allow_large_removal).await
                 };
+            let iam = match iam_client {
+                Some(c) => apply_consumer_iam(c, &applied).await,
+                None => EXIT_OK,
+            };
             let groups = match &clients.groups {
                 Some(g) => apply_groups(g, &prepared, allow_large_removal).await,
                 None => EXIT_OK,
             };
-            datasets.max(tables).max(groups)
+            datasets.max(tables).max(consumers).max(iam).max(groups)
         }
         Err(code) => code,
     }

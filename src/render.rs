@@ -75,7 +75,7 @@ fn diff(plan: &DatasetPlan) -> String {
 
 fn title(plan: &DatasetPlan) -> String {
     let t = match &plan.resource {
-        Some(r) => format!("DatasetAccess {r} \u{2192} {}", plan.dataset),
+        Some(r) => format!("{} {r} \u{2192} {}", plan.resource_kind, plan.dataset),
         None => format!("{} (entries bqsteward requires)", plan.dataset),
     };
     if plan.will_be_created {

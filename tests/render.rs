@@ -19,6 +19,8 @@ fn desired(dataset: &str, owner: Option<&str>, entries: &[serde_json::Value]) ->
             .collect(),
         allow_large_removal: false,
         created_by: None,
+        owner_kind: "DatasetAccess",
+        retire: Default::default(),
     }
 }
 

@@ -45,9 +45,15 @@ pub enum Reason {
 pub struct DesiredAcl {
     /// Which dataset.
     pub key: DatasetKey,
-    /// The DatasetAccess owning the list (`namespace/name`), if any. With one, the list is exact
-    /// (undeclared entries are removed); without, bqsteward only adds what it requires.
+    /// The resource owning the list (`namespace/name`), if any: a DatasetAccess, or the
+    /// ConsumerProject whose dataset it is. With one, the list is exact (undeclared entries are
+    /// removed); without, bqsteward only adds what it requires.
     pub owner: Option<String>,
+    /// Kind of the owner (`DatasetAccess` or `ConsumerProject`).
+    pub owner_kind: &'static str,
+    /// Entries bqsteward wrote for views it has since deleted: removed even from a list no
+    /// resource owns.
+    pub retire: std::collections::BTreeSet<AclEntry>,
     /// Every desired entry and why.
     pub entries: BTreeMap<AclEntry, Reason>,
     /// The owner carries `bqsteward.dev/allow-large-removal: "true"`.
@@ -72,25 +78,35 @@ pub struct Requirement {
 /// authorized views: IngestedTable view layers (and, later, ConsumerProject views) add theirs
 /// here, so a DatasetAccess apply can never remove them, and a view recreated by someone (which
 /// loses its authorization) is authorized again on the next apply.
-pub fn requirements(resource: &Resource) -> Vec<Requirement> {
-    match resource {
-        Resource::IngestedTable(it) => {
-            let by = format!("IngestedTable {}", resource.qualified_name());
-            crate::views::layers(&it.spec)
-                .iter()
-                .map(|l| {
-                    let (key, entry) = l.authorization();
-                    Requirement {
-                        key,
-                        entry,
-                        by: by.clone(),
-                    }
-                })
-                .collect()
+pub fn requirements(loaded: &Loaded, all: &[Loaded]) -> Vec<Requirement> {
+    let resource = &loaded.resource;
+    let by = format!("{} {}", resource.kind(), resource.qualified_name());
+    let pairs: Vec<(DatasetKey, AclEntry)> = match resource {
+        Resource::IngestedTable(it) => crate::views::layers(&it.spec)
+            .iter()
+            .map(|l| l.authorization())
+            .collect(),
+        Resource::ConsumerProject(cp) => {
+            match crate::consumer::layout::ConsumerTarget::resolve(
+                &resource.qualified_name(),
+                resource.namespace(),
+                &cp.spec,
+                all,
+            ) {
+                Ok(t) => t.authorizations(),
+                Err(_) => Vec::new(), // validation reports unresolved sources
+            }
         }
-        Resource::ConsumerProject(_) => Vec::new(),
         Resource::DatasetAccess(_) | Resource::GroupMembership(_) => Vec::new(),
-    }
+    };
+    pairs
+        .into_iter()
+        .map(|(key, entry)| Requirement {
+            key,
+            entry,
+            by: by.clone(),
+        })
+        .collect()
 }
 
 /// Datasets a resource creates when they are missing.
@@ -108,6 +124,10 @@ pub fn creates(resource: &Resource) -> Vec<DatasetKey> {
             }));
             out
         }
+        Resource::ConsumerProject(cp) => vec![DatasetKey {
+            project: cp.spec.project.clone(),
+            dataset: cp.spec.dataset.clone(),
+        }],
         _ => Vec::new(),
     }
 }
@@ -122,6 +142,8 @@ pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<Desired
             entries: BTreeMap::new(),
             allow_large_removal: false,
             created_by: None,
+            owner_kind: "DatasetAccess",
+            retire: Default::default(),
         })
     }
     let mut out: BTreeMap<DatasetKey, DesiredAcl> = BTreeMap::new();
@@ -138,7 +160,25 @@ pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<Desired
                 acl.entries.entry(AclEntry::from_spec(e)).or_insert(Reason::Declared);
             }
         }
-        for r in requirements(&loaded.resource) {
+        if let Resource::ConsumerProject(cp) = &loaded.resource {
+            // The consumer dataset's list is exact: the readers (and bqsteward's identity).
+            let key = DatasetKey {
+                project: cp.spec.project.clone(),
+                dataset: cp.spec.dataset.clone(),
+            };
+            let target = crate::consumer::layout::ConsumerTarget {
+                resource: loaded.resource.qualified_name(),
+                spec: cp.spec.clone(),
+                views: Vec::new(),
+            };
+            let acl = slot(&mut out, key);
+            acl.owner = Some(loaded.resource.qualified_name());
+            acl.owner_kind = "ConsumerProject";
+            for e in target.reader_entries() {
+                acl.entries.entry(e).or_insert(Reason::Declared);
+            }
+        }
+        for r in requirements(loaded, resources) {
             let acl = slot(&mut out, r.key);
             acl.entries.insert(r.entry, Reason::Required { by: r.by });
         }

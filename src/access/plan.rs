@@ -32,8 +32,11 @@ impl Observed {
 pub struct DatasetPlan {
     /// Which dataset.
     pub dataset: DatasetKey,
-    /// The DatasetAccess owning the list (`namespace/name`), if any.
+    /// The resource owning the list (`namespace/name`), if any.
     pub resource: Option<String>,
+    /// Its kind (`DatasetAccess` or `ConsumerProject`).
+    #[serde(skip)]
+    pub resource_kind: &'static str,
     /// Entries to add.
     pub add: Vec<AclEntry>,
     /// Entries to remove.
@@ -74,6 +77,7 @@ pub fn plan_dataset(desired: &DesiredAcl, observed: Option<&Observed>, policy: &
     let mut plan = DatasetPlan {
         dataset: desired.key.clone(),
         resource: desired.owner.clone(),
+        resource_kind: desired.owner_kind,
         add: Vec::new(),
         remove: Vec::new(),
         unchanged: 0,
@@ -107,8 +111,9 @@ pub fn plan_dataset(desired: &DesiredAcl, observed: Option<&Observed>, policy: &
     let before: BTreeSet<AclEntry> = observed.entries.iter().cloned().collect();
     let mut after: BTreeSet<AclEntry> = desired.entries.keys().cloned().collect();
     if desired.owner.is_none() {
-        // No DatasetAccess owns this list: only add what bqsteward requires, keep the rest.
-        after.extend(before.iter().cloned());
+        // No resource owns this list: only add what bqsteward requires, keep the rest — except
+        // entries of views bqsteward itself deleted.
+        after.extend(before.iter().filter(|e| !desired.retire.contains(e)).cloned());
     }
     plan.add = after.difference(&before).cloned().collect();
     plan.remove = before.difference(&after).cloned().collect();
@@ -138,10 +143,14 @@ pub fn plan_dataset(desired: &DesiredAcl, observed: Option<&Observed>, policy: &
     }
     let limit = policy.max_removals_per_dataset;
     if plan.remove.len() > limit && !approved && !desired.allow_large_removal {
-        let who = desired.owner.as_deref().unwrap_or("the DatasetAccess");
+        let who = format!(
+            "{} {}",
+            desired.owner_kind,
+            desired.owner.as_deref().unwrap_or("(owner)")
+        );
         plan.refusals.push(format!(
             "would remove {} entries from dataset {} (limit {limit}); review the plan, then approve by setting the \
-             annotation {ANNOTATION_ALLOW_LARGE_REMOVAL}: \"true\" on DatasetAccess {who} or by running apply --allow-large-removal",
+             annotation {ANNOTATION_ALLOW_LARGE_REMOVAL}: \"true\" on {who} or by running apply --allow-large-removal",
             plan.remove.len(),
             desired.key
         ));
@@ -182,6 +191,8 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             allow_large_removal: false,
             created_by: None,
+            owner_kind: "DatasetAccess",
+            retire: Default::default(),
         }
     }
 

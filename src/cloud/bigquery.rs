@@ -59,6 +59,10 @@ pub trait BigQuery: Send + Sync {
     async fn patch_view(&self, def: &ViewDef, etag: &str) -> Result<(), CloudError>;
     /// Deletes a table; succeeds if it is already gone.
     async fn delete_table(&self, table: &TableRef) -> Result<(), CloudError>;
+    /// Every table and view of a dataset with its type (`TABLE`, `VIEW`, …), following pages.
+    async fn list_tables(&self, project: &str, dataset: &str) -> Result<Vec<(TableRef, String)>, CloudError>;
+    /// Checks a query without running it (`dryRun`): Ok when BigQuery accepts it.
+    async fn dry_run(&self, project: &str, location: &str, sql: &str) -> Result<(), CloudError>;
     /// Reads a job; `Ok(None)` when no job has this id.
     async fn get_job(&self, project: &str, location: &str, job_id: &str) -> Result<Option<Job>, CloudError>;
     /// Inserts a job with a caller-chosen id. BigQuery answers 409 `duplicate` when the id exists.
@@ -359,6 +363,63 @@ impl BigQuery for BigQueryRest {
             .header(reqwest::header::IF_MATCH, etag)
             .json(&def.to_api());
         self.rest.send(&op, req).await.map(|_| ())
+    }
+
+    async fn list_tables(&self, project: &str, dataset: &str) -> Result<Vec<(TableRef, String)>, CloudError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            tables: Vec<Item>,
+            #[serde(default)]
+            next_page_token: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Item {
+            table_reference: Ref,
+            #[serde(rename = "type", default)]
+            kind: String,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Ref {
+            project_id: String,
+            dataset_id: String,
+            table_id: String,
+        }
+        let op = format!("tables.list {project}.{dataset}");
+        let url = self.url(&format!("projects/{}/datasets/{}/tables", seg(project), seg(dataset)));
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self.rest.http.get(&url).query(&[("maxResults", "1000")]);
+            if let Some(t) = &token {
+                req = req.query(&[("pageToken", t)]);
+            }
+            let page: Page = self.rest.json(&op, req).await?;
+            for t in page.tables {
+                let r = t.table_reference;
+                out.push((TableRef::new(&r.project_id, &r.dataset_id, &r.table_id), t.kind));
+            }
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn dry_run(&self, project: &str, location: &str, sql: &str) -> Result<(), CloudError> {
+        let op = format!("jobs.query {project} (dry run)");
+        let url = self.url(&format!("projects/{}/queries", seg(project)));
+        let body = serde_json::json!({
+            "query": sql,
+            "useLegacySql": false,
+            "location": location,
+            "dryRun": true,
+        });
+        let page: QueryPage = self.rest.json(&op, self.rest.http.post(&url).json(&body)).await?;
+        page.check(&op)
     }
 
     async fn delete_table(&self, t: &TableRef) -> Result<(), CloudError> {

@@ -312,8 +312,8 @@ pub fn check(filter: &str, columns: Option<&[String]>) -> Result<Vec<String>, Fi
                         ));
                     }
                     used.push(col);
-                } else if is_call && FUNCTIONS.contains(&upper.as_str()) {
-                } else if KEYWORDS.contains(&upper.as_str()) {
+                } else if allowed_call || KEYWORDS.contains(&upper.as_str()) {
+                    // An allowed function or keyword.
                 } else if is_call {
                     return err(format!(
                         "function {word} is not allowed in a row filter (allowed: {})",

@@ -29,15 +29,42 @@ pub async fn observe(bq: &dyn BigQuery, layout: &Layout, source_exists: bool) ->
         let view = match info {
             None => None,
             Some(info) => {
-                let sql = match info.view_sql() {
-                    Some(sql) => Some(sql.to_string()),
-                    None if info.is_view() => read_view_sql(bq, t, &layout.location, &backoff).await?,
-                    None => None,
+                let (sql, sql_exact) = match info.view_sql() {
+                    Some(sql) => (Some(sql.to_string()), true),
+                    None if info.is_view() => match read_view_sql(bq, t, &layout.location, &backoff).await {
+                        Ok(sql) => (sql, false),
+                        Err(e) => {
+                            // Not fatal: the label hash still says whether bqsteward's SQL is there.
+                            tracing::debug!(view = %t, error = %e, "cannot read the view's SQL from INFORMATION_SCHEMA");
+                            (None, false)
+                        }
+                    },
+                    None => (None, false),
                 };
-                Some(ObservedView { info, sql })
+                Some(ObservedView { info, sql, sql_exact })
             }
         };
         out.views.push(view);
+    }
+    if layout.owns_datasets {
+        for ds in &layout.datasets {
+            if out.datasets.get(ds).is_some_and(Option::is_none) {
+                continue;
+            }
+            let tables = with_retry(&backoff, "tables.list", || bq.list_tables(&layout.project, ds)).await?;
+            for (t, kind) in tables {
+                if kind != "VIEW" || layout.views.iter().any(|v| v.def.table == t) {
+                    continue;
+                }
+                // Only views bqsteward made (tables.list does not return labels everywhere).
+                let info = with_retry(&backoff, "tables.get", || bq.get_table(&t)).await?;
+                if info.is_some_and(|i| {
+                    i.labels.get(super::layout::LABEL_MANAGED_BY).map(String::as_str) == Some("bqsteward")
+                }) {
+                    out.strays.push(t);
+                }
+            }
+        }
     }
     Ok(out)
 }
@@ -84,6 +111,11 @@ pub async fn apply(bq: &dyn BigQuery, plan: &LayoutPlan) -> Result<Done, CloudEr
     }
     if plan.waiting_for_table {
         return Ok(done);
+    }
+    for t in &plan.delete {
+        with_retry(&backoff, "tables.delete", || bq.delete_table(t)).await?;
+        tracing::info!(target: "bqsteward::audit", resource = %plan.resource, view = %t, action = "deleted", "view written");
+        done.push(format!("deleted view {t} (no longer declared)"));
     }
     for v in &plan.views {
         let def = &v.view.def;

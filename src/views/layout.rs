@@ -122,6 +122,9 @@ pub struct Layout {
     pub views: Vec<DesiredView>,
     /// Things a reviewer should know (columns left out of a layer and why).
     pub notes: Vec<String>,
+    /// The datasets belong to this resource alone: views in them that bqsteward made and that are
+    /// no longer declared are deleted (a ConsumerProject's dataset; not the shared layer datasets).
+    pub owns_datasets: bool,
 }
 
 /// The columns a layer's view exposes by the spec alone (undeclared live columns aside): what a
@@ -262,6 +265,7 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
         datasets,
         views,
         notes,
+        owns_datasets: false,
     }
 }
 

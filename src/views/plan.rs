@@ -1,7 +1,7 @@
 //! Planning the view layers against what exists: pure.
 
 use super::layout::{DesiredView, LABEL_MANAGED_BY, LABEL_SQL, Layout};
-use crate::cloud::bqtypes::TableInfo;
+use crate::cloud::bqtypes::{TableInfo, TableRef};
 use std::collections::BTreeMap;
 
 /// A live view (or whatever holds its name).
@@ -12,6 +12,19 @@ pub struct ObservedView {
     /// The view's SQL: from the table resource, else from `INFORMATION_SCHEMA.VIEWS`; `None`
     /// when neither said.
     pub sql: Option<String>,
+    /// `sql` is verbatim (the table resource). bqemulator's `INFORMATION_SCHEMA.VIEWS` drops the
+    /// quotes of string literals, so SQL read there is compared loosely (see [`loose`]).
+    pub sql_exact: bool,
+}
+
+/// SQL without quote characters and with whitespace collapsed: how SQL read back from
+/// bqemulator's `INFORMATION_SCHEMA.VIEWS` (which drops quotes) is compared. The label hash still
+/// catches what this misses.
+pub fn loose(sql: &str) -> String {
+    sql.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(['\'', '"'], "")
 }
 
 /// What exists of a layout.
@@ -23,6 +36,8 @@ pub struct ObservedLayout {
     pub views: Vec<Option<ObservedView>>,
     /// Whether the raw table exists (views cannot be created before it).
     pub source_exists: bool,
+    /// Views bqsteward made in datasets the layout owns that are no longer declared.
+    pub strays: Vec<TableRef>,
 }
 
 /// What happens to one view.
@@ -73,12 +88,16 @@ pub struct LayoutPlan {
     pub notes: Vec<String>,
     /// The raw table does not exist yet: the views wait for the first load.
     pub waiting_for_table: bool,
+    /// Views bqsteward made that are no longer declared: deleted.
+    pub delete: Vec<TableRef>,
 }
 
 impl LayoutPlan {
     /// Whether applying would write something.
     pub fn has_changes(&self) -> bool {
-        !self.create_datasets.is_empty() || self.views.iter().any(|v| v.change != ViewChange::Unchanged)
+        !self.create_datasets.is_empty()
+            || !self.delete.is_empty()
+            || self.views.iter().any(|v| v.change != ViewChange::Unchanged)
     }
 
     /// Whether the plan is refused.
@@ -98,6 +117,7 @@ pub fn plan(layout: &Layout, observed: &ObservedLayout) -> LayoutPlan {
         refusals: Vec::new(),
         notes: layout.notes.clone(),
         waiting_for_table: !observed.source_exists,
+        delete: observed.strays.clone(),
     };
     for ds in &layout.datasets {
         match observed.datasets.get(ds) {
@@ -125,10 +145,12 @@ pub fn plan(layout: &Layout, observed: &ObservedLayout) -> LayoutPlan {
             }
             Some(o) => {
                 let managed = o.info.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some("bqsteward");
+                let label_differs = o.info.labels.get(LABEL_SQL) != Some(&want.hash);
                 let sql_differs = match &o.sql {
-                    Some(sql) => *sql != want.def.sql,
+                    Some(sql) if o.sql_exact => *sql != want.def.sql,
+                    Some(sql) => loose(sql) != loose(&want.def.sql) || label_differs,
                     // SQL not readable: trust the hash bqsteward wrote, if it wrote one.
-                    None => o.info.labels.get(LABEL_SQL) != Some(&want.hash),
+                    None => label_differs,
                 };
                 let change = if sql_differs || !managed {
                     ViewChange::Update {
@@ -186,6 +208,7 @@ views: {full: true, clean: true}
                 ..TableInfo::default()
             },
             sql: sql.map(String::from),
+            sql_exact: true,
         }
     }
 
@@ -210,6 +233,7 @@ views: {full: true, clean: true}
             datasets: all_datasets(&l, "eu"),
             views: vec![Some(live(full, Some(&full.def.sql))), Some(live(clean, None))],
             source_exists: true,
+            strays: Vec::new(),
         };
         let p = plan(&l, &observed);
         assert!(!p.has_changes(), "{p:?}");
@@ -256,6 +280,28 @@ views: {full: true, clean: true}
     }
 
     #[test]
+    fn sql_read_without_quotes_compares_loosely() {
+        let l = the_layout();
+        let full = &l.views[0];
+        let mut o = live(full, None);
+        o.sql = Some(format!("{}  ", full.def.sql.replace('\'', "")));
+        o.sql_exact = false;
+        let observed = ObservedLayout {
+            datasets: all_datasets(&l, "EU"),
+            views: vec![Some(o.clone()), None],
+            source_exists: true,
+            strays: Vec::new(),
+        };
+        assert_eq!(plan(&l, &observed).views[0].change, ViewChange::Unchanged);
+        o.sql = Some("SELECT 1".into());
+        let observed = ObservedLayout {
+            views: vec![Some(o), None],
+            ..observed
+        };
+        assert!(matches!(plan(&l, &observed).views[0].change, ViewChange::Update { .. }));
+    }
+
+    #[test]
     fn adopts_hand_made_views_and_refuses_tables_and_other_locations() {
         let l = the_layout();
         let (full, clean) = (&l.views[0], &l.views[1]);
@@ -271,6 +317,7 @@ views: {full: true, clean: true}
                 datasets,
                 views: vec![Some(hand_made), Some(table)],
                 source_exists: true,
+                strays: Vec::new(),
             },
         );
         assert!(matches!(p.views[0].change, ViewChange::Update { adopt: true, .. }));

@@ -61,6 +61,12 @@ pub fn plan_text(p: &LayoutPlan) -> String {
             }
         }
     }
+    for t in &p.delete {
+        let _ = writeln!(
+            out,
+            "  views:  - view {t} (made by bqsteward, no longer declared): delete"
+        );
+    }
     for r in &p.refusals {
         let _ = writeln!(out, "  views:  REFUSED: {r}");
     }

@@ -8,6 +8,7 @@
 pub mod cloud_identity;
 pub mod http1;
 pub mod proxy;
+pub mod resource_manager;
 
 use bqsteward::cloud::Endpoints;
 use std::process::Command;

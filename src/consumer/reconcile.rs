@@ -1,0 +1,189 @@
+//! observe → plan → apply of one ConsumerProject's dataset and views, and its IAM binding. (Its
+//! dataset's access list and the views' authorizations go through the ACL compiler like every
+//! other list.)
+
+use super::iam::{self, IamPlan};
+use super::layout::ConsumerTarget;
+use super::rowfilter;
+use crate::access::{AclEntry, Principal};
+use crate::cloud::CloudError;
+use crate::cloud::bigquery::BigQuery;
+use crate::cloud::iam::ProjectIam;
+use crate::cloud::retry::{Backoff, with_retry};
+use crate::views::{self, LayoutPlan, ViewChange};
+use std::collections::BTreeMap;
+
+/// The plan of one ConsumerProject.
+#[derive(Clone, Debug)]
+pub struct ConsumerPlan {
+    /// Dataset and views (refusals included).
+    pub views: LayoutPlan,
+    /// The jobUser binding (`None` when the IAM policy could not be planned; see `refusals`).
+    pub iam: Option<IamPlan>,
+    /// Authorizations of deleted views, to remove from source datasets.
+    pub retire: Vec<AclEntry>,
+}
+
+impl ConsumerPlan {
+    /// Whether applying would write (access lists aside).
+    pub fn has_changes(&self) -> bool {
+        self.views.has_changes() || self.iam.as_ref().is_some_and(IamPlan::has_changes)
+    }
+}
+
+/// Observes and plans. `dry_run`: confirm the SQL of every view to be written with a BigQuery
+/// dry run (skipped for views whose source does not exist yet — an IngestedTable layer the same
+/// apply creates; apply dry-runs them once it does).
+pub async fn plan(
+    bq: &dyn BigQuery,
+    iam_client: Option<&dyn ProjectIam>,
+    t: &ConsumerTarget,
+    backoff: &Backoff,
+) -> Result<ConsumerPlan, CloudError> {
+    let layout = t.layout();
+    let observed = views::apply::observe(bq, &layout, true).await?;
+    let mut p = views::plan(&layout, &observed);
+    let loc = &t.spec.location;
+
+    // Sources: present, in the consumer's location, with the named columns.
+    let mut source_exists: BTreeMap<String, bool> = BTreeMap::new();
+    for (i, v) in t.views.iter().enumerate() {
+        let ds = with_retry(backoff, "datasets.get", || {
+            bq.get_dataset(&v.source.project, &v.source.dataset)
+        })
+        .await?;
+        if let Some(ds) = &ds
+            && !ds.location.is_empty()
+            && !ds.location.eq_ignore_ascii_case(loc)
+        {
+            p.refusals.push(format!(
+                "view {}: source dataset {}.{} is in {}, the consumer dataset in {loc}; a view cannot read across \
+                 locations: set spec.location to {}",
+                v.view.table, v.source.project, v.source.dataset, ds.location, ds.location
+            ));
+        }
+        let table = match ds {
+            Some(_) => with_retry(backoff, "tables.get", || bq.get_table(&v.source)).await?,
+            None => None,
+        };
+        source_exists.insert(v.source.to_string(), table.is_some());
+        let live_columns: Option<Vec<String>> = table
+            .as_ref()
+            .filter(|t| !t.schema.fields.is_empty())
+            .map(|t| t.schema.fields.iter().map(|f| f.name.clone()).collect());
+        match (&table, &v.source_columns) {
+            (None, None) => p.refusals.push(format!(
+                "view {}: source table {} does not exist (or bqsteward cannot see it); fix spec.views[{i}].source.table",
+                v.view.table, v.source
+            )),
+            (Some(_), None) => {
+                // An explicit table: its columns are known only now.
+                if let Some(cols) = &live_columns {
+                    for c in &v.columns {
+                        if !cols.iter().any(|x| x.eq_ignore_ascii_case(c)) {
+                            p.refusals.push(format!(
+                                "view {}: column {c:?} is not in {}; available: {}",
+                                v.view.table,
+                                v.source,
+                                cols.join(", ")
+                            ));
+                        }
+                    }
+                    if let Some(f) = &v.row_filter
+                        && let Err(e) = rowfilter::check(f, Some(cols))
+                    {
+                        p.refusals.push(format!("view {}: spec.views[{i}].rowFilter: {e}", v.view.table));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // BigQuery's word on every SQL to be written.
+    for vp in &p.views {
+        let needs = matches!(vp.change, ViewChange::Create | ViewChange::Update { .. });
+        if !needs
+            || !source_exists
+                .get(&vp.view.layer.source.to_string())
+                .copied()
+                .unwrap_or(false)
+        {
+            continue;
+        }
+        let sql = &vp.view.def.sql;
+        if let Err(e) = bq.dry_run(&t.spec.project, loc, sql).await {
+            p.refusals.push(format!(
+                "view {}: BigQuery rejects its query in a dry run: {e}",
+                vp.view.def.table
+            ));
+        }
+    }
+    let iam = match iam_client {
+        Some(c) => match iam::observe_and_plan(c, &t.resource, &t.spec.project, &t.iam_members(), backoff).await {
+            Ok(ip) => Some(ip),
+            Err(e) => {
+                p.refusals
+                    .push(format!("cannot read the IAM policy of project {}: {e}", t.spec.project));
+                None
+            }
+        },
+        None => None,
+    };
+    let retire = p
+        .delete
+        .iter()
+        .map(|v| AclEntry {
+            principal: Principal::View(v.to_string()),
+            role: None,
+        })
+        .collect();
+    Ok(ConsumerPlan { views: p, iam, retire })
+}
+
+/// Applies the dataset and views of a plan made right before (refused plans write nothing).
+pub async fn apply_views(bq: &dyn BigQuery, p: &ConsumerPlan) -> Result<Vec<String>, CloudError> {
+    views::apply::apply(bq, &p.views).await
+}
+
+/// Applies the IAM binding (read, plan, write with etag; on 409 read again).
+pub async fn apply_iam(
+    iam_client: &dyn ProjectIam,
+    t: &ConsumerTarget,
+    backoff: &Backoff,
+) -> Result<IamPlan, CloudError> {
+    iam::apply(iam_client, &t.resource, &t.spec.project, &t.iam_members(), backoff).await
+}
+
+/// Text of a plan (dataset/views via the view report, then IAM).
+pub fn plan_text(t: &ConsumerTarget, p: &ConsumerPlan) -> String {
+    let mut out = format!(
+        "ConsumerProject {} \u{2192} {}.{} ({})\n",
+        t.resource, t.spec.project, t.spec.dataset, t.spec.location
+    );
+    out.push_str(&views::report::plan_text(&p.views));
+    match &p.iam {
+        Some(ip) if ip.has_changes() => {
+            for m in &ip.add {
+                out.push_str(&format!(
+                    "  iam:    + {m} {} on project {}\n",
+                    iam::JOB_USER,
+                    ip.project
+                ));
+            }
+            for m in &ip.remove {
+                out.push_str(&format!(
+                    "  iam:    - {m} {} on project {}\n",
+                    iam::JOB_USER,
+                    ip.project
+                ));
+            }
+        }
+        Some(ip) => out.push_str(&format!(
+            "  iam:    = {} bindings as declared on project {}\n",
+            iam::JOB_USER,
+            ip.project
+        )),
+        None => out.push_str("  iam:    not planned (no Resource Manager client)\n"),
+    }
+    out
+}
