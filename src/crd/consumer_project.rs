@@ -42,10 +42,17 @@ pub struct ConsumerProjectSpec {
     /// BigQuery location of the dataset (default `US`); must equal the location of every source.
     #[serde(default = "super::ingested_table::default_location")]
     pub location: String,
-    /// Who may query the views: READER on the dataset and `roles/bigquery.jobUser` on the project.
+    /// Who may query the views. The dataset's access list is exactly these as READER plus
+    /// bqsteward's own identity as OWNER. They also get `roles/bigquery.jobUser` on the project
+    /// through one IAM binding bqsteward owns (condition title
+    /// `bqsteward: ConsumerProject <namespace>/<name>`); other bindings are never touched.
     #[serde(default)]
     pub readers: Vec<Principal>,
-    /// The views to create in the dataset.
+    /// The views to create in the dataset. Each is authorized on its source's dataset (kept by
+    /// every DatasetAccess, restored when removed); views bqsteward made that are no longer listed
+    /// are deleted with their authorizations. A view over a source's PII columns (an
+    /// IngestedTable's `full` layer) is refused unless the annotation
+    /// `bqsteward.dev/allow-pii: "<col>, <col>"` lists them.
     #[serde(default)]
     pub views: Vec<ConsumerView>,
     /// `Retain` (default) keeps the dataset and views when this resource is deleted; `Delete`
@@ -83,8 +90,10 @@ pub struct ConsumerView {
     /// Columns to expose (default: all columns of the source). Each must exist in the source.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
-    /// Optional boolean SQL expression over the source's columns, e.g. `amount > 0`. It may not
-    /// contain statement separators, subqueries or references to other tables.
+    /// Optional boolean SQL expression over the source's columns, e.g. `amount > 0`. Checked
+    /// before anything is written: only literals, the source's columns, operators, balanced
+    /// parentheses and a list of keywords and scalar functions (no `;`, comments, subqueries,
+    /// dotted names or parameters); then BigQuery dry-runs the view's query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_filter: Option<String>,
     /// Description shown in BigQuery.
