@@ -388,3 +388,65 @@ async fn injection_dry_run_and_pii_are_refused_before_anything_is_written() {
     assert!(env.bq.get_dataset(CONSUMER, &env.consumer_ds).await.unwrap().is_none());
     assert_eq!(env.iam.sets(), 0);
 }
+
+#[tokio::test]
+async fn deleting_with_policy_delete_removes_views_authorizations_and_binding_once() {
+    use bqsteward::cloud::iam::IamRest;
+    use bqsteward::consumer::layout::ConsumerTarget;
+    use bqsteward::consumer::reconcile::cleanup;
+    use bqsteward::manifest::{LoadReport, Resource, load_str};
+    use bqsteward::policy::Policy;
+
+    let env = Env::new().await;
+    let one = "    - {name: big_tx, source: {ingestedTable: payments}, columns: [id, amount]}\n";
+    let retain = env.manifests("", READERS, one);
+    let delete = retain.replace("  readers:", "  deletionPolicy: Delete\n  readers:");
+    ok(&env.bqsteward("apply", &delete).await, 0);
+    let clean_ds = format!("{}__views_clean", env.dataset);
+    let entry = format!("- view:{}", env.view("big_tx"));
+    assert!(env.access(DATA, &clean_ds).await.contains(&entry));
+
+    let target = |text: &str| {
+        let mut report = LoadReport::default();
+        load_str("m.yaml", text, &mut report);
+        let l = report
+            .resources
+            .iter()
+            .find(|l| matches!(l.resource, Resource::ConsumerProject(_)))
+            .unwrap();
+        let Resource::ConsumerProject(cp) = &l.resource else {
+            unreachable!()
+        };
+        ConsumerTarget::resolve("pay/marketing", "pay", &cp.spec, &report.resources).unwrap()
+    };
+    let iam = IamRest::new(Some(&env.iam.url)).unwrap();
+    let backoff = bqsteward::cloud::retry::Backoff::default();
+
+    // Retain: nothing is touched.
+    let done = cleanup(&env.bq, Some(&iam), &target(&retain), &Policy::default(), &backoff)
+        .await
+        .unwrap();
+    assert_eq!(done, Default::default());
+    assert!(env.bq.get_table(&env.view("big_tx")).await.unwrap().is_some());
+
+    // Delete: the view, its authorization and the binding go; the dataset stays.
+    let done = cleanup(&env.bq, Some(&iam), &target(&delete), &Policy::default(), &backoff)
+        .await
+        .unwrap();
+    assert_eq!(done.views_deleted, [env.view("big_tx").to_string()]);
+    assert_eq!(done.authorizations_removed, [format!("{DATA}.{clean_ds}")]);
+    assert_eq!(
+        done.iam_members_removed,
+        ["group:marketing@acme.com", "user:ana@acme.com"]
+    );
+    assert!(env.bq.get_table(&env.view("big_tx")).await.unwrap().is_none());
+    assert!(!env.access(DATA, &clean_ds).await.contains(&entry));
+    assert!(binding(&env.iam.policy(CONSUMER)).is_none());
+    assert!(env.bq.get_dataset(CONSUMER, &env.consumer_ds).await.unwrap().is_some());
+
+    // Idempotent.
+    let again = cleanup(&env.bq, Some(&iam), &target(&delete), &Policy::default(), &backoff)
+        .await
+        .unwrap();
+    assert_eq!(again, Default::default());
+}

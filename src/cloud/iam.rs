@@ -79,7 +79,12 @@ impl IamRest {
         let host = std::env::var("RESOURCE_MANAGER_EMULATOR_HOST")
             .ok()
             .filter(|s| !s.is_empty());
-        let (base, auth) = match host {
+        Self::new(host.as_deref())
+    }
+
+    /// A client for an emulator host (no credentials) or, with `None`, Google.
+    pub fn new(emulator_host: Option<&str>) -> Result<IamRest, CloudError> {
+        let (base, auth) = match emulator_host {
             Some(h) => {
                 let h = h.trim_end_matches('/');
                 let h = if h.contains("://") {

@@ -187,3 +187,92 @@ pub fn plan_text(t: &ConsumerTarget, p: &ConsumerPlan) -> String {
     }
     out
 }
+
+/// What deleting a ConsumerProject did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Views deleted.
+    pub views_deleted: Vec<String>,
+    /// Source datasets whose authorization entries were removed.
+    pub authorizations_removed: Vec<String>,
+    /// Members removed from the jobUser binding.
+    pub iam_members_removed: Vec<String>,
+}
+
+/// Deleting a ConsumerProject with `deletionPolicy: Delete`: its views (only those bqsteward
+/// made), their authorizations on the source datasets, and its jobUser binding go. The consumer
+/// dataset itself and its access list stay (they hold no data; delete the dataset by hand if
+/// wanted). With `Retain`, nothing is touched. Idempotent: running it again finds nothing to do.
+pub async fn cleanup(
+    bq: &dyn BigQuery,
+    iam_client: Option<&dyn ProjectIam>,
+    t: &ConsumerTarget,
+    policy: &crate::policy::Policy,
+    backoff: &Backoff,
+) -> Result<Cleanup, CloudError> {
+    use crate::access::apply::{Applier, Outcome};
+    use crate::access::{DatasetKey, DesiredAcl};
+    let mut done = Cleanup::default();
+    if t.spec.deletion_policy != crate::crd::DeletionPolicy::Delete {
+        return Ok(done);
+    }
+    let layout = t.layout();
+    let observed = views::apply::observe(bq, &layout, true).await?;
+    let mut ours: Vec<crate::cloud::bqtypes::TableRef> = observed.strays.clone();
+    for (want, live) in layout.views.iter().zip(&observed.views) {
+        if live.as_ref().is_some_and(|o| {
+            o.info.is_view()
+                && o.info.labels.get(views::layout::LABEL_MANAGED_BY).map(String::as_str) == Some("bqsteward")
+        }) {
+            ours.push(want.def.table.clone());
+        }
+    }
+    for v in &ours {
+        with_retry(backoff, "tables.delete", || bq.delete_table(v)).await?;
+        tracing::info!(target: "bqsteward::audit", resource = %t.resource, view = %v, action = "deleted", "view written");
+        done.views_deleted.push(v.to_string());
+    }
+    // Authorizations: every declared view's entry on its source dataset.
+    let mut by_dataset: BTreeMap<DatasetKey, DesiredAcl> = BTreeMap::new();
+    for (key, entry) in t.authorizations() {
+        by_dataset
+            .entry(key.clone())
+            .or_insert_with(|| DesiredAcl {
+                key,
+                owner: None,
+                owner_kind: "DatasetAccess",
+                entries: BTreeMap::new(),
+                allow_large_removal: true,
+                created_by: None,
+                retire: Default::default(),
+            })
+            .retire
+            .insert(entry);
+    }
+    let pacer = crate::cloud::retry::Pacer::default();
+    let applier = Applier {
+        bq,
+        policy,
+        approved: true,
+        backoff: backoff.clone(),
+        pacer: &pacer,
+    };
+    for (key, desired) in &by_dataset {
+        match applier.apply(desired).await {
+            Outcome::Applied { .. } => done.authorizations_removed.push(key.to_string()),
+            Outcome::Unchanged => {}
+            Outcome::Refused(p) => {
+                // A missing source dataset has nothing to remove.
+                if !p.refusals.iter().all(|r| r.contains("does not exist")) {
+                    tracing::warn!(dataset = %key, refusals = ?p.refusals, "authorizations not removed");
+                }
+            }
+            Outcome::Failed(e) => return Err(e),
+        }
+    }
+    if let Some(c) = iam_client {
+        let p = iam::apply(c, &t.resource, &t.spec.project, &Default::default(), backoff).await?;
+        done.iam_members_removed = p.remove;
+    }
+    Ok(done)
+}
