@@ -9,7 +9,7 @@ use crate::access::{DatasetPlan, DesiredAcl, compile, plan_dataset};
 use crate::cli::{LiveArgs, PlanOutput};
 use crate::cloud::Endpoints;
 use crate::cloud::bigquery::{BigQuery, BigQueryRest};
-use crate::cloud::bqtypes::TableInfo;
+use crate::cloud::bqtypes::{TableInfo, TableRef};
 use crate::cloud::groups::{Groups, GroupsRest};
 use crate::cloud::iam::{IamRest, ProjectIam};
 use crate::cloud::retry::{Backoff, Pacer};
@@ -230,11 +230,75 @@ fn print_table_plans(prepared: &Prepared, plans: &[Result<TableState, String>]) 
     }
 }
 
-/// Adds entries of views bqsteward deleted to every access list it plans.
-fn retire(prepared: &mut Prepared, entries: impl Iterator<Item = AclEntry>) {
-    let entries: Vec<AclEntry> = entries.collect();
+/// Drops authorizations of views that do not exist (a view whose creation was refused or failed):
+/// BigQuery refuses an access entry naming a missing view, which would block the whole list.
+async fn drop_missing_views(bq: &dyn BigQuery, prepared: &mut Prepared) {
+    let mut exists: std::collections::BTreeMap<String, bool> = std::collections::BTreeMap::new();
     for d in &mut prepared.desired {
-        d.retire.extend(entries.iter().cloned());
+        let mut missing = Vec::new();
+        for (e, reason) in &d.entries {
+            let (crate::access::Principal::View(v), crate::access::compile::Reason::Required { by }) =
+                (&e.principal, reason)
+            else {
+                continue;
+            };
+            let known = match exists.get(v) {
+                Some(k) => *k,
+                None => {
+                    let parts: Vec<&str> = v.rsplitn(3, '.').collect();
+                    let k = match parts.as_slice() {
+                        [t, ds, p] => match bq.get_table(&TableRef::new(p, ds, t)).await {
+                            Ok(Some(info)) => info.is_view(),
+                            Ok(None) => false,
+                            Err(_) => true, // unknown: keep it, the write will tell
+                        },
+                        _ => true,
+                    };
+                    exists.insert(v.clone(), k);
+                    k
+                }
+            };
+            if !known {
+                println!(
+                    "{}: authorization of view {v} ({by}) skipped: the view does not exist",
+                    d.key
+                );
+                missing.push(e.clone());
+            }
+        }
+        for e in missing {
+            d.entries.remove(&e);
+        }
+    }
+}
+
+/// Adds entries of views bqsteward deleted to the access lists it plans: to the dataset named
+/// (creating a list that only retires), or — when the dataset is not known — to every list.
+fn retire(prepared: &mut Prepared, entries: impl Iterator<Item = (Option<crate::access::DatasetKey>, AclEntry)>) {
+    for (key, entry) in entries {
+        match key {
+            Some(key) => {
+                if !prepared.desired.iter().any(|d| d.key == key) {
+                    prepared.desired.push(DesiredAcl {
+                        key: key.clone(),
+                        owner: None,
+                        owner_kind: "DatasetAccess",
+                        entries: Default::default(),
+                        allow_large_removal: false,
+                        created_by: None,
+                        retire: Default::default(),
+                    });
+                }
+                for d in prepared.desired.iter_mut().filter(|d| d.key == key) {
+                    d.retire.insert(entry.clone());
+                }
+            }
+            None => {
+                for d in &mut prepared.desired {
+                    d.retire.insert(entry.clone());
+                }
+            }
+        }
     }
 }
 
@@ -437,10 +501,21 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
     let consumer_plans = plan_consumers(&bq, clients.iam.as_ref().map(|c| c as &dyn ProjectIam), &prepared).await;
     retire(
         &mut prepared,
-        consumer_plans.iter().flatten().flat_map(|p| p.retire.iter().cloned()),
+        consumer_plans
+            .iter()
+            .flatten()
+            .flat_map(|p| p.retire.iter().map(|e| (None, e.clone()))),
     );
-    let plans = plan_all(&bq, &prepared, false).await;
     let table_plans = plan_tables(&bq, &clients.gcs, &prepared).await;
+    let retired_views: Vec<_> = prepared
+        .tables
+        .iter()
+        .zip(&table_plans)
+        .filter_map(|(t, p)| p.as_ref().ok().map(|s| retired_entries(t, &s.views)))
+        .flatten()
+        .collect();
+    retire(&mut prepared, retired_views.into_iter());
+    let plans = plan_all(&bq, &prepared, false).await;
     let rendered = match output {
         PlanOutput::Text => render::text(&plans, std::io::stdout().is_terminal()),
         PlanOutput::Markdown => render::markdown(&plans),
@@ -495,10 +570,12 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
 pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
     match prepare_with_client(args).await {
         Ok((mut prepared, clients)) => {
-            let tables = apply_tables(&clients.bq, &clients.gcs, &prepared).await;
+            let (tables, retired_views) = apply_tables(&clients.bq, &clients.gcs, &prepared).await;
+            retire(&mut prepared, retired_views.into_iter());
             let iam_client = clients.iam.as_ref().map(|c| c as &dyn ProjectIam);
             let (consumers, retired, applied) = apply_consumer_views(&clients.bq, iam_client, &prepared).await;
-            retire(&mut prepared, retired.into_iter());
+            retire(&mut prepared, retired.into_iter().map(|e| (None, e)));
+            drop_missing_views(&clients.bq, &mut prepared).await;
             let datasets =
                 if prepared.desired.is_empty() && (!prepared.tables.is_empty() || !prepared.groups.is_empty()) {
                     EXIT_OK
@@ -521,19 +598,44 @@ pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
 
 /// Applies every IngestedTable (loads, then view layers); one failing table does not stop the
 /// others.
-async fn apply_tables(bq: &dyn BigQuery, gcs: &dyn Storage, prepared: &Prepared) -> i32 {
+async fn apply_tables(
+    bq: &dyn BigQuery,
+    gcs: &dyn Storage,
+    prepared: &Prepared,
+) -> (i32, Vec<(Option<crate::access::DatasetKey>, AclEntry)>) {
     let plans = plan_tables(bq, gcs, prepared).await;
     print_table_plans(prepared, &plans);
     let mut code = EXIT_OK;
+    let mut retired = Vec::new();
     for (t, p) in prepared.tables.iter().zip(plans) {
         let Ok(state) = p else {
             code = EXIT_ERROR;
             continue;
         };
         code = code.max(apply_loads(bq, t, &state).await);
-        code = code.max(apply_views(bq, t).await);
+        let (c, r) = apply_views(bq, t).await;
+        code = code.max(c);
+        retired.extend(r);
     }
-    code
+    (code, retired)
+}
+
+/// The authorization entries of views a plan of `t` deletes, with the dataset each is on.
+fn retired_entries(t: &Target, plan: &LayoutPlan) -> Vec<(Option<crate::access::DatasetKey>, AclEntry)> {
+    let known = views::layout::retired_authorizations(&t.spec);
+    plan.delete
+        .iter()
+        .map(|v| {
+            let key = known.iter().find(|(r, _)| r == v).map(|(_, k)| k.clone());
+            (
+                key,
+                AclEntry {
+                    principal: crate::access::Principal::View(v.to_string()),
+                    role: None,
+                },
+            )
+        })
+        .collect()
 }
 
 async fn apply_loads(bq: &dyn BigQuery, t: &Target, state: &TableState) -> i32 {
@@ -564,46 +666,43 @@ async fn apply_loads(bq: &dyn BigQuery, t: &Target, state: &TableState) -> i32 {
 
 /// Plans the view layers again against the table as the loads left it (new columns show up in the
 /// views in the same apply), then writes them.
-async fn apply_views(bq: &dyn BigQuery, t: &Target) -> i32 {
-    if views::layers(&t.spec).is_empty() {
-        return EXIT_OK;
-    }
+async fn apply_views(bq: &dyn BigQuery, t: &Target) -> (i32, Vec<(Option<crate::access::DatasetKey>, AclEntry)>) {
     let table = match bq.get_table(&t.table).await {
         Ok(info) => info,
         Err(e) => {
             println!("IngestedTable {}: views: cannot read {}: {e}", t.name, t.table);
-            return EXIT_ERROR;
+            return (EXIT_ERROR, Vec::new());
         }
     };
     let plan = match plan_views(bq, t, table.as_ref()).await {
         Ok(p) => p,
         Err(e) => {
             println!("{e}");
-            return EXIT_ERROR;
+            return (EXIT_ERROR, Vec::new());
         }
     };
     if plan.is_refused() {
         for r in &plan.refusals {
             println!("IngestedTable {}: views refused: {r}", t.name);
         }
-        return EXIT_ERROR;
+        return (EXIT_ERROR, Vec::new());
     }
     match views::apply::apply(bq, &plan).await {
         Ok(done) => {
             for d in &done {
                 println!("IngestedTable {}: {d}", t.name);
             }
-            if plan.waiting_for_table {
+            if plan.waiting_for_table && !plan.views.is_empty() {
                 println!(
                     "IngestedTable {}: views wait for {} (created by the first load)",
                     t.name, t.table
                 );
             }
-            EXIT_OK
+            (EXIT_OK, retired_entries(t, &plan))
         }
         Err(e) => {
             println!("IngestedTable {}: views failed: {e}", t.name);
-            EXIT_ERROR
+            (EXIT_ERROR, Vec::new())
         }
     }
 }

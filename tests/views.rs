@@ -457,7 +457,71 @@ async fn a_table_where_a_view_belongs_is_refused_and_left_alone() {
     );
     let r = env.bqsteward(&["apply"], &m).await;
     ok(&r, 1);
+    // No access entry for views that could not be made (BigQuery would refuse the whole list).
+    assert!(
+        r.stdout.contains(&format!(
+            "authorization of view {} (IngestedTable pay/payments) skipped",
+            env.table("__views_full")
+        )),
+        "{}",
+        r.stdout
+    );
+    let raw_acl = env.access(&env.dataset).await;
+    assert!(!raw_acl.iter().any(|e| e.contains("view:")), "{raw_acl:?}");
     let info = env.bq.get_table(&env.table("__views_full")).await.unwrap().unwrap();
     assert_eq!(info.kind, "TABLE");
     assert!(env.bq.get_table(&env.table("__views_clean")).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn turning_a_layer_off_deletes_its_view_and_authorization() {
+    let env = Env::new().await;
+    env.put("payments/a.json", &[row(1, "new", Some(T1), "a@x.com")]).await;
+    let m = manifests(&env, "");
+    ok(&env.bqsteward(&["apply"], &m).await, 0);
+    let (full, clean) = (env.table("__views_full"), env.table("__views_clean"));
+    let full_ds = format!("{}__views_full", env.dataset);
+    assert!(env.access(&full_ds).await.contains(&format!("- view:{clean}")));
+
+    // views.clean off (and the DatasetAccess on the clean dataset with it).
+    let only_full = m
+        .replace("views: {full: true, clean: true}", "views: {full: true}")
+        .split("---\n")
+        .filter(|d| !d.contains("clean-readers"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let r = env.bqsteward(&["plan"], &only_full).await;
+    ok(&r, 2);
+    assert!(
+        r.stdout.contains(&format!(
+            "- view {clean} (made by bqsteward, no longer declared): delete"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with('-') && l.contains(&format!("view:{clean}"))),
+        "{}",
+        r.stdout
+    );
+    let r = env.bqsteward(&["apply"], &only_full).await;
+    ok(&r, 0);
+    assert!(env.bq.get_table(&clean).await.unwrap().is_none());
+    assert!(!env.access(&full_ds).await.contains(&format!("- view:{clean}")));
+    assert!(env.bq.get_table(&full).await.unwrap().is_some());
+    ok(&env.bqsteward(&["plan"], &only_full).await, 0);
+
+    // A view someone else made at that name is not bqsteward's: left alone.
+    env.rest(
+        reqwest::Method::POST,
+        &format!("datasets/{}__views_clean/tables", env.dataset),
+        json!({"tableReference": {"projectId": PROJECT, "datasetId": format!("{}__views_clean", env.dataset), "tableId": "payments"},
+               "view": {"query": format!("SELECT id FROM {}", env.table("").sql()), "useLegacySql": false}}),
+    )
+    .await;
+    ok(&env.bqsteward(&["plan"], &only_full).await, 0);
+    ok(&env.bqsteward(&["apply"], &only_full).await, 0);
+    assert!(env.bq.get_table(&clean).await.unwrap().is_some());
 }

@@ -99,6 +99,10 @@ pub fn plan_dataset(desired: &DesiredAcl, observed: Option<&Observed>, policy: &
             plan.will_be_created = true;
             &fresh
         }
+        (None, None) if desired.owner.is_none() && desired.entries.is_empty() => {
+            // Only retiring entries on a dataset that is gone: nothing to do.
+            return plan;
+        }
         (None, None) => {
             plan.refusals.push(format!(
                 "dataset {} does not exist; bqsteward does not create datasets for a DatasetAccess: create it \
@@ -254,6 +258,27 @@ mod tests {
         );
         let p = plan_dataset(&desired(vec![reader], true), None, &Policy::default(), false);
         assert!(p.refusals[0].contains("does not exist"));
+    }
+
+    #[test]
+    fn retiring_removes_only_what_bqsteward_deleted_and_a_missing_dataset_is_fine() {
+        let owner = e("OWNER", Principal::SpecialGroup("projectOwners".into()));
+        let gone =
+            AclEntry::from_api(&serde_json::json!({"view": {"projectId": "p", "datasetId": "v", "tableId": "gone"}}));
+        let other =
+            AclEntry::from_api(&serde_json::json!({"view": {"projectId": "p", "datasetId": "v", "tableId": "other"}}));
+        let mut d = desired(vec![], false);
+        d.retire.insert(gone.clone());
+        let p = plan_dataset(
+            &d,
+            Some(&live(vec![owner, gone.clone(), other])),
+            &Policy::default(),
+            false,
+        );
+        assert_eq!(p.remove, vec![gone]);
+        assert!(p.add.is_empty() && !p.is_refused());
+        let p = plan_dataset(&d, None, &Policy::default(), false);
+        assert!(!p.is_refused() && !p.has_changes());
     }
 
     #[test]

@@ -160,6 +160,7 @@ impl ConsumerTarget {
             views,
             notes: Vec::new(),
             owns_datasets: true,
+            retired: Vec::new(),
         }
     }
 

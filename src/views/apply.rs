@@ -46,6 +46,19 @@ pub async fn observe(bq: &dyn BigQuery, layout: &Layout, source_exists: bool) ->
         };
         out.views.push(view);
     }
+    for t in &layout.retired {
+        let info = with_retry(&backoff, "tables.get", || bq.get_table(t)).await?;
+        let ours = info.is_some_and(|i| {
+            i.is_view()
+                && i.labels.get(super::layout::LABEL_MANAGED_BY).map(String::as_str) == Some("bqsteward")
+                && i.description
+                    .as_deref()
+                    .is_some_and(|d| d.contains(&format!("({})", layout.resource)))
+        });
+        if ours {
+            out.strays.push(t.clone());
+        }
+    }
     if layout.owns_datasets {
         for ds in &layout.datasets {
             if out.datasets.get(ds).is_some_and(Option::is_none) {

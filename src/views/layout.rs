@@ -125,6 +125,9 @@ pub struct Layout {
     /// The datasets belong to this resource alone: views in them that bqsteward made and that are
     /// no longer declared are deleted (a ConsumerProject's dataset; not the shared layer datasets).
     pub owns_datasets: bool,
+    /// Views of layers this resource no longer enables: deleted if bqsteward made them for this
+    /// resource (label and description say so).
+    pub retired: Vec<TableRef>,
 }
 
 /// The columns a layer's view exposes by the spec alone (undeclared live columns aside): what a
@@ -266,7 +269,37 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
         views,
         notes,
         owns_datasets: false,
+        retired: retired_layers(spec),
     }
+}
+
+/// Where the views of layers `spec` does not enable would be.
+fn retired_layers(spec: &IngestedTableSpec) -> Vec<TableRef> {
+    retired_authorizations(spec).into_iter().map(|(v, _)| v).collect()
+}
+
+/// The views of layers `spec` does not enable, and the dataset each would be authorized on
+/// (clean on the full layer's dataset, full on the primary dataset), clean first.
+pub fn retired_authorizations(spec: &IngestedTableSpec) -> Vec<(TableRef, DatasetKey)> {
+    let d = &spec.destination;
+    let full_ds = format!("{}{}", d.dataset, spec.views.full_suffix());
+    let key = |dataset: &str| DatasetKey {
+        project: d.project.clone(),
+        dataset: dataset.to_string(),
+    };
+    let mut out = Vec::new();
+    if !spec.views.clean {
+        let clean = TableRef::new(
+            &d.project,
+            &format!("{}{}", d.dataset, spec.views.clean_suffix()),
+            &d.table,
+        );
+        out.push((clean, key(&full_ds)));
+    }
+    if !spec.views.full {
+        out.push((TableRef::new(&d.project, &full_ds, &d.table), key(&d.dataset)));
+    }
+    out
 }
 
 #[cfg(test)]
