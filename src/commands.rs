@@ -183,15 +183,9 @@ struct TableState {
 
 /// Observes and plans the view layers of `t` given its raw table as observed.
 async fn plan_views(bq: &dyn BigQuery, t: &Target, table: Option<&TableInfo>) -> Result<LayoutPlan, String> {
-    let layout = views::layout(
-        &format!("IngestedTable {}", t.name),
-        &t.spec,
-        table.map(|i| i.schema.fields.as_slice()),
-    );
-    let observed = views::apply::observe(bq, &layout, table.is_some())
+    views::apply::plan_for_table(bq, t, table)
         .await
-        .map_err(|e| format!("IngestedTable {}: cannot read its view layers: {e}", t.name))?;
-    Ok(views::plan(&layout, &observed))
+        .map_err(|e| format!("IngestedTable {}: cannot read its view layers: {e}", t.name))
 }
 
 /// Observes and plans every IngestedTable; a table that cannot be read is reported and skipped.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cloud;
 pub mod commands;
 pub mod consumer;
+pub mod controller;
 pub mod crd;
 pub mod groups;
 pub mod ingest;

@@ -159,3 +159,19 @@ pub async fn apply(bq: &dyn BigQuery, plan: &LayoutPlan) -> Result<Done, CloudEr
     }
     Ok(done)
 }
+
+/// Observes and plans the view layers of an IngestedTable given its raw table as observed (the
+/// same call for `plan`, `apply` and the controller).
+pub async fn plan_for_table(
+    bq: &dyn BigQuery,
+    t: &crate::ingest::exec::Target,
+    table: Option<&crate::cloud::bqtypes::TableInfo>,
+) -> Result<LayoutPlan, CloudError> {
+    let layout = super::layout(
+        &format!("IngestedTable {}", t.name),
+        &t.spec,
+        table.map(|i| i.schema.fields.as_slice()),
+    );
+    let observed = observe(bq, &layout, table.is_some()).await?;
+    Ok(super::plan(&layout, &observed))
+}

@@ -7,6 +7,7 @@
 
 pub mod cloud_identity;
 pub mod http1;
+pub mod kube_api;
 pub mod proxy;
 pub mod resource_manager;
 

@@ -1,0 +1,291 @@
+//! The controller's reconcile, driven object by object against the Kubernetes stand-in in
+//! `support/kube_api.rs` (no API server here) with the cloud side on the real emulators:
+//! finalizers added and removed on delete under each deletion policy, status written once and not
+//! rewritten when nothing changed, an invalid object gets a clear condition without blocking
+//! others, a failure backs off and recovers, and an IngestedTable with its views end to end.
+
+mod support;
+
+use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
+use bqsteward::cloud::bqtypes::TableRef;
+use bqsteward::cloud::retry::Backoff;
+use bqsteward::cloud::storage::{GcsRest, Storage};
+use bqsteward::controller::cluster::{FINALIZER, ObjectKey};
+use bqsteward::controller::reconcile::{Ctx, FailureBackoff, Object, reconcile};
+use bqsteward::manifest::{LoadReport, Loaded, Resource, load_str};
+use bqsteward::policy::Policy;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use support::kube_api::FakeKube;
+
+const PROJECT: &str = "bqsteward-ctl";
+const IDENTITY: &str = "serviceAccount:bqsteward@bqsteward-ctl.iam.gserviceaccount.com";
+
+async fn ctx(kube: Arc<FakeKube>) -> (Ctx, BigQueryRest, GcsRest) {
+    let e = support::emulators();
+    let bq = BigQueryRest::new(&e).await.unwrap();
+    let gcs = GcsRest::new(&e).unwrap();
+    let ctx = Ctx {
+        bq: Arc::new(bq.clone()),
+        gcs: Arc::new(gcs.clone()),
+        groups: None,
+        iam: None,
+        cluster: kube,
+        policy: Policy::default(),
+        identity: Some(IDENTITY.into()),
+        requeue: Duration::from_secs(600),
+        backoff: FailureBackoff::new(Duration::from_secs(5), Duration::from_secs(300)),
+        call_backoff: Backoff {
+            initial: Duration::from_millis(10),
+            ..Backoff::default()
+        },
+    };
+    (ctx, bq, gcs)
+}
+
+fn load(text: &str) -> Vec<Loaded> {
+    let mut report = LoadReport::default();
+    load_str("cluster.yaml", text, &mut report);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    report.resources
+}
+
+fn key_of(l: &Loaded) -> ObjectKey {
+    ObjectKey {
+        kind: l.resource.kind(),
+        namespace: l.resource.namespace().to_string(),
+        name: l.resource.qualified_name().split('/').nth(1).unwrap().to_string(),
+    }
+}
+
+fn meta_mut(l: &mut Loaded) -> &mut kube::core::ObjectMeta {
+    match &mut l.resource {
+        Resource::IngestedTable(r) => &mut r.metadata,
+        Resource::DatasetAccess(r) => &mut r.metadata,
+        Resource::ConsumerProject(r) => &mut r.metadata,
+        Resource::GroupMembership(r) => &mut r.metadata,
+    }
+}
+
+/// The object as the API would hand it to the controller now.
+fn object(kube: &FakeKube, l: &Loaded, deleting: bool) -> Object {
+    let key = key_of(l);
+    let stored = kube.get(&key);
+    let mut loaded = l.clone();
+    let m = meta_mut(&mut loaded);
+    m.generation = Some(1);
+    m.uid = Some(format!("uid-{}", key.name));
+    m.resource_version = Some(stored.resource_version.to_string());
+    m.finalizers = Some(stored.finalizers.clone());
+    if deleting {
+        m.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+    }
+    Object {
+        key,
+        loaded,
+        status: stored.status,
+    }
+}
+
+fn condition(status: &Value, t: &str) -> (String, String, String) {
+    let c = status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == t))
+        .cloned()
+        .unwrap_or_default();
+    (
+        c["status"].as_str().unwrap_or("").into(),
+        c["reason"].as_str().unwrap_or("").into(),
+        c["message"].as_str().unwrap_or("").into(),
+    )
+}
+
+async fn access(bq: &BigQueryRest, ds: &str) -> Vec<String> {
+    let info = bq.get_dataset(PROJECT, ds).await.unwrap().unwrap();
+    info.access
+        .iter()
+        .map(|e| bqsteward::access::AclEntry::from_api(e).principal.to_string())
+        .collect()
+}
+
+fn dataset_access(name: &str, ds: &str, policy: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {{name: {name}, namespace: ctl}}\nspec:\n  project: {PROJECT}\n  dataset: {ds}\n  deletionPolicy: {policy}\n  access:\n    - {{role: OWNER, specialGroup: projectOwners}}\n    - {{role: READER, group: {name}@acme.com}}\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn finalizers_status_deletion_policies_invalid_objects_and_backoff() {
+    let kube = Arc::new(FakeKube::default());
+    let (ctx, bq, _) = ctx(kube.clone()).await;
+    let (ds_a, ds_b) = (support::unique("ctl"), support::unique("ctl"));
+    for ds in [&ds_a, &ds_b] {
+        bq.create_dataset(PROJECT, ds, "US").await.unwrap();
+    }
+    let missing = support::unique("ctl");
+    let text = [
+        dataset_access("retained", &ds_a, "Retain", ""),
+        dataset_access("deleted", &ds_b, "Delete", ""),
+        dataset_access(
+            "public",
+            &support::unique("ctl"),
+            "Retain",
+            "    - {role: READER, iamMember: allUsers}\n",
+        ),
+        dataset_access("later", &missing, "Retain", ""),
+    ]
+    .join("---\n");
+    let all = load(&text);
+    let (retained, deleted, public, later) = (&all[0], &all[1], &all[2], &all[3]);
+
+    // First pass: finalizer added, access applied, status written with Ready=True.
+    for l in [retained, deleted] {
+        let requeue = reconcile(&ctx, &object(&kube, l, false), &all).await.unwrap();
+        assert_eq!(requeue, Duration::from_secs(600));
+        let s = kube.get(&key_of(l));
+        assert_eq!(s.finalizers, [FINALIZER]);
+        assert_eq!(condition(&s.status, "Ready").0, "True", "{}", s.status);
+        assert_eq!(s.status["observedGeneration"], 1);
+        assert!(kube.events(&key_of(l)).iter().any(|n| n.reason == "Applied"));
+    }
+    assert!(
+        access(&bq, &ds_a)
+            .await
+            .contains(&"group:retained@acme.com".to_string())
+    );
+    assert!(
+        access(&bq, &ds_a)
+            .await
+            .contains(&format!("user:{}", IDENTITY.split_once(':').unwrap().1))
+    );
+
+    // Second pass: nothing changed, so nothing is written (no status churn, no events).
+    let writes = kube.status_writes();
+    let events = kube.events(&key_of(retained)).len();
+    let first = kube.get(&key_of(retained)).status;
+    reconcile(&ctx, &object(&kube, retained, false), &all).await.unwrap();
+    assert_eq!(kube.status_writes(), writes);
+    assert_eq!(kube.events(&key_of(retained)).len(), events);
+    assert_eq!(kube.get(&key_of(retained)).status, first);
+
+    // An invalid object: a clear condition and a warning, no cloud call — and it blocks nobody.
+    reconcile(&ctx, &object(&kube, public, false), &all).await.unwrap();
+    let s = kube.get(&key_of(public));
+    let (st, reason, message) = condition(&s.status, "Ready");
+    assert_eq!((st.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(
+        message.contains("spec.access[2].iamMember") && message.contains("forbidden"),
+        "{message}"
+    );
+    assert!(
+        kube.events(&key_of(public))
+            .iter()
+            .any(|n| n.warning && n.reason == "InvalidSpec")
+    );
+    reconcile(&ctx, &object(&kube, retained, false), &all).await.unwrap();
+
+    // A failure backs off (growing delays) and recovers once the dataset exists.
+    let k = key_of(later);
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let e = reconcile(&ctx, &object(&kube, later, false), &all).await.unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        delays.push(ctx.backoff.failed(&k));
+    }
+    assert!(
+        delays[0] >= Duration::from_secs(4) && delays[0] <= Duration::from_secs(6),
+        "{delays:?}"
+    );
+    assert!(delays[2] > delays[0] * 2, "{delays:?}");
+    let (st, reason, _) = condition(&kube.get(&k).status, "Ready");
+    assert_eq!((st.as_str(), reason.as_str()), ("False", "ApplyFailed"));
+    bq.create_dataset(PROJECT, &missing, "US").await.unwrap();
+    reconcile(&ctx, &object(&kube, later, false), &all).await.unwrap();
+    assert_eq!(ctx.backoff.failures(&k), 0, "reset on success");
+    assert_eq!(condition(&kube.get(&k).status, "Ready").0, "True");
+
+    // Deletion. Retain: the finalizer goes, the access stays.
+    reconcile(&ctx, &object(&kube, retained, true), &all).await.unwrap();
+    assert!(kube.get(&key_of(retained)).finalizers.is_empty());
+    assert!(
+        access(&bq, &ds_a)
+            .await
+            .contains(&"group:retained@acme.com".to_string())
+    );
+    assert!(kube.events(&key_of(retained)).iter().any(|n| n.reason == "Retained"));
+    // Delete: the declared entries go (never bqsteward's identity), then the finalizer.
+    reconcile(&ctx, &object(&kube, deleted, true), &all).await.unwrap();
+    assert!(kube.get(&key_of(deleted)).finalizers.is_empty());
+    let left = access(&bq, &ds_b).await;
+    assert!(!left.contains(&"group:deleted@acme.com".to_string()), "{left:?}");
+    assert!(
+        left.contains(&format!("user:{}", IDENTITY.split_once(':').unwrap().1)),
+        "{left:?}"
+    );
+    // Idempotent: a repeated delete pass finds no finalizer and does nothing.
+    reconcile(&ctx, &object(&kube, deleted, true), &all).await.unwrap();
+    // An invalid object is never stuck on delete.
+    reconcile(&ctx, &object(&kube, public, true), &all).await.unwrap();
+    assert!(kube.get(&key_of(public)).finalizers.is_empty());
+}
+
+#[tokio::test]
+async fn an_ingested_table_loads_writes_views_status_and_is_deleted_with_policy_delete() {
+    let kube = Arc::new(FakeKube::default());
+    let (ctx, bq, gcs) = ctx(kube.clone()).await;
+    let bucket = support::unique("ctl").replace('_', "-");
+    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
+    gcs.upload(
+        &bucket,
+        "in/a.json",
+        b"{\"id\": 1, \"v\": 1}\n{\"id\": 1, \"v\": 2}\n".to_vec(),
+        "application/octet-stream",
+    )
+    .await
+    .unwrap();
+    let ds = support::unique("ctl");
+    let text = format!(
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {{name: t, namespace: ctl}}\nspec:\n  source: {{uri: 'gs://{bucket}/in/', format: NEWLINE_DELIMITED_JSON}}\n  destination: {{project: {PROJECT}, dataset: {ds}, table: t}}\n  schema: [{{name: id, type: INT64}}, {{name: v, type: INT64}}]\n  primaryKey: [id]\n  versionColumn: v\n  views: {{full: true}}\n  schedule: {{every: 5m}}\n  deletionPolicy: Delete\n"
+    );
+    let all = load(&text);
+    let requeue = reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    assert_eq!(
+        requeue,
+        Duration::from_secs(300),
+        "IngestedTable requeues at schedule.every"
+    );
+    let s = kube.get(&key_of(&all[0]));
+    assert_eq!(s.status["filesLoaded"], json!(1), "{}", s.status);
+    assert_eq!(s.status["rowsLoaded"], json!(2));
+    assert_eq!(condition(&s.status, "Ready").0, "True", "{}", s.status);
+    let full = TableRef::new(PROJECT, &format!("{ds}__views_full"), "t");
+    let rows = bq
+        .query(PROJECT, "US", &format!("SELECT v FROM {}", full.sql()), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.rows, vec![vec![Some("2".to_string())]]);
+    assert!(access(&bq, &ds).await.contains(&format!("view:{full}")));
+    assert!(
+        kube.events(&key_of(&all[0]))
+            .iter()
+            .any(|n| n.message.contains("loaded 1 files"))
+    );
+
+    // Nothing new: no status write. (The pass right after a load may write once more: the status of
+    // a loading pass is computed from the report, the next from the ledger's figures.)
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    let writes = kube.status_writes();
+    let before = kube.get(&key_of(&all[0])).status;
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    assert_eq!(kube.status_writes(), writes, "{before}\n{}", kube.get(&key_of(&all[0])).status);
+
+    // Delete with deletionPolicy Delete: views, their authorization and the table go.
+    reconcile(&ctx, &object(&kube, &all[0], true), &all).await.unwrap();
+    assert!(kube.get(&key_of(&all[0])).finalizers.is_empty());
+    assert!(bq.get_table(&full).await.unwrap().is_none());
+    assert!(bq.get_table(&TableRef::new(PROJECT, &ds, "t")).await.unwrap().is_none());
+    assert!(!access(&bq, &ds).await.contains(&format!("view:{full}")));
+}
