@@ -78,6 +78,32 @@ pub enum Command {
         #[arg(long, default_value_t = 900_000)]
         loaded: usize,
     },
+    /// Run the Kubernetes controller: reconcile every IngestedTable, DatasetAccess,
+    /// ConsumerProject and GroupMembership in the cluster, continuously.
+    Run {
+        /// Guardrail policy file (YAML); defaults apply without it.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// bqsteward's own identity: `serviceAccount:EMAIL` (kept as OWNER everywhere it writes).
+        #[arg(long, env = "BQSTEWARD_IDENTITY")]
+        identity: Option<String>,
+        /// Look at every object again after this long (drift correction), e.g. `10m`.
+        /// IngestedTables use their `schedule.every`.
+        #[arg(long, default_value = "10m")]
+        requeue: String,
+        /// Address of `/metrics`, `/healthz` and `/readyz`.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// Do not elect a leader (run exactly one replica then).
+        #[arg(long)]
+        no_leader_election: bool,
+        /// Namespace of the leader-election Lease (default: the pod's, from POD_NAMESPACE).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "bqsteward-system")]
+        lease_namespace: String,
+        /// Name of the leader-election Lease.
+        #[arg(long, default_value = "bqsteward-leader")]
+        lease_name: String,
+    },
     /// Check manifests offline: schema, identifiers, emails, column references, guardrails and
     /// duplicates. Exit 0 when valid, 1 when any error is found.
     Validate {

@@ -40,6 +40,36 @@ fn main() {
             );
             Ok(0)
         }
+        Command::Run {
+            policy,
+            identity,
+            requeue,
+            listen,
+            no_leader_election,
+            lease_namespace,
+            lease_name,
+        } => {
+            let policy = bqsteward::policy::Policy::load(policy.as_deref()).map_err(anyhow::Error::from);
+            let requeue = requeue
+                .parse::<kube::core::Duration>()
+                .map(std::time::Duration::from)
+                .map_err(|e| anyhow::anyhow!("--requeue {requeue:?}: {e}; write e.g. 10m"));
+            match (policy, requeue) {
+                (Ok(policy), Ok(requeue)) => {
+                    let args = bqsteward::controller::run::RunArgs {
+                        policy,
+                        identity,
+                        requeue,
+                        listen,
+                        leader_election: !no_leader_election,
+                        lease_namespace,
+                        lease_name,
+                    };
+                    runtime().block_on(bqsteward::controller::run::run(args)).map(|()| 0)
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
         Command::Apply {
             common,
             allow_large_removal,

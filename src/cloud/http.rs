@@ -101,8 +101,19 @@ impl Rest {
             operation: operation.to_string(),
             source,
         };
-        let resp = req.send().await.map_err(transport)?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                crate::controller::metrics::count_call(self.api, operation, "transport");
+                return Err(transport(e));
+            }
+        };
         let status = resp.status();
+        crate::controller::metrics::count_call(
+            self.api,
+            operation,
+            if status.is_success() { "ok" } else { status.as_str() },
+        );
         if status.is_success() {
             return Ok(resp);
         }

@@ -4,3 +4,5 @@
 
 pub mod cluster;
 pub mod reconcile;
+pub mod metrics;
+pub mod run;

@@ -1,0 +1,312 @@
+//! Wiring of `bqsteward run`: one kube-runtime Controller per kind over the same [`reconcile`],
+//! reflector stores so every reconcile sees all objects (the ACL compiler needs them), leader
+//! election on a Lease (kube-lease-manager) so only one replica writes, `/metrics`, `/healthz`,
+//! `/readyz`, and graceful shutdown on SIGTERM.
+//!
+//! Verified without a cluster: the reconcile it drives (tests/controller.rs). This wiring itself
+//! needs an API server; see the README for a kind/k3d recipe.
+
+use super::cluster::{KubeCluster, ObjectKey};
+use super::metrics::{FailureLabels, KindLabels, Metrics, TableLabels};
+use super::reconcile::{Ctx, FailureBackoff, Object, ReconcileError, reconcile};
+use crate::cloud::Endpoints;
+use crate::cloud::bigquery::BigQueryRest;
+use crate::cloud::groups::GroupsRest;
+use crate::cloud::iam::IamRest;
+use crate::cloud::retry::Backoff;
+use crate::cloud::storage::GcsRest;
+use crate::crd::{ConsumerProject, DatasetAccess, GroupMembership, IngestedTable};
+use crate::manifest::{Loaded, Origin, Resource};
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Settings of `bqsteward run`.
+#[derive(Clone, Debug)]
+pub struct RunArgs {
+    /// Guardrail policy.
+    pub policy: crate::policy::Policy,
+    /// bqsteward's identity (`serviceAccount:EMAIL`).
+    pub identity: Option<String>,
+    /// Periodic requeue of every object (IngestedTable: its `schedule.every`).
+    pub requeue: Duration,
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+    /// Elect a leader on a Lease; without it, run only one replica.
+    pub leader_election: bool,
+    /// Namespace of the Lease.
+    pub lease_namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+}
+
+struct Stores {
+    it: Store<IngestedTable>,
+    da: Store<DatasetAccess>,
+    cp: Store<ConsumerProject>,
+    gm: Store<GroupMembership>,
+}
+
+struct Shared {
+    ctx: Ctx,
+    metrics: Arc<Metrics>,
+    stores: OnceLock<Stores>,
+}
+
+/// A bqsteward kind as the runner handles it.
+trait Kind: kube::Resource<DynamicType = ()> + Clone + Send + Sync + std::fmt::Debug + 'static {
+    const KIND: &'static str;
+    fn resource(&self) -> Resource;
+    fn status_json(&self) -> serde_json::Value;
+}
+
+macro_rules! kind {
+    ($t:ty, $k:literal, $v:ident) => {
+        impl Kind for $t {
+            const KIND: &'static str = $k;
+            fn resource(&self) -> Resource {
+                Resource::$v(self.clone())
+            }
+            fn status_json(&self) -> serde_json::Value {
+                serde_json::to_value(&self.status).unwrap_or_default()
+            }
+        }
+    };
+}
+kind!(IngestedTable, "IngestedTable", IngestedTable);
+kind!(DatasetAccess, "DatasetAccess", DatasetAccess);
+kind!(ConsumerProject, "ConsumerProject", ConsumerProject);
+kind!(GroupMembership, "GroupMembership", GroupMembership);
+
+fn loaded(resource: Resource) -> Loaded {
+    Loaded {
+        resource,
+        origin: Origin {
+            file: "cluster".into(),
+            document: 0,
+            line: 0,
+        },
+    }
+}
+
+impl Shared {
+    fn all(&self) -> Vec<Loaded> {
+        let Some(s) = self.stores.get() else { return Vec::new() };
+        let mut out: Vec<Loaded> = Vec::new();
+        out.extend(s.it.state().iter().map(|o| loaded(o.resource())));
+        out.extend(s.da.state().iter().map(|o| loaded(o.resource())));
+        out.extend(s.cp.state().iter().map(|o| loaded(o.resource())));
+        out.extend(s.gm.state().iter().map(|o| loaded(o.resource())));
+        out
+    }
+}
+
+async fn reconcile_kind<K: Kind>(obj: Arc<K>, shared: Arc<Shared>) -> Result<Action, ReconcileError> {
+    let meta = obj.meta();
+    let key = ObjectKey {
+        kind: K::KIND,
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone().unwrap_or_default(),
+    };
+    let object = Object {
+        key,
+        loaded: loaded(obj.resource()),
+        status: obj.status_json(),
+    };
+    let labels = KindLabels { kind: K::KIND.into() };
+    let started = Instant::now();
+    let result = reconcile(&shared.ctx, &object, &shared.all()).await;
+    shared.metrics.reconciles.get_or_create(&labels).inc();
+    shared
+        .metrics
+        .duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if let Resource::IngestedTable(it) = &object.loaded.resource
+        && let Some(st) = &it.status
+    {
+        let d = &it.spec.destination;
+        let t = TableLabels {
+            table: format!("{}.{}.{}", d.project, d.dataset, d.table),
+        };
+        shared
+            .metrics
+            .quarantined
+            .get_or_create(&t)
+            .set(st.quarantined_files.unwrap_or(0));
+        let lag = st
+            .lag
+            .as_deref()
+            .and_then(|l| l.parse::<kube::core::Duration>().ok())
+            .map(|d| Duration::from(d).as_secs_f64())
+            .unwrap_or(0.0);
+        shared.metrics.lag.get_or_create(&t).set(lag);
+    }
+    result.map(Action::requeue)
+}
+
+fn error_policy<K: Kind>(obj: Arc<K>, error: &ReconcileError, shared: Arc<Shared>) -> Action {
+    let meta = obj.meta();
+    let key = ObjectKey {
+        kind: K::KIND,
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone().unwrap_or_default(),
+    };
+    shared
+        .metrics
+        .failures
+        .get_or_create(&FailureLabels {
+            kind: K::KIND.into(),
+            category: error.category().into(),
+        })
+        .inc();
+    let delay = shared.ctx.backoff.failed(&key);
+    tracing::warn!(object = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            get({
+                let m = metrics.clone();
+                move || {
+                    let m = m.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            m.encode(),
+                        )
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.load(Ordering::Relaxed) {
+                        (axum::http::StatusCode::OK, "ready")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+/// Runs the controller until SIGTERM (or until leadership is lost, which exits so the pod restarts
+/// as a candidate — only the leader ever writes).
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let endpoints = Endpoints::from_env();
+    let groups = match GroupsRest::from_env() {
+        Ok(g) => Some(Arc::new(g) as Arc<dyn crate::cloud::groups::Groups>),
+        Err(e) => {
+            tracing::warn!(error = %e, "no Cloud Identity client: GroupMembership objects will fail");
+            None
+        }
+    };
+    let iam = match IamRest::from_env() {
+        Ok(i) => Some(Arc::new(i) as Arc<dyn crate::cloud::iam::ProjectIam>),
+        Err(e) => {
+            tracing::warn!(error = %e, "no Resource Manager client: ConsumerProject billing is not managed");
+            None
+        }
+    };
+    let instance = std::env::var("POD_NAME").ok();
+    let ctx = Ctx {
+        bq: Arc::new(BigQueryRest::new(&endpoints).await?),
+        gcs: Arc::new(GcsRest::new(&endpoints)?),
+        groups,
+        iam,
+        cluster: Arc::new(KubeCluster::new(client.clone(), instance.clone())),
+        policy: args.policy.clone(),
+        identity: args.identity.clone(),
+        requeue: args.requeue,
+        backoff: FailureBackoff::new(Duration::from_secs(5), Duration::from_secs(15 * 60)),
+        call_backoff: Backoff::default(),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(serve(args.listen, metrics.clone(), ready.clone()));
+
+    let mut lost_leadership = None;
+    if args.leader_election {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&args.lease_namespace)
+            .with_identity(instance.clone().unwrap_or_else(|| format!("bqsteward-{}", std::process::id())))
+            .build()
+            .await?;
+        let (mut leader, _task) = manager.watch().await;
+        ready.store(true, Ordering::Relaxed); // a standby replica is healthy and ready
+        tracing::info!(lease = %args.lease_name, "waiting to become the leader");
+        while !*leader.borrow_and_update() {
+            if leader.changed().await.is_err() {
+                anyhow::bail!("leader election stopped");
+            }
+        }
+        tracing::info!("leading: starting the controllers");
+        lost_leadership = Some(async move {
+            loop {
+                if leader.changed().await.is_err() || !*leader.borrow_and_update() {
+                    return;
+                }
+            }
+        });
+    }
+
+    let cfg = watcher::Config::default();
+    let it = Controller::new(Api::<IngestedTable>::all(client.clone()), cfg.clone()).shutdown_on_signal();
+    let da = Controller::new(Api::<DatasetAccess>::all(client.clone()), cfg.clone()).shutdown_on_signal();
+    let cp = Controller::new(Api::<ConsumerProject>::all(client.clone()), cfg.clone()).shutdown_on_signal();
+    let gm = Controller::new(Api::<GroupMembership>::all(client.clone()), cfg).shutdown_on_signal();
+    let shared = Arc::new(Shared {
+        ctx,
+        metrics,
+        stores: OnceLock::new(),
+    });
+    let _ = shared.stores.set(Stores {
+        it: it.store(),
+        da: da.store(),
+        cp: cp.store(),
+        gm: gm.store(),
+    });
+    ready.store(true, Ordering::Relaxed);
+    let drain = |s: futures::stream::BoxStream<'static, ()>| s.for_each(|_| async {});
+    let controllers = futures::future::join4(
+        drain(it.run(reconcile_kind, error_policy, shared.clone()).map(|_| ()).boxed()),
+        drain(da.run(reconcile_kind, error_policy, shared.clone()).map(|_| ()).boxed()),
+        drain(cp.run(reconcile_kind, error_policy, shared.clone()).map(|_| ()).boxed()),
+        drain(gm.run(reconcile_kind, error_policy, shared.clone()).map(|_| ()).boxed()),
+    );
+    match lost_leadership {
+        Some(lost) => {
+            tokio::select! {
+                _ = controllers => tracing::info!("controllers stopped (signal)"),
+                _ = lost => anyhow::bail!("lost leadership: exiting so that only the leader writes"),
+            }
+        }
+        None => {
+            controllers.await;
+        }
+    }
+    server.abort();
+    Ok(())
+}
