@@ -280,7 +280,12 @@ async fn an_ingested_table_loads_writes_views_status_and_is_deleted_with_policy_
     let writes = kube.status_writes();
     let before = kube.get(&key_of(&all[0])).status;
     reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
-    assert_eq!(kube.status_writes(), writes, "{before}\n{}", kube.get(&key_of(&all[0])).status);
+    assert_eq!(
+        kube.status_writes(),
+        writes,
+        "{before}\n{}",
+        kube.get(&key_of(&all[0])).status
+    );
 
     // Delete with deletionPolicy Delete: views, their authorization and the table go.
     reconcile(&ctx, &object(&kube, &all[0], true), &all).await.unwrap();

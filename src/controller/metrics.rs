@@ -92,10 +92,22 @@ impl Metrics {
             "Failed reconciles by kind and error category",
             failures.clone(),
         );
-        registry.register("reconcile_duration_seconds", "Reconcile duration by kind", duration.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration by kind",
+            duration.clone(),
+        );
         registry.register("cloud_calls", "Cloud API calls by api, operation and outcome", calls);
-        registry.register("table_lag_seconds", "Age of the oldest file not yet loaded, per table", lag.clone());
-        registry.register("table_quarantined_files", "Quarantined files per table", quarantined.clone());
+        registry.register(
+            "table_lag_seconds",
+            "Age of the oldest file not yet loaded, per table",
+            lag.clone(),
+        );
+        registry.register(
+            "table_quarantined_files",
+            "Quarantined files per table",
+            quarantined.clone(),
+        );
         Metrics {
             registry,
             reconciles,

@@ -3,6 +3,6 @@
 //! narrow Kubernetes side (finalizers, status, events).
 
 pub mod cluster;
-pub mod reconcile;
 pub mod metrics;
+pub mod reconcile;
 pub mod run;

@@ -251,7 +251,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.leader_election {
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
             .with_namespace(&args.lease_namespace)
-            .with_identity(instance.clone().unwrap_or_else(|| format!("bqsteward-{}", std::process::id())))
+            .with_identity(
+                instance
+                    .clone()
+                    .unwrap_or_else(|| format!("bqsteward-{}", std::process::id())),
+            )
             .build()
             .await?;
         let (mut leader, _task) = manager.watch().await;
