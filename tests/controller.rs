@@ -294,3 +294,104 @@ async fn an_ingested_table_loads_writes_views_status_and_is_deleted_with_policy_
     assert!(bq.get_table(&TableRef::new(PROJECT, &ds, "t")).await.unwrap().is_none());
     assert!(!access(&bq, &ds).await.contains(&format!("view:{full}")));
 }
+
+/// The real Kubernetes writer, against kube's `tower-test` mock service: the requests it sends are
+/// the ones the API expects (merge patch of finalizers with the resourceVersion guard, server-side
+/// apply of status as field manager `bqsteward` on the status subresource, events.k8s.io Events).
+#[tokio::test]
+async fn the_kube_writer_sends_the_requests_the_api_expects() {
+    use bqsteward::controller::cluster::{Cluster, KubeCluster, Note};
+    use http_body_util::BodyExt;
+    let (service, mut handle) =
+        tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+    let client = kube::Client::new(service, "default");
+    let writer = KubeCluster::new(client, Some("pod-1".into()));
+    let key = ObjectKey {
+        kind: "DatasetAccess",
+        namespace: "team".into(),
+        name: "clean".into(),
+    };
+    let server = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let (req, send) = handle.next_request().await.expect("a request");
+            let ct = req
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let line = format!("{} {}", req.method(), req.uri());
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let parsed: Value = serde_json::from_slice(&body)
+                .or_else(|_| serde_yaml::from_slice(&body))
+                .unwrap_or(Value::Null);
+            // Echo an object back so the client can decode the answer.
+            let answer = json!({"apiVersion": "bqsteward.dev/v1alpha1", "kind": "DatasetAccess",
+                "metadata": {"name": "clean", "namespace": "team"}});
+            let answer = if line.contains("events") {
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "team"},
+                       "eventTime": "2026-11-22T00:00:00.000000Z"})
+            } else {
+                answer
+            };
+            send.send_response(
+                http::Response::builder()
+                    .body(kube::client::Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap(),
+            );
+            seen.push((line, ct, parsed));
+        }
+        seen
+    });
+    writer
+        .set_finalizers(&key, vec![FINALIZER.into()], Some("7"))
+        .await
+        .unwrap();
+    writer
+        .apply_status(&key, json!({"entries": 3, "observedGeneration": 2}))
+        .await
+        .unwrap();
+    writer
+        .event(
+            &key,
+            Some("uid-1"),
+            Note {
+                warning: true,
+                reason: "InvalidSpec".into(),
+                message: "spec.access[0]: bad".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let (line, ct, body) = &seen[0];
+    assert_eq!(
+        line,
+        "PATCH /apis/bqsteward.dev/v1alpha1/namespaces/team/datasetaccesses/clean?"
+    );
+    assert_eq!(ct, "application/merge-patch+json");
+    assert_eq!(
+        body,
+        &json!({"metadata": {"finalizers": [FINALIZER], "resourceVersion": "7"}})
+    );
+    let (line, ct, body) = &seen[1];
+    assert!(
+        line.starts_with("PATCH /apis/bqsteward.dev/v1alpha1/namespaces/team/datasetaccesses/clean/status?")
+            && line.contains("fieldManager=bqsteward")
+            && line.contains("force=true"),
+        "{line}"
+    );
+    assert_eq!(ct, "application/apply-patch+yaml");
+    assert_eq!(body["kind"], "DatasetAccess");
+    assert_eq!(body["apiVersion"], "bqsteward.dev/v1alpha1");
+    assert_eq!(body["status"]["entries"], 3);
+    let (line, _, body) = &seen[2];
+    assert!(
+        line.starts_with("POST /apis/events.k8s.io/v1/namespaces/team/events"),
+        "{line}"
+    );
+    assert_eq!(body["type"], "Warning");
+    assert_eq!(body["reason"], "InvalidSpec");
+    assert_eq!(body["regarding"]["kind"], "DatasetAccess");
+    assert_eq!(body["reportingController"], "bqsteward");
+}

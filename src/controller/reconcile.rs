@@ -236,7 +236,16 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
             .ok();
     }
     match error {
-        Some(e) => Err(e),
+        Some(e) => {
+            // Every failure is an event (the recorder folds repeats into one series).
+            let note = Note {
+                warning: true,
+                reason: reason_of(&e).into(),
+                message: e.to_string(),
+            };
+            ctx.cluster.event(&obj.key, uid, note).await.ok();
+            Err(e)
+        }
         None => {
             ctx.backoff.succeeded(&obj.key);
             Ok(work.requeue)
