@@ -18,7 +18,8 @@ use crate::cloud::storage::GcsRest;
 use crate::crd::{ConsumerProject, DatasetAccess, GroupMembership, IngestedTable};
 use crate::manifest::{Loaded, Origin, Resource};
 use futures::StreamExt;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -46,11 +47,14 @@ pub struct RunArgs {
     pub lease_name: String,
 }
 
+/// The controllers watch untyped objects and convert each one, so that one object that does not
+/// match the Rust types (a malformed object) gets a `Malformed` condition instead of stalling the
+/// watch of its whole kind.
 struct Stores {
-    it: Store<IngestedTable>,
-    da: Store<DatasetAccess>,
-    cp: Store<ConsumerProject>,
-    gm: Store<GroupMembership>,
+    it: Store<DynamicObject>,
+    da: Store<DynamicObject>,
+    cp: Store<DynamicObject>,
+    gm: Store<DynamicObject>,
 }
 
 struct Shared {
@@ -60,7 +64,9 @@ struct Shared {
 }
 
 /// A bqsteward kind as the runner handles it.
-trait Kind: kube::Resource<DynamicType = ()> + Clone + Send + Sync + std::fmt::Debug + 'static {
+trait Kind:
+    kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + Send + Sync + std::fmt::Debug + 'static
+{
     const KIND: &'static str;
     fn resource(&self) -> Resource;
     fn status_json(&self) -> serde_json::Value;
@@ -95,24 +101,61 @@ fn loaded(resource: Resource) -> Loaded {
     }
 }
 
+/// An untyped object as `K`.
+fn typed<K: Kind>(obj: &DynamicObject) -> Result<K, String> {
+    let v = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize::<_, K>(v).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+fn typed_all<K: Kind>(store: &Store<DynamicObject>) -> Vec<Loaded> {
+    store
+        .state()
+        .iter()
+        .filter_map(|o| typed::<K>(o).ok())
+        .map(|k| loaded(k.resource()))
+        .collect()
+}
+
 impl Shared {
     fn all(&self) -> Vec<Loaded> {
         let Some(s) = self.stores.get() else { return Vec::new() };
-        let mut out: Vec<Loaded> = Vec::new();
-        out.extend(s.it.state().iter().map(|o| loaded(o.resource())));
-        out.extend(s.da.state().iter().map(|o| loaded(o.resource())));
-        out.extend(s.cp.state().iter().map(|o| loaded(o.resource())));
-        out.extend(s.gm.state().iter().map(|o| loaded(o.resource())));
+        let mut out: Vec<Loaded> = typed_all::<IngestedTable>(&s.it);
+        out.extend(typed_all::<DatasetAccess>(&s.da));
+        out.extend(typed_all::<ConsumerProject>(&s.cp));
+        out.extend(typed_all::<GroupMembership>(&s.gm));
         out
     }
 }
 
-async fn reconcile_kind<K: Kind>(obj: Arc<K>, shared: Arc<Shared>) -> Result<Action, ReconcileError> {
-    let meta = obj.meta();
-    let key = ObjectKey {
+fn key_of<K: Kind>(obj: &DynamicObject) -> ObjectKey {
+    ObjectKey {
         kind: K::KIND,
-        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-        name: meta.name.clone().unwrap_or_default(),
+        namespace: obj.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: obj.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+async fn reconcile_kind<K: Kind>(raw: Arc<DynamicObject>, shared: Arc<Shared>) -> Result<Action, ReconcileError> {
+    let key = key_of::<K>(&raw);
+    let obj = match typed::<K>(&raw) {
+        Ok(o) => o,
+        Err(e) => {
+            // Not blocking anyone: say so on the object and look again later.
+            let status = serde_json::json!({"conditions": [{
+                "type": "Ready", "status": "False", "reason": "Malformed",
+                "message": format!("the object does not match the {} schema: {e}", K::KIND),
+                "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+            }]});
+            let ctx = &shared.ctx;
+            ctx.cluster.apply_status(&key, status).await.ok();
+            let note = super::cluster::Note {
+                warning: true,
+                reason: "Malformed".into(),
+                message: e,
+            };
+            ctx.cluster.event(&key, raw.metadata.uid.as_deref(), note).await.ok();
+            return Ok(Action::requeue(ctx.requeue));
+        }
     };
     let object = Object {
         key,
@@ -151,13 +194,8 @@ async fn reconcile_kind<K: Kind>(obj: Arc<K>, shared: Arc<Shared>) -> Result<Act
     result.map(Action::requeue)
 }
 
-fn error_policy<K: Kind>(obj: Arc<K>, error: &ReconcileError, shared: Arc<Shared>) -> Action {
-    let meta = obj.meta();
-    let key = ObjectKey {
-        kind: K::KIND,
-        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-        name: meta.name.clone().unwrap_or_default(),
-    };
+fn error_policy<K: Kind>(obj: Arc<DynamicObject>, error: &ReconcileError, shared: Arc<Shared>) -> Action {
+    let key = key_of::<K>(&obj);
     shared
         .metrics
         .failures
@@ -277,10 +315,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let cfg = watcher::Config::default();
-    let it = Controller::new(Api::<IngestedTable>::all(client.clone()), cfg.clone()).shutdown_on_signal();
-    let da = Controller::new(Api::<DatasetAccess>::all(client.clone()), cfg.clone()).shutdown_on_signal();
-    let cp = Controller::new(Api::<ConsumerProject>::all(client.clone()), cfg.clone()).shutdown_on_signal();
-    let gm = Controller::new(Api::<GroupMembership>::all(client.clone()), cfg).shutdown_on_signal();
+    let controller = |ar: ApiResource| {
+        Controller::new_with(Api::<DynamicObject>::all_with(client.clone(), &ar), cfg.clone(), ar).shutdown_on_signal()
+    };
+    let it = controller(ApiResource::erase::<IngestedTable>(&()));
+    let da = controller(ApiResource::erase::<DatasetAccess>(&()));
+    let cp = controller(ApiResource::erase::<ConsumerProject>(&()));
+    let gm = controller(ApiResource::erase::<GroupMembership>(&()));
     let shared = Arc::new(Shared {
         ctx,
         metrics,
@@ -295,10 +336,42 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     let drain = |s: futures::stream::BoxStream<'static, ()>| s.for_each(|_| async {});
     let controllers = futures::future::join4(
-        drain(it.run(reconcile_kind, error_policy, shared.clone()).map(|_| ()).boxed()),
-        drain(da.run(reconcile_kind, error_policy, shared.clone()).map(|_| ()).boxed()),
-        drain(cp.run(reconcile_kind, error_policy, shared.clone()).map(|_| ()).boxed()),
-        drain(gm.run(reconcile_kind, error_policy, shared.clone()).map(|_| ()).boxed()),
+        drain(
+            it.run(
+                reconcile_kind::<IngestedTable>,
+                error_policy::<IngestedTable>,
+                shared.clone(),
+            )
+            .map(|_| ())
+            .boxed(),
+        ),
+        drain(
+            da.run(
+                reconcile_kind::<DatasetAccess>,
+                error_policy::<DatasetAccess>,
+                shared.clone(),
+            )
+            .map(|_| ())
+            .boxed(),
+        ),
+        drain(
+            cp.run(
+                reconcile_kind::<ConsumerProject>,
+                error_policy::<ConsumerProject>,
+                shared.clone(),
+            )
+            .map(|_| ())
+            .boxed(),
+        ),
+        drain(
+            gm.run(
+                reconcile_kind::<GroupMembership>,
+                error_policy::<GroupMembership>,
+                shared.clone(),
+            )
+            .map(|_| ())
+            .boxed(),
+        ),
     );
     match lost_leadership {
         Some(lost) => {
@@ -313,4 +386,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     server.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_object_is_named_not_fatal() {
+        let good: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bqsteward.dev/v1alpha1", "kind": "DatasetAccess",
+            "metadata": {"name": "a", "namespace": "n"},
+            "spec": {"project": "proj-123", "dataset": "d", "access": [{"role": "READER", "group": "g@acme.com"}]}
+        }))
+        .unwrap();
+        assert!(typed::<DatasetAccess>(&good).is_ok());
+        let bad: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bqsteward.dev/v1alpha1", "kind": "DatasetAccess",
+            "metadata": {"name": "b", "namespace": "n"},
+            "spec": {"project": "proj-123", "dataset": "d", "access": [{"role": "KING", "group": "g@acme.com"}]}
+        }))
+        .unwrap();
+        let e = typed::<DatasetAccess>(&bad).unwrap_err();
+        assert!(e.contains("spec.access[0].role"), "{e}");
+        assert_eq!(key_of::<DatasetAccess>(&bad).to_string(), "DatasetAccess n/b");
+    }
 }
