@@ -515,7 +515,9 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
         PlanOutput::Markdown => render::markdown(&plans),
         PlanOutput::Json => render::json(&plans),
     };
-    if !prepared.desired.is_empty() || (prepared.tables.is_empty() && prepared.groups.is_empty()) {
+    if output != PlanOutput::Json
+        && (!prepared.desired.is_empty() || (prepared.tables.is_empty() && prepared.groups.is_empty()))
+    {
         print!("{rendered}");
     }
     if output != PlanOutput::Json {
@@ -542,6 +544,32 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
             print!("{}", groups::plan_text(p));
         }
     }
+    if output == PlanOutput::Json {
+        let mut doc: serde_json::Value = serde_json::from_str(&rendered).unwrap_or_default();
+        doc["tables"] = prepared
+            .tables
+            .iter()
+            .zip(&table_plans)
+            .map(|(t, p)| table_json(t, p))
+            .collect();
+        doc["consumers"] = prepared
+            .consumers
+            .iter()
+            .zip(&consumer_plans)
+            .map(|(t, p)| match p {
+                Ok(p) => serde_json::json!({
+                    "resource": t.resource,
+                    "dataset": format!("{}.{}", t.spec.project, t.spec.dataset),
+                    "views": views_json(&p.views),
+                    "iam": p.iam.as_ref().map(|i| serde_json::json!({"project": i.project, "add": i.add, "remove": i.remove})),
+                }),
+                Err(e) => serde_json::json!({"resource": t.resource, "error": e}),
+            })
+            .collect();
+        doc["groups"] =
+            serde_json::to_value(group_plans.iter().map(|(p, _)| p).collect::<Vec<_>>()).unwrap_or_default();
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
     let group_error = group_plans.iter().any(|(p, _)| p.is_refused());
     let group_changes = group_plans.iter().any(|(p, _)| p.has_changes());
     let table_error = table_plans
@@ -556,6 +584,54 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
         EXIT_CHANGES
     } else {
         EXIT_OK
+    }
+}
+
+/// A view-layer plan for tools.
+fn views_json(p: &LayoutPlan) -> serde_json::Value {
+    serde_json::json!({
+        "createDatasets": p.create_datasets,
+        "views": p.views.iter().map(|v| serde_json::json!({
+            "view": v.view.def.table.to_string(),
+            "layer": v.view.layer.layer.as_str(),
+            "change": match &v.change {
+                views::ViewChange::Create => "create",
+                views::ViewChange::Update { adopt: true, .. } => "adopt",
+                views::ViewChange::Update { .. } => "update",
+                views::ViewChange::Relabel => "relabel",
+                views::ViewChange::Unchanged => "unchanged",
+            },
+            "sql": v.view.def.sql,
+        })).collect::<Vec<_>>(),
+        "delete": p.delete.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "refusals": p.refusals,
+        "notes": p.notes,
+    })
+}
+
+/// A table plan for tools.
+fn table_json(t: &Target, p: &Result<TableState, String>) -> serde_json::Value {
+    match p {
+        Ok(s) => {
+            let l = &s.plan.loads;
+            serde_json::json!({
+                "resource": t.name,
+                "table": t.table.to_string(),
+                "schema": match &s.plan.schema {
+                    crate::ingest::table::SchemaChange::Create => serde_json::json!("create"),
+                    crate::ingest::table::SchemaChange::None => serde_json::json!("unchanged"),
+                    crate::ingest::table::SchemaChange::Additive { add, relax } => serde_json::json!({
+                        "add": add.iter().map(|f| &f.name).collect::<Vec<_>>(), "relax": relax }),
+                    crate::ingest::table::SchemaChange::Incompatible(why) => serde_json::json!({"incompatible": why}),
+                },
+                "newBatches": l.new.len(),
+                "newFiles": l.new.iter().map(|b| b.files.len()).sum::<usize>(),
+                "resumedBatches": l.resumed.len(),
+                "deferredFiles": l.deferred_files,
+                "views": views_json(&s.views),
+            })
+        }
+        Err(e) => serde_json::json!({"resource": t.name, "table": t.table.to_string(), "error": e}),
     }
 }
 

@@ -506,6 +506,21 @@ async fn turning_a_layer_off_deletes_its_view_and_authorization() {
         "{}",
         r.stdout
     );
+    // The same plan for tools.
+    let r = env.bqsteward(&["plan", "--output", "json"], &only_full).await;
+    ok(&r, 2);
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["tables"][0]["views"]["delete"][0], clean.to_string(), "{doc}");
+    assert_eq!(doc["tables"][0]["views"]["views"][0]["change"], "unchanged", "{doc}");
+    assert_eq!(doc["tables"][0]["schema"], "unchanged", "{doc}");
+    assert!(
+        doc["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["remove"].as_array().is_some_and(|r| !r.is_empty())),
+        "{doc}"
+    );
     let r = env.bqsteward(&["apply"], &only_full).await;
     ok(&r, 0);
     assert!(env.bq.get_table(&clean).await.unwrap().is_none());
