@@ -4,7 +4,7 @@
 
 use crate::access::AclEntry;
 use crate::access::apply::{Applier, Outcome, category_label, observe};
-use crate::access::entry::identity_entry;
+use crate::access::entry::{identity_email, identity_entry};
 use crate::access::{DatasetPlan, DesiredAcl, compile, plan_dataset};
 use crate::cli::{LiveArgs, PlanOutput};
 use crate::cloud::Endpoints;
@@ -133,11 +133,7 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
         tables,
         groups,
         consumers,
-        identity_email: args
-            .identity
-            .as_deref()
-            .and_then(|i| i.split_once(':'))
-            .map(|(_, e)| e.trim().to_lowercase()),
+        identity_email: args.identity.as_deref().and_then(identity_email),
     })
 }
 
@@ -273,15 +269,7 @@ fn retire(prepared: &mut Prepared, entries: impl Iterator<Item = (Option<crate::
         match key {
             Some(key) => {
                 if !prepared.desired.iter().any(|d| d.key == key) {
-                    prepared.desired.push(DesiredAcl {
-                        key: key.clone(),
-                        owner: None,
-                        owner_kind: "DatasetAccess",
-                        entries: Default::default(),
-                        allow_large_removal: false,
-                        created_by: None,
-                        retire: Default::default(),
-                    });
+                    prepared.desired.push(DesiredAcl::new(key.clone()));
                 }
                 for d in prepared.desired.iter_mut().filter(|d| d.key == key) {
                     d.retire.insert(entry.clone());
@@ -692,19 +680,9 @@ async fn apply_tables(
 
 /// The authorization entries of views a plan of `t` deletes, with the dataset each is on.
 fn retired_entries(t: &Target, plan: &LayoutPlan) -> Vec<(Option<crate::access::DatasetKey>, AclEntry)> {
-    let known = views::layout::retired_authorizations(&t.spec);
-    plan.delete
-        .iter()
-        .map(|v| {
-            let key = known.iter().find(|(r, _)| r == v).map(|(_, k)| k.clone());
-            (
-                key,
-                AclEntry {
-                    principal: crate::access::Principal::View(v.to_string()),
-                    role: None,
-                },
-            )
-        })
+    views::layout::retired_entries(&t.spec, &plan.delete)
+        .into_iter()
+        .map(|(k, e)| (Some(k), e))
         .collect()
 }
 

@@ -18,6 +18,16 @@ pub struct DatasetKey {
     pub dataset: String,
 }
 
+impl From<&crate::cloud::bqtypes::TableRef> for DatasetKey {
+    /// The dataset holding a table.
+    fn from(t: &crate::cloud::bqtypes::TableRef) -> DatasetKey {
+        DatasetKey {
+            project: t.project.clone(),
+            dataset: t.dataset.clone(),
+        }
+    }
+}
+
 impl fmt::Display for DatasetKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.project, self.dataset)
@@ -61,6 +71,22 @@ pub struct DesiredAcl {
     /// `Kind namespace/name` of the resource that creates this dataset when it is missing (an
     /// IngestedTable creates its dataset and view-layer datasets), if any.
     pub created_by: Option<String>,
+}
+
+impl DesiredAcl {
+    /// A list no resource owns, with no entries yet (bqsteward only adds what it requires, and
+    /// removes what it `retire`s).
+    pub fn new(key: DatasetKey) -> DesiredAcl {
+        DesiredAcl {
+            key,
+            owner: None,
+            owner_kind: "DatasetAccess",
+            entries: BTreeMap::new(),
+            allow_large_removal: false,
+            created_by: None,
+            retire: Default::default(),
+        }
+    }
 }
 
 /// An entry another resource needs on a dataset.
@@ -136,15 +162,7 @@ pub fn creates(resource: &Resource) -> Vec<DatasetKey> {
 /// `identity` is bqsteward's own principal (added as OWNER everywhere it writes).
 pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<DesiredAcl> {
     fn slot(out: &mut BTreeMap<DatasetKey, DesiredAcl>, key: DatasetKey) -> &mut DesiredAcl {
-        out.entry(key.clone()).or_insert_with(|| DesiredAcl {
-            key,
-            owner: None,
-            entries: BTreeMap::new(),
-            allow_large_removal: false,
-            created_by: None,
-            owner_kind: "DatasetAccess",
-            retire: Default::default(),
-        })
+        out.entry(key.clone()).or_insert_with(|| DesiredAcl::new(key))
     }
     let mut out: BTreeMap<DatasetKey, DesiredAcl> = BTreeMap::new();
     for loaded in resources {

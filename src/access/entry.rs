@@ -60,6 +60,14 @@ impl AclEntry {
         }
     }
 
+    /// An authorized-view entry for `view` (`project.dataset.table`).
+    pub fn authorized_view(view: &impl fmt::Display) -> AclEntry {
+        AclEntry {
+            principal: Principal::View(view.to_string()),
+            role: None,
+        }
+    }
+
     /// Whether this entry grants OWNER.
     pub fn is_owner(&self) -> bool {
         self.role.as_deref() == Some("OWNER")
@@ -210,6 +218,11 @@ impl fmt::Display for AclEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:<6} {}", self.role.as_deref().unwrap_or("-"), self.principal)
     }
+}
+
+/// The email of a configured identity (`serviceAccount:EMAIL`, …), lowercased.
+pub fn identity_email(identity: &str) -> Option<String> {
+    identity.split_once(':').map(|(_, e)| e.trim().to_lowercase())
 }
 
 /// A configured identity (`serviceAccount:EMAIL`, `user:EMAIL` or `group:EMAIL`) as an OWNER entry.

@@ -141,13 +141,28 @@ impl BigQueryRest {
         format!("{}/{path}", self.base)
     }
 
+    fn dataset_url(&self, project: &str, dataset: &str) -> String {
+        self.url(&format!("projects/{}/datasets/{}", seg(project), seg(dataset)))
+    }
+
+    /// The dataset's tables collection (insert, list).
+    fn tables_url(&self, project: &str, dataset: &str) -> String {
+        format!("{}/tables", self.dataset_url(project, dataset))
+    }
+
     fn table_url(&self, t: &TableRef) -> String {
-        self.url(&format!(
-            "projects/{}/datasets/{}/tables/{}",
-            seg(&t.project),
-            seg(&t.dataset),
-            seg(&t.table)
-        ))
+        format!("{}/{}", self.tables_url(&t.project, &t.dataset), seg(&t.table))
+    }
+
+    /// `tables.patch` of `body`, guarded by `etag`.
+    async fn patch_table(&self, op: &str, t: &TableRef, etag: &str, body: serde_json::Value) -> Result<(), CloudError> {
+        let req = self
+            .rest
+            .http
+            .patch(self.table_url(t))
+            .header(reqwest::header::IF_MATCH, etag)
+            .json(&body);
+        self.rest.send(op, req).await.map(|_| ())
     }
 
     async fn query_page(
@@ -276,10 +291,7 @@ fn typed_error(operation: String, e: BQError) -> CloudError {
 impl BigQuery for BigQueryRest {
     async fn get_dataset(&self, project: &str, dataset: &str) -> Result<Option<DatasetInfo>, CloudError> {
         let op = format!("datasets.get {project}.{dataset}");
-        let req = self
-            .rest
-            .http
-            .get(self.url(&format!("projects/{}/datasets/{}", seg(project), seg(dataset))));
+        let req = self.rest.http.get(self.dataset_url(project, dataset));
         match self.rest.json(&op, req).await {
             Ok(info) => Ok(Some(info)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -298,7 +310,7 @@ impl BigQuery for BigQueryRest {
         let req = self
             .rest
             .http
-            .patch(self.url(&format!("projects/{}/datasets/{}", seg(project), seg(dataset))))
+            .patch(self.dataset_url(project, dataset))
             .query(&[("updateMode", "UPDATE_ACL")])
             .header(reqwest::header::IF_MATCH, etag)
             .json(&serde_json::json!({ "access": access }));
@@ -317,11 +329,7 @@ impl BigQuery for BigQueryRest {
     async fn create_table(&self, def: &TableDef) -> Result<(), CloudError> {
         let t = &def.table;
         let op = format!("tables.insert {t}");
-        let url = self.url(&format!(
-            "projects/{}/datasets/{}/tables",
-            seg(&t.project),
-            seg(&t.dataset)
-        ));
+        let url = self.tables_url(&t.project, &t.dataset);
         match self.rest.send(&op, self.rest.http.post(url).json(&def.to_api())).await {
             Ok(_) => Ok(()),
             Err(e) if e.status() == Some(409) => Ok(()),
@@ -331,23 +339,14 @@ impl BigQuery for BigQueryRest {
 
     async fn patch_table_schema(&self, t: &TableRef, fields: &[Field], etag: &str) -> Result<(), CloudError> {
         let op = format!("tables.patch {t} (schema)");
-        let req = self
-            .rest
-            .http
-            .patch(self.table_url(t))
-            .header(reqwest::header::IF_MATCH, etag)
-            .json(&serde_json::json!({ "schema": { "fields": fields } }));
-        self.rest.send(&op, req).await.map(|_| ())
+        self.patch_table(&op, t, etag, serde_json::json!({ "schema": { "fields": fields } }))
+            .await
     }
 
     async fn create_view(&self, def: &ViewDef) -> Result<(), CloudError> {
         let t = &def.table;
         let op = format!("tables.insert {t} (view)");
-        let url = self.url(&format!(
-            "projects/{}/datasets/{}/tables",
-            seg(&t.project),
-            seg(&t.dataset)
-        ));
+        let url = self.tables_url(&t.project, &t.dataset);
         self.rest
             .send(&op, self.rest.http.post(url).json(&def.to_api()))
             .await
@@ -356,13 +355,7 @@ impl BigQuery for BigQueryRest {
 
     async fn patch_view(&self, def: &ViewDef, etag: &str) -> Result<(), CloudError> {
         let op = format!("tables.patch {} (view)", def.table);
-        let req = self
-            .rest
-            .http
-            .patch(self.table_url(&def.table))
-            .header(reqwest::header::IF_MATCH, etag)
-            .json(&def.to_api());
-        self.rest.send(&op, req).await.map(|_| ())
+        self.patch_table(&op, &def.table, etag, def.to_api()).await
     }
 
     async fn list_tables(&self, project: &str, dataset: &str) -> Result<Vec<(TableRef, String)>, CloudError> {
@@ -389,7 +382,7 @@ impl BigQuery for BigQueryRest {
             table_id: String,
         }
         let op = format!("tables.list {project}.{dataset}");
-        let url = self.url(&format!("projects/{}/datasets/{}/tables", seg(project), seg(dataset)));
+        let url = self.tables_url(project, dataset);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {

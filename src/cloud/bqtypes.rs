@@ -154,7 +154,15 @@ pub struct ViewQuery {
     pub query: Option<String>,
 }
 
+/// Label marking what bqsteward manages (`managed-by: bqsteward`).
+pub const LABEL_MANAGED_BY: &str = "managed-by";
+
 impl TableInfo {
+    /// Whether bqsteward made this table or view (its `managed-by` label says so).
+    pub fn made_by_bqsteward(&self) -> bool {
+        self.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some("bqsteward")
+    }
+
     /// Whether this is a view.
     pub fn is_view(&self) -> bool {
         self.kind == "VIEW"

@@ -4,7 +4,7 @@
 //! fake of the published contract there.
 
 use super::CloudError;
-use super::http::{Auth, Rest};
+use super::http::Rest;
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
@@ -85,27 +85,13 @@ impl GroupsRest {
     /// A client for `CLOUD_IDENTITY_EMULATOR_HOST` when set (no credentials), else Google with
     /// Application Default Credentials.
     pub fn from_env() -> Result<GroupsRest, CloudError> {
-        let host = std::env::var("CLOUD_IDENTITY_EMULATOR_HOST")
-            .ok()
-            .filter(|s| !s.is_empty());
-        Self::new(host.as_deref())
+        Self::new(super::emulator_host("CLOUD_IDENTITY_EMULATOR_HOST").as_deref())
     }
 
     /// A client for an emulator host (`http://127.0.0.1:PORT`, no credentials) or, with `None`,
     /// Google.
     pub fn new(emulator_host: Option<&str>) -> Result<GroupsRest, CloudError> {
-        let (base, auth) = match emulator_host {
-            Some(h) => {
-                let h = h.trim_end_matches('/');
-                let h = if h.contains("://") {
-                    h.to_string()
-                } else {
-                    format!("http://{h}")
-                };
-                (format!("{h}/v1"), Auth::None)
-            }
-            None => (CLOUD_IDENTITY_API.to_string(), Auth::application_default()?),
-        };
+        let (base, auth) = super::api_base(emulator_host, "/v1", CLOUD_IDENTITY_API)?;
         Ok(GroupsRest {
             base,
             rest: Rest::new("cloudidentity", auth),

@@ -5,7 +5,7 @@
 //! of the published contract there.
 
 use super::CloudError;
-use super::http::{Auth, Rest};
+use super::http::Rest;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -76,26 +76,12 @@ pub struct IamRest {
 impl IamRest {
     /// A client for `RESOURCE_MANAGER_EMULATOR_HOST` when set (no credentials), else Google.
     pub fn from_env() -> Result<IamRest, CloudError> {
-        let host = std::env::var("RESOURCE_MANAGER_EMULATOR_HOST")
-            .ok()
-            .filter(|s| !s.is_empty());
-        Self::new(host.as_deref())
+        Self::new(super::emulator_host("RESOURCE_MANAGER_EMULATOR_HOST").as_deref())
     }
 
     /// A client for an emulator host (no credentials) or, with `None`, Google.
     pub fn new(emulator_host: Option<&str>) -> Result<IamRest, CloudError> {
-        let (base, auth) = match emulator_host {
-            Some(h) => {
-                let h = h.trim_end_matches('/');
-                let h = if h.contains("://") {
-                    h.to_string()
-                } else {
-                    format!("http://{h}")
-                };
-                (format!("{h}/v3"), Auth::None)
-            }
-            None => (RESOURCE_MANAGER_API.to_string(), Auth::application_default()?),
-        };
+        let (base, auth) = super::api_base(emulator_host, "/v3", RESOURCE_MANAGER_API)?;
         Ok(IamRest {
             base,
             rest: Rest::new("cloudresourcemanager", auth),

@@ -30,29 +30,49 @@ pub struct Endpoints {
     pub storage_emulated: bool,
 }
 
+/// The emulator host named by the environment variable `var` (unset or empty: none).
+pub(crate) fn emulator_host(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|s| !s.is_empty())
+}
+
+/// An emulator host as a URL root: `http://` added when no scheme is given, no trailing `/`.
+fn with_scheme(host: &str) -> String {
+    let h = host.trim_end_matches('/');
+    if h.contains("://") {
+        h.to_string()
+    } else {
+        format!("http://{h}")
+    }
+}
+
+/// Base URL and credentials of an API: `<emulator host><path>` without credentials, or the
+/// production `api` root with Application Default Credentials.
+pub(crate) fn api_base(emulator_host: Option<&str>, path: &str, api: &str) -> Result<(String, Auth), CloudError> {
+    match emulator_host {
+        Some(h) => Ok((format!("{}{path}", with_scheme(h)), Auth::None)),
+        None => Ok((api.to_string(), Auth::application_default()?)),
+    }
+}
+
 impl Endpoints {
     /// Google's production endpoints, or the emulators named by the environment.
     pub fn from_env() -> Endpoints {
         Self::from_vars(
-            std::env::var("BIGQUERY_EMULATOR_HOST").ok().filter(|s| !s.is_empty()),
-            std::env::var("STORAGE_EMULATOR_HOST").ok().filter(|s| !s.is_empty()),
+            emulator_host("BIGQUERY_EMULATOR_HOST"),
+            emulator_host("STORAGE_EMULATOR_HOST"),
         )
     }
 
     /// Endpoints from explicit emulator hosts (`None` = Google).
     pub fn from_vars(bigquery: Option<String>, storage: Option<String>) -> Endpoints {
-        let with_scheme = |h: String| {
-            let h = h.trim_end_matches('/').to_string();
-            if h.contains("://") { h } else { format!("http://{h}") }
-        };
         Endpoints {
             bigquery_emulated: bigquery.is_some(),
             storage_emulated: storage.is_some(),
             bigquery: bigquery
-                .map(|h| format!("{}/bigquery/v2", with_scheme(h)))
+                .map(|h| format!("{}/bigquery/v2", with_scheme(&h)))
                 .unwrap_or_else(|| "https://bigquery.googleapis.com/bigquery/v2".into()),
             storage: storage
-                .map(with_scheme)
+                .map(|h| with_scheme(&h))
                 .unwrap_or_else(|| "https://storage.googleapis.com".into()),
         }
     }

@@ -2,13 +2,11 @@
 //! the spec), the access entries and IAM members it needs. Pure.
 
 use crate::access::{AclEntry, DatasetKey, Principal};
-use crate::cloud::bqtypes::{TableRef, ViewDef, ident};
+use crate::cloud::bqtypes::{TableRef, ident};
 use crate::crd::consumer_project::{ConsumerProjectSpec, ConsumerView, Layer as SourceLayer};
 use crate::manifest::{Loaded, Resource};
-use crate::views::layout::{
-    DesiredView, LABEL_MANAGED_BY, LABEL_SQL, Layer, LayerRef, Layout, layer_columns, sql_hash,
-};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::views::layout::{DesiredView, Layer, LayerRef, Layout, layer_columns};
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
 /// One consumer view, its source resolved.
@@ -126,30 +124,17 @@ impl ConsumerTarget {
             .views
             .iter()
             .map(|v| {
-                let sql = v.sql();
-                let hash = sql_hash(&sql);
                 let description = format!(
                     "{}Reads {}. Managed by bqsteward ({by}): edits are reverted.",
                     v.description.as_deref().map(|d| format!("{d} ")).unwrap_or_default(),
                     v.source
                 );
-                DesiredView {
-                    layer: LayerRef {
-                        layer: Layer::Consumer,
-                        view: v.view.clone(),
-                        source: v.source.clone(),
-                    },
-                    def: ViewDef {
-                        table: v.view.clone(),
-                        sql,
-                        labels: BTreeMap::from([
-                            (LABEL_MANAGED_BY.to_string(), "bqsteward".to_string()),
-                            (LABEL_SQL.to_string(), hash.clone()),
-                        ]),
-                        description,
-                    },
-                    hash,
-                }
+                let layer = LayerRef {
+                    layer: Layer::Consumer,
+                    view: v.view.clone(),
+                    source: v.source.clone(),
+                };
+                DesiredView::new(layer, v.sql(), description)
             })
             .collect();
         Layout {
@@ -207,18 +192,7 @@ impl ConsumerTarget {
     pub fn authorizations(&self) -> Vec<(DatasetKey, AclEntry)> {
         self.views
             .iter()
-            .map(|v| {
-                (
-                    DatasetKey {
-                        project: v.source.project.clone(),
-                        dataset: v.source.dataset.clone(),
-                    },
-                    AclEntry {
-                        principal: Principal::View(v.view.to_string()),
-                        role: None,
-                    },
-                )
-            })
+            .map(|v| ((&v.source).into(), AclEntry::authorized_view(&v.view)))
             .collect()
     }
 }

@@ -5,9 +5,10 @@
 use super::iam::{self, IamPlan};
 use super::layout::ConsumerTarget;
 use super::rowfilter;
-use crate::access::{AclEntry, Principal};
+use crate::access::AclEntry;
 use crate::cloud::CloudError;
-use crate::cloud::bigquery::BigQuery;
+use crate::cloud::bigquery::{BigQuery, DatasetInfo};
+use crate::cloud::bqtypes::TableInfo;
 use crate::cloud::iam::ProjectIam;
 use crate::cloud::retry::{Backoff, with_retry};
 use crate::views::{self, LayoutPlan, ViewChange};
@@ -45,14 +46,26 @@ pub async fn plan(
     let mut p = views::plan(&layout, &observed);
     let loc = &t.spec.location;
 
-    // Sources: present, in the consumer's location, with the named columns.
-    let mut source_exists: BTreeMap<String, bool> = BTreeMap::new();
-    for (i, v) in t.views.iter().enumerate() {
+    // Sources (each read once, however many views share it): present, in the consumer's
+    // location, with the named columns.
+    let mut sources: BTreeMap<String, (Option<DatasetInfo>, Option<TableInfo>)> = BTreeMap::new();
+    for v in &t.views {
+        if sources.contains_key(&v.source.to_string()) {
+            continue;
+        }
         let ds = with_retry(backoff, "datasets.get", || {
             bq.get_dataset(&v.source.project, &v.source.dataset)
         })
         .await?;
-        if let Some(ds) = &ds
+        let table = match ds {
+            Some(_) => with_retry(backoff, "tables.get", || bq.get_table(&v.source)).await?,
+            None => None,
+        };
+        sources.insert(v.source.to_string(), (ds, table));
+    }
+    for (i, v) in t.views.iter().enumerate() {
+        let (ds, table) = &sources[&v.source.to_string()];
+        if let Some(ds) = ds
             && !ds.location.is_empty()
             && !ds.location.eq_ignore_ascii_case(loc)
         {
@@ -62,16 +75,11 @@ pub async fn plan(
                 v.view.table, v.source.project, v.source.dataset, ds.location, ds.location
             ));
         }
-        let table = match ds {
-            Some(_) => with_retry(backoff, "tables.get", || bq.get_table(&v.source)).await?,
-            None => None,
-        };
-        source_exists.insert(v.source.to_string(), table.is_some());
         let live_columns: Option<Vec<String>> = table
             .as_ref()
             .filter(|t| !t.schema.fields.is_empty())
             .map(|t| t.schema.fields.iter().map(|f| f.name.clone()).collect());
-        match (&table, &v.source_columns) {
+        match (table, &v.source_columns) {
             (None, None) => p.refusals.push(format!(
                 "view {}: source table {} does not exist (or bqsteward cannot see it); fix spec.views[{i}].source.table",
                 v.view.table, v.source
@@ -102,12 +110,10 @@ pub async fn plan(
     // BigQuery's word on every SQL to be written.
     for vp in &p.views {
         let needs = matches!(vp.change, ViewChange::Create | ViewChange::Update { .. });
-        if !needs
-            || !source_exists
-                .get(&vp.view.layer.source.to_string())
-                .copied()
-                .unwrap_or(false)
-        {
+        let source_exists = sources
+            .get(&vp.view.layer.source.to_string())
+            .is_some_and(|(_, table)| table.is_some());
+        if !needs || !source_exists {
             continue;
         }
         let sql = &vp.view.def.sql;
@@ -129,14 +135,7 @@ pub async fn plan(
         },
         None => None,
     };
-    let retire = p
-        .delete
-        .iter()
-        .map(|v| AclEntry {
-            principal: Principal::View(v.to_string()),
-            role: None,
-        })
-        .collect();
+    let retire = p.delete.iter().map(AclEntry::authorized_view).collect();
     Ok(ConsumerPlan { views: p, iam, retire })
 }
 
@@ -220,10 +219,10 @@ pub async fn cleanup(
     let observed = views::apply::observe(bq, &layout, true).await?;
     let mut ours: Vec<crate::cloud::bqtypes::TableRef> = observed.strays.clone();
     for (want, live) in layout.views.iter().zip(&observed.views) {
-        if live.as_ref().is_some_and(|o| {
-            o.info.is_view()
-                && o.info.labels.get(views::layout::LABEL_MANAGED_BY).map(String::as_str) == Some("bqsteward")
-        }) {
+        if live
+            .as_ref()
+            .is_some_and(|o| o.info.is_view() && o.info.made_by_bqsteward())
+        {
             ours.push(want.def.table.clone());
         }
     }
@@ -238,13 +237,8 @@ pub async fn cleanup(
         by_dataset
             .entry(key.clone())
             .or_insert_with(|| DesiredAcl {
-                key,
-                owner: None,
-                owner_kind: "DatasetAccess",
-                entries: BTreeMap::new(),
                 allow_large_removal: true,
-                created_by: None,
-                retire: Default::default(),
+                ..DesiredAcl::new(key)
             })
             .retire
             .insert(entry);

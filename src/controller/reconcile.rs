@@ -17,7 +17,7 @@ use crate::manifest::{Loaded, Resource};
 use crate::policy::Policy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +43,20 @@ pub struct Ctx {
     pub backoff: FailureBackoff,
     /// Retries of single cloud calls.
     pub call_backoff: Backoff,
+}
+
+impl Ctx {
+    /// bqsteward's own email, lowercased.
+    fn identity_email(&self) -> Option<String> {
+        self.identity.as_deref().and_then(crate::access::entry::identity_email)
+    }
+
+    /// The Cloud Identity client, which GroupMembership needs.
+    fn groups(&self) -> Result<&dyn Groups, ReconcileError> {
+        self.groups
+            .as_deref()
+            .ok_or_else(|| ReconcileError::Failed("no Cloud Identity client configured".into()))
+    }
 }
 
 /// Per-object exponential backoff with jitter, reset on success.
@@ -356,13 +370,8 @@ async fn apply_acls(
                 d.retire.insert(entry.clone());
             }
             None => desired.push(DesiredAcl {
-                key: key.clone(),
-                owner: None,
-                owner_kind: "DatasetAccess",
-                entries: BTreeMap::new(),
-                allow_large_removal: false,
-                created_by: None,
                 retire: [entry.clone()].into(),
+                ..DesiredAcl::new(key.clone())
             }),
         }
     }
@@ -429,17 +438,7 @@ async fn ingested_table(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Work,
         return Err(ReconcileError::Failed(format!("views: {}", vp.refusals.join("; "))));
     }
     changes.extend(crate::views::apply::apply(bq, &vp).await?);
-    let known = crate::views::layout::retired_authorizations(&it.spec);
-    let retire: Vec<(DatasetKey, AclEntry)> = vp
-        .delete
-        .iter()
-        .filter_map(|v| {
-            known
-                .iter()
-                .find(|(r, _)| r == v)
-                .map(|(_, k)| (k.clone(), view_entry(v)))
-        })
-        .collect();
+    let retire = crate::views::layout::retired_entries(&it.spec, &vp.delete);
     changes.extend(apply_acls(ctx, obj, all, &retire).await?);
     let st: IngestedTableStatus = crate::ingest::status::status(&o, &p, report.as_ref(), None, chrono::Utc::now());
     let mut fields = serde_json::to_value(&st).unwrap_or_default();
@@ -457,13 +456,6 @@ async fn ingested_table(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Work,
         changes,
         requeue: every,
     })
-}
-
-fn view_entry(v: &crate::cloud::bqtypes::TableRef) -> AclEntry {
-    AclEntry {
-        principal: crate::access::Principal::View(v.to_string()),
-        role: None,
-    }
 }
 
 /// Moves the conditions out of a serialized status (they are merged separately).
@@ -500,10 +492,7 @@ async fn group_membership(ctx: &Ctx, obj: &Object) -> Result<Work, ReconcileErro
     let Resource::GroupMembership(gm) = &obj.loaded.resource else {
         unreachable!()
     };
-    let groups = ctx
-        .groups
-        .as_ref()
-        .ok_or_else(|| ReconcileError::Failed("no Cloud Identity client configured".into()))?;
+    let groups = ctx.groups()?;
     let desired = crate::groups::DesiredGroup::new(
         &qualified(&obj.key),
         &gm.spec,
@@ -511,12 +500,8 @@ async fn group_membership(ctx: &Ctx, obj: &Object) -> Result<Work, ReconcileErro
             .resource
             .annotation(crate::crd::ANNOTATION_ALLOW_LARGE_REMOVAL),
     );
-    let identity = ctx
-        .identity
-        .as_deref()
-        .and_then(|i| i.split_once(':'))
-        .map(|(_, e)| e.to_lowercase());
-    let o = crate::groups::apply::observe(groups.as_ref(), &desired, &ctx.call_backoff).await?;
+    let identity = ctx.identity_email();
+    let o = crate::groups::apply::observe(groups, &desired, &ctx.call_backoff).await?;
     let plan = crate::groups::plan_group(
         &desired,
         o.name.as_deref(),
@@ -530,7 +515,7 @@ async fn group_membership(ctx: &Ctx, obj: &Object) -> Result<Work, ReconcileErro
     }
     let mut changes = Vec::new();
     if plan.has_changes() {
-        let report = crate::groups::apply::apply(groups.as_ref(), &plan, &o.members, &ctx.call_backoff).await;
+        let report = crate::groups::apply::apply(groups, &plan, &o.members, &ctx.call_backoff).await;
         let failed = report.failures();
         let (a, c, r) = plan.counts();
         changes.push(format!("group {}: +{a} ~{c} \u{2212}{r}", plan.group));
@@ -618,11 +603,7 @@ async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, Reconc
             let mut retire = Vec::new();
             for l in crate::views::layers(&it.spec).into_iter().rev() {
                 if let Some(info) = bq.get_table(&l.view).await?
-                    && info
-                        .labels
-                        .get(crate::views::layout::LABEL_MANAGED_BY)
-                        .map(String::as_str)
-                        == Some("bqsteward")
+                    && info.made_by_bqsteward()
                 {
                     bq.delete_table(&l.view).await?;
                     removed.push(l.view.to_string());
@@ -679,17 +660,10 @@ async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, Reconc
             )
         }
         Resource::GroupMembership(gm) => {
-            let groups = ctx
-                .groups
-                .as_ref()
-                .ok_or_else(|| ReconcileError::Failed("no Cloud Identity client configured".into()))?;
+            let groups = ctx.groups()?;
             let desired = crate::groups::DesiredGroup::new(&qualified(&obj.key), &gm.spec, Some("true"));
-            let identity = ctx
-                .identity
-                .as_deref()
-                .and_then(|i| i.split_once(':'))
-                .map(|(_, e)| e.to_lowercase());
-            let o = crate::groups::apply::observe(groups.as_ref(), &desired, &ctx.call_backoff).await?;
+            let identity = ctx.identity_email();
+            let o = crate::groups::apply::observe(groups, &desired, &ctx.call_backoff).await?;
             // The group after removing the declared members: the live ones not declared.
             let mut after = desired.clone();
             after.members = o
@@ -709,7 +683,7 @@ async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, Reconc
             if plan.is_refused() {
                 format!("kept the declared members: {}", plan.refusals.join("; "))
             } else {
-                let report = crate::groups::apply::apply(groups.as_ref(), &plan, &o.members, &ctx.call_backoff).await;
+                let report = crate::groups::apply::apply(groups, &plan, &o.members, &ctx.call_backoff).await;
                 format!(
                     "removed {} declared members ({} failed)",
                     plan.ops.len(),

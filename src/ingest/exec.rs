@@ -481,7 +481,7 @@ impl<'a> Executor<'a> {
                 time_partitioning: None,
                 clustering: None,
                 require_partition_filter: false,
-                labels: BTreeMap::from([("managed-by".into(), "bqsteward".into())]),
+                labels: BTreeMap::from([(crate::cloud::bqtypes::LABEL_MANAGED_BY.into(), "bqsteward".into())]),
                 expiration_ms: Some(week),
                 description: Some(format!("bqsteward staging for {} (batch {})", t.table, b.id)),
             })

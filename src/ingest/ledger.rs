@@ -172,7 +172,10 @@ impl LedgerTables {
                     time_partitioning: Some(serde_json::json!({"type": "DAY", "field": "recorded_at"})),
                     clustering: Some(serde_json::json!({ "fields": cluster })),
                     require_partition_filter: false,
-                    labels: BTreeMap::from([("managed-by".to_string(), "bqsteward".to_string())]),
+                    labels: BTreeMap::from([(
+                        crate::cloud::bqtypes::LABEL_MANAGED_BY.to_string(),
+                        "bqsteward".to_string(),
+                    )]),
                     expiration_ms: None,
                     description: Some("bqsteward load ledger (append-only events; latest event per file wins)".into()),
                 })

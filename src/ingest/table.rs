@@ -1,6 +1,6 @@
 //! The destination table: its definition from the spec, and how the live schema must change.
 
-use crate::cloud::bqtypes::{Field, TableDef, TableRef, canonical_type};
+use crate::cloud::bqtypes::{Field, LABEL_MANAGED_BY, TableDef, TableRef, canonical_type};
 use crate::crd::ingested_table::{ColumnMode, IngestedTableSpec};
 use std::collections::BTreeMap;
 
@@ -64,7 +64,7 @@ pub fn table_def(spec: &IngestedTableSpec, table: TableRef) -> TableDef {
         time_partitioning,
         clustering: (!spec.clustering.is_empty()).then(|| serde_json::json!({ "fields": spec.clustering })),
         require_partition_filter: require,
-        labels: BTreeMap::from([("managed-by".to_string(), "bqsteward".to_string())]),
+        labels: BTreeMap::from([(LABEL_MANAGED_BY.to_string(), "bqsteward".to_string())]),
         expiration_ms: None,
         description: None,
     }

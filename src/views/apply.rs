@@ -50,7 +50,7 @@ pub async fn observe(bq: &dyn BigQuery, layout: &Layout, source_exists: bool) ->
         let info = with_retry(&backoff, "tables.get", || bq.get_table(t)).await?;
         let ours = info.is_some_and(|i| {
             i.is_view()
-                && i.labels.get(super::layout::LABEL_MANAGED_BY).map(String::as_str) == Some("bqsteward")
+                && i.made_by_bqsteward()
                 && i.description
                     .as_deref()
                     .is_some_and(|d| d.contains(&format!("({})", layout.resource)))
@@ -71,9 +71,7 @@ pub async fn observe(bq: &dyn BigQuery, layout: &Layout, source_exists: bool) ->
                 }
                 // Only views bqsteward made (tables.list does not return labels everywhere).
                 let info = with_retry(&backoff, "tables.get", || bq.get_table(&t)).await?;
-                if info.is_some_and(|i| {
-                    i.labels.get(super::layout::LABEL_MANAGED_BY).map(String::as_str) == Some("bqsteward")
-                }) {
+                if info.is_some_and(|i| i.made_by_bqsteward()) {
                     out.strays.push(t);
                 }
             }

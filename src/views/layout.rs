@@ -2,7 +2,7 @@
 //! authorizations they need. Pure: a function of the spec and the live table's columns.
 
 use super::sql::{self, CleanColumn};
-use crate::access::{AclEntry, DatasetKey, Principal};
+use crate::access::{AclEntry, DatasetKey};
 use crate::cloud::bqtypes::{Field, TableRef, ViewDef};
 use crate::crd::ingested_table::{ColumnMode, IngestedTableSpec};
 use crate::ingest::table::{BATCH_COLUMN, LOADED_AT_COLUMN};
@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 /// Label holding the hash of the SQL bqsteward wrote (drift check where the API does not return
 /// view SQL).
 pub const LABEL_SQL: &str = "bqsteward-sql";
-/// Label marking what bqsteward manages.
-pub const LABEL_MANAGED_BY: &str = "managed-by";
+pub use crate::cloud::bqtypes::LABEL_MANAGED_BY;
 
 /// A view layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -51,16 +50,7 @@ pub struct LayerRef {
 impl LayerRef {
     /// The access entry that authorizes this view on its source's dataset.
     pub fn authorization(&self) -> (DatasetKey, AclEntry) {
-        (
-            DatasetKey {
-                project: self.source.project.clone(),
-                dataset: self.source.dataset.clone(),
-            },
-            AclEntry {
-                principal: Principal::View(self.view.to_string()),
-                role: None,
-            },
-        )
+        ((&self.source).into(), AclEntry::authorized_view(&self.view))
     }
 }
 
@@ -105,6 +95,26 @@ pub struct DesiredView {
     pub def: ViewDef,
     /// Hash of `def.sql` (also in the `bqsteward-sql` label).
     pub hash: String,
+}
+
+impl DesiredView {
+    /// A view bqsteward owns: `sql` hashed into the `bqsteward-sql` label next to `managed-by`.
+    pub fn new(layer: LayerRef, sql: String, description: String) -> DesiredView {
+        let hash = sql_hash(&sql);
+        DesiredView {
+            def: ViewDef {
+                table: layer.view.clone(),
+                sql,
+                labels: BTreeMap::from([
+                    (LABEL_MANAGED_BY.to_string(), "bqsteward".to_string()),
+                    (LABEL_SQL.to_string(), hash.clone()),
+                ]),
+                description,
+            },
+            hash,
+            layer,
+        }
+    }
 }
 
 /// Everything one IngestedTable wants in its view layers.
@@ -230,7 +240,6 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
             }
             Layer::Consumer => continue,
         };
-        let hash = sql_hash(&sql);
         let description = match l.layer {
             Layer::Full => format!(
                 "Latest row of {} per {} (greatest {}). Managed by bqsteward ({resource}): edits are reverted.",
@@ -247,19 +256,7 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
         if !datasets.contains(&l.view.dataset) {
             datasets.push(l.view.dataset.clone());
         }
-        views.push(DesiredView {
-            def: ViewDef {
-                table: l.view.clone(),
-                sql,
-                labels: BTreeMap::from([
-                    (LABEL_MANAGED_BY.to_string(), "bqsteward".to_string()),
-                    (LABEL_SQL.to_string(), hash.clone()),
-                ]),
-                description,
-            },
-            hash,
-            layer: l,
-        });
+        views.push(DesiredView::new(l, sql, description));
     }
     Layout {
         resource: resource.to_string(),
@@ -271,6 +268,21 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
         owns_datasets: false,
         retired: retired_layers(spec),
     }
+}
+
+/// The authorization entries of `deleted` views of layers `spec` no longer enables, each with the
+/// dataset it is on (views that are not such layers are skipped).
+pub fn retired_entries(spec: &IngestedTableSpec, deleted: &[TableRef]) -> Vec<(DatasetKey, AclEntry)> {
+    let known = retired_authorizations(spec);
+    deleted
+        .iter()
+        .filter_map(|v| {
+            known
+                .iter()
+                .find(|(r, _)| r == v)
+                .map(|(_, k)| (k.clone(), AclEntry::authorized_view(v)))
+        })
+        .collect()
 }
 
 /// Where the views of layers `spec` does not enable would be.
@@ -305,6 +317,7 @@ pub fn retired_authorizations(spec: &IngestedTableSpec) -> Vec<(TableRef, Datase
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Principal;
 
     fn spec(views: &str) -> IngestedTableSpec {
         serde_yaml::from_str(&format!(

@@ -1,6 +1,6 @@
 //! Planning the view layers against what exists: pure.
 
-use super::layout::{DesiredView, LABEL_MANAGED_BY, LABEL_SQL, Layout};
+use super::layout::{DesiredView, LABEL_SQL, Layout};
 use crate::cloud::bqtypes::{TableInfo, TableRef};
 use std::collections::BTreeMap;
 
@@ -144,7 +144,7 @@ pub fn plan(layout: &Layout, observed: &ObservedLayout) -> LayoutPlan {
                 (ViewChange::Unchanged, None)
             }
             Some(o) => {
-                let managed = o.info.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some("bqsteward");
+                let managed = o.info.made_by_bqsteward();
                 let label_differs = o.info.labels.get(LABEL_SQL) != Some(&want.hash);
                 let sql_differs = match &o.sql {
                     Some(sql) if o.sql_exact => *sql != want.def.sql,
