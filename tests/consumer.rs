@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::cli::{Run, adds, emulator_env, ok};
+
 use bqsteward::access::AclEntry;
 use bqsteward::cloud::Endpoints;
 use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
@@ -21,12 +23,6 @@ const DATA: &str = "bqsteward-data";
 const CONSUMER: &str = "bqsteward-mkt";
 const IDENTITY: &str = "serviceAccount:bqsteward@bqsteward-data.iam.gserviceaccount.com";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 struct Env {
     endpoints: Endpoints,
     bq: BigQueryRest,
@@ -34,7 +30,6 @@ struct Env {
     bucket: String,
     dataset: String,
     consumer_ds: String,
-    dir: tempfile::TempDir,
 }
 
 impl Env {
@@ -63,31 +58,18 @@ impl Env {
             dataset: support::unique("pay"),
             consumer_ds: support::unique("shared"),
             endpoints,
-            dir: tempfile::tempdir().unwrap(),
         }
     }
 
     async fn bqsteward(&self, cmd: &str, manifests: &str) -> Run {
-        let file = self.dir.path().join("m.yaml");
-        std::fs::write(&file, manifests).unwrap();
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bqsteward"))
-            .args([cmd, "-f"])
-            .arg(&file)
-            .env(
-                "BIGQUERY_EMULATOR_HOST",
-                self.endpoints.bigquery.trim_end_matches("/bigquery/v2"),
-            )
-            .env("STORAGE_EMULATOR_HOST", &self.endpoints.storage)
-            .env("RESOURCE_MANAGER_EMULATOR_HOST", &self.iam.url)
-            .env("BQSTEWARD_IDENTITY", IDENTITY)
-            .output()
-            .await
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let [bq, gcs] = emulator_env(&self.endpoints);
+        let env = [
+            (bq.0, bq.1.as_str()),
+            (gcs.0, gcs.1.as_str()),
+            ("RESOURCE_MANAGER_EMULATOR_HOST", self.iam.url.as_str()),
+            ("BQSTEWARD_IDENTITY", IDENTITY),
+        ];
+        support::cli::bqsteward(&[cmd], manifests, &env).await
     }
 
     /// The IngestedTable, an exact DatasetAccess on its clean layer, and the ConsumerProject
@@ -163,10 +145,6 @@ metadata:
     fn clean(&self) -> TableRef {
         TableRef::new(DATA, &format!("{}__views_clean", self.dataset), "tx")
     }
-}
-
-fn ok(r: &Run, code: i32) {
-    assert_eq!(r.code, code, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
 }
 
 const TWO_VIEWS: &str = "    - {name: big_tx, source: {ingestedTable: payments}, columns: [id, amount, status], rowFilter: \"amount > 100 AND status = 'paid'\"}\n    - {name: all_clean, source: {ingestedTable: payments, layer: clean}}\n";
@@ -287,13 +265,7 @@ async fn consumer_views_authorizations_access_and_billing() {
     assert!(r.status().is_success());
     let r = env.bqsteward("plan", &m).await;
     ok(&r, 2);
-    assert!(
-        r.stdout
-            .lines()
-            .any(|l| l.trim_start().starts_with('+') && l.contains(&format!("view:{}", env.view("big_tx")))),
-        "{}",
-        r.stdout
-    );
+    assert!(adds(&r.stdout, &format!("view:{}", env.view("big_tx"))), "{}", r.stdout);
     ok(&env.bqsteward("apply", &m).await, 0);
     assert!(
         env.access(DATA, &clean_ds)

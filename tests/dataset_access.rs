@@ -15,6 +15,7 @@ use bqsteward::policy::Policy;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
+use support::cli::Run;
 use support::proxy::{Fault, Proxy};
 
 const PROJECT: &str = "bqsteward-access";
@@ -58,32 +59,13 @@ fn manifest(name: &str, ds: &str, entries: &str, annotations: &str) -> String {
     )
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs the binary against `bq_host` with the manifest text.
 async fn bqsteward(bq_host: &str, cmd: &[&str], manifest_text: &str, identity: bool) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("m.yaml");
-    std::fs::write(&file, manifest_text).unwrap();
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_bqsteward"));
-    c.args(cmd)
-        .arg("-f")
-        .arg(&file)
-        .env("BIGQUERY_EMULATOR_HOST", bq_host)
-        .env_remove("BQSTEWARD_IDENTITY");
+    let mut env = vec![("BIGQUERY_EMULATOR_HOST", bq_host)];
     if identity {
-        c.env("BQSTEWARD_IDENTITY", IDENTITY);
+        env.push(("BQSTEWARD_IDENTITY", IDENTITY));
     }
-    let out = c.output().await.unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    support::cli::bqsteward(cmd, manifest_text, &env).await
 }
 
 const OWNERS: &str = "    - {role: OWNER, specialGroup: projectOwners}\n";

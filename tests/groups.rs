@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::cli::{Run, ok};
+
 use bqsteward::cloud::groups::GroupsRest;
 use bqsteward::cloud::retry::Backoff;
 use bqsteward::crd::group_membership::MemberRole;
@@ -19,36 +21,15 @@ use support::cloud_identity::FakeGroups;
 const IDENTITY: &str = "serviceAccount:bqsteward@acme-data-eng.iam.gserviceaccount.com";
 const IDENTITY_EMAIL: &str = "bqsteward@acme-data-eng.iam.gserviceaccount.com";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 async fn bqsteward(fake: &FakeGroups, cmd: &str, manifest: &str) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("g.yaml");
-    std::fs::write(&file, manifest).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bqsteward"))
-        .args([cmd, "-f"])
-        .arg(&file)
-        .env("CLOUD_IDENTITY_EMULATOR_HOST", &fake.url)
+    let env = [
+        ("CLOUD_IDENTITY_EMULATOR_HOST", fake.url.as_str()),
         // No BigQuery call is made for groups; an emulator address keeps credentials out of it.
-        .env("BIGQUERY_EMULATOR_HOST", "http://127.0.0.1:9")
-        .env("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
-        .env("BQSTEWARD_IDENTITY", IDENTITY)
-        .output()
-        .await
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(r: &Run, code: i32) {
-    assert_eq!(r.code, code, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+        ("BIGQUERY_EMULATOR_HOST", "http://127.0.0.1:9"),
+        ("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9"),
+        ("BQSTEWARD_IDENTITY", IDENTITY),
+    ];
+    support::cli::bqsteward(&[cmd], manifest, &env).await
 }
 
 fn manifest(group: &str, members: &[(String, &str)]) -> String {

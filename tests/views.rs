@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::cli::{Run, adds, emulator_env, ok};
+
 use bqsteward::access::AclEntry;
 use bqsteward::cloud::Endpoints;
 use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
@@ -18,19 +20,12 @@ use std::collections::BTreeSet;
 const PROJECT: &str = "bqsteward-views";
 const IDENTITY: &str = "serviceAccount:bqsteward@bqsteward-views.iam.gserviceaccount.com";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 struct Env {
     endpoints: Endpoints,
     bq: BigQueryRest,
     gcs: GcsRest,
     bucket: String,
     dataset: String,
-    dir: tempfile::TempDir,
 }
 
 impl Env {
@@ -46,7 +41,6 @@ impl Env {
             bucket,
             dataset: support::unique("pay"),
             endpoints,
-            dir: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -60,26 +54,13 @@ impl Env {
 
     /// Writes the manifests and runs the binary on them.
     async fn bqsteward(&self, cmd: &[&str], manifests: &str) -> Run {
-        let file = self.dir.path().join("m.yaml");
-        std::fs::write(&file, manifests).unwrap();
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bqsteward"))
-            .args(cmd)
-            .arg("-f")
-            .arg(&file)
-            .env(
-                "BIGQUERY_EMULATOR_HOST",
-                self.endpoints.bigquery.trim_end_matches("/bigquery/v2"),
-            )
-            .env("STORAGE_EMULATOR_HOST", &self.endpoints.storage)
-            .env("BQSTEWARD_IDENTITY", IDENTITY)
-            .output()
-            .await
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let [bq, gcs] = emulator_env(&self.endpoints);
+        let env = [
+            (bq.0, bq.1.as_str()),
+            (gcs.0, gcs.1.as_str()),
+            ("BQSTEWARD_IDENTITY", IDENTITY),
+        ];
+        support::cli::bqsteward(cmd, manifests, &env).await
     }
 
     fn table(&self, suffix: &str) -> TableRef {
@@ -116,17 +97,6 @@ impl Env {
             .unwrap();
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     }
-}
-
-/// Whether a diff line adds something containing `needle`.
-fn adds(stdout: &str, needle: &str) -> bool {
-    stdout
-        .lines()
-        .any(|l| l.trim_start().starts_with('+') && l.contains(needle))
-}
-
-fn ok(r: &Run, code: i32) {
-    assert_eq!(r.code, code, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
 }
 
 /// The IngestedTable (with `extra_columns` appended to its schema) and two exact DatasetAccess

@@ -23,11 +23,10 @@
 
 #![allow(dead_code)]
 
-use super::http1::{read_request, write_json};
+use super::http1::{google_error, serve_json};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
 
 /// A membership as stored.
 #[derive(Clone, Debug)]
@@ -57,41 +56,16 @@ pub struct FakeGroups {
     state: Arc<Mutex<State>>,
 }
 
-fn error(code: u16, status: &str, message: &str) -> (u16, Value) {
-    (
-        code,
-        json!({"error": {"code": code, "message": message, "status": status}}),
-    )
-}
-
 impl FakeGroups {
     /// Starts a fake on a free loopback port.
     pub async fn start(page_size: usize) -> FakeGroups {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let fake = FakeGroups {
-            url: format!("http://{}", listener.local_addr().unwrap()),
+        let mut fake = FakeGroups {
+            url: String::new(),
             page_size,
             state: Arc::default(),
         };
         let f = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let f = f.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    while let Some(req) = read_request(&mut sock, &mut buf).await {
-                        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-                        let (status, answer) = f.handle(&req.method, &req.path, &body);
-                        if !write_json(&mut sock, status, answer.to_string().as_bytes()).await {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
+        fake.url = serve_json(move |method, path, body| f.handle(method, path, &body)).await;
         fake
     }
 
@@ -178,16 +152,16 @@ impl FakeGroups {
                 503 => "UNAVAILABLE",
                 _ => "INTERNAL",
             };
-            return error(code, status, "injected by the test");
+            return google_error(code, status, "injected by the test");
         }
         let Some(rest) = path.strip_prefix("/v1/") else {
-            return error(404, "NOT_FOUND", "unknown path");
+            return google_error(404, "NOT_FOUND", "unknown path");
         };
         if rest == "groups:lookup" && method == "GET" {
             let email = q.get("groupKey.id").cloned().unwrap_or_default();
             return match st.groups.iter().find(|(_, (e, _))| e.eq_ignore_ascii_case(&email)) {
                 Some((gid, _)) => (200, json!({"name": format!("groups/{gid}")})),
-                None => error(404, "NOT_FOUND", &format!("group {email} not found")),
+                None => google_error(404, "NOT_FOUND", &format!("group {email} not found")),
             };
         }
         let parts: Vec<&str> = rest.split('/').collect();
@@ -204,14 +178,14 @@ impl FakeGroups {
             ("GET", ["groups", gid, "memberships"]) => {
                 st.lists += 1;
                 let Some((_, ms)) = st.groups.get(*gid) else {
-                    return error(404, "NOT_FOUND", "group not found");
+                    return google_error(404, "NOT_FOUND", "group not found");
                 };
                 let asked: usize = q.get("pageSize").and_then(|s| s.parse().ok()).unwrap_or(200);
                 let size = asked.min(self.page_size).max(1);
                 let start: usize = match q.get("pageToken") {
                     Some(t) => match t.strip_prefix("after-").and_then(|n| n.parse().ok()) {
                         Some(n) => n,
-                        None => return error(400, "INVALID_ARGUMENT", "bad page token"),
+                        None => return google_error(400, "INVALID_ARGUMENT", "bad page token"),
                     },
                     None => 0,
                 };
@@ -229,22 +203,22 @@ impl FakeGroups {
                     .unwrap_or_default()
                     .to_string();
                 if st.forbidden.contains(&email.to_lowercase()) {
-                    return error(403, "PERMISSION_DENIED", &format!("not allowed to add {email}"));
+                    return google_error(403, "PERMISSION_DENIED", &format!("not allowed to add {email}"));
                 }
                 let roles: BTreeSet<String> = body["roles"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|r| r["name"].as_str().map(String::from)).collect())
                     .unwrap_or_default();
                 if !roles.contains("MEMBER") {
-                    return error(400, "INVALID_ARGUMENT", "roles must include MEMBER");
+                    return google_error(400, "INVALID_ARGUMENT", "roles must include MEMBER");
                 }
                 st.next_id += 1;
                 let mid = format!("m{:05}", st.next_id);
                 let Some((_, ms)) = st.groups.get_mut(*gid) else {
-                    return error(404, "NOT_FOUND", "group not found");
+                    return google_error(404, "NOT_FOUND", "group not found");
                 };
                 if ms.values().any(|m| m.email.eq_ignore_ascii_case(&email)) {
-                    return error(409, "ALREADY_EXISTS", "Member already exists.");
+                    return google_error(409, "ALREADY_EXISTS", "Member already exists.");
                 }
                 let stored = Stored { email, roles };
                 ms.insert(mid.clone(), stored.clone());
@@ -253,10 +227,10 @@ impl FakeGroups {
             }
             ("DELETE", ["groups", gid, "memberships", mid]) => {
                 let Some(m) = st.groups.get(*gid).and_then(|(_, ms)| ms.get(*mid)).cloned() else {
-                    return error(404, "NOT_FOUND", "membership not found");
+                    return google_error(404, "NOT_FOUND", "membership not found");
                 };
                 if st.forbidden.contains(&m.email.to_lowercase()) {
-                    return error(403, "PERMISSION_DENIED", &format!("not allowed to remove {}", m.email));
+                    return google_error(403, "PERMISSION_DENIED", &format!("not allowed to remove {}", m.email));
                 }
                 st.groups.get_mut(*gid).unwrap().1.remove(*mid);
                 st.writes += 1;
@@ -267,13 +241,13 @@ impl FakeGroups {
             }
             ("POST", ["groups", gid, "memberships", action]) => {
                 let Some(mid) = action.strip_suffix(":modifyMembershipRoles") else {
-                    return error(404, "NOT_FOUND", "unknown method");
+                    return google_error(404, "NOT_FOUND", "unknown method");
                 };
                 let Some(m) = st.groups.get(*gid).and_then(|(_, ms)| ms.get(mid)).cloned() else {
-                    return error(404, "NOT_FOUND", "membership not found");
+                    return google_error(404, "NOT_FOUND", "membership not found");
                 };
                 if st.forbidden.contains(&m.email.to_lowercase()) {
-                    return error(403, "PERMISSION_DENIED", &format!("not allowed to change {}", m.email));
+                    return google_error(403, "PERMISSION_DENIED", &format!("not allowed to change {}", m.email));
                 }
                 let add: Vec<String> = body["addRoles"]
                     .as_array()
@@ -284,10 +258,10 @@ impl FakeGroups {
                     .map(|a| a.iter().filter_map(|r| r.as_str().map(String::from)).collect())
                     .unwrap_or_default();
                 if add.is_empty() && remove.is_empty() {
-                    return error(400, "INVALID_ARGUMENT", "nothing to modify");
+                    return google_error(400, "INVALID_ARGUMENT", "nothing to modify");
                 }
                 if remove.iter().any(|r| r == "MEMBER") {
-                    return error(
+                    return google_error(
                         400,
                         "INVALID_ARGUMENT",
                         "cannot remove the MEMBER role; delete the membership",
@@ -305,7 +279,7 @@ impl FakeGroups {
                 st.writes += 1;
                 (200, json!({"membership": view(gid, mid, &stored)}))
             }
-            _ => error(404, "NOT_FOUND", &format!("no route for {method} {path}")),
+            _ => google_error(404, "NOT_FOUND", &format!("no route for {method} {path}")),
         }
     }
 }

@@ -61,3 +61,41 @@ pub async fn write_json(sock: &mut TcpStream, status: u16, body: &[u8]) -> bool 
     );
     sock.write_all(head.as_bytes()).await.is_ok() && sock.write_all(body).await.is_ok()
 }
+
+/// Serves `handle(method, path, JSON body) -> (status, JSON answer)` on a free loopback port, one
+/// task per connection; returns `http://127.0.0.1:PORT`.
+pub async fn serve_json<F>(handle: F) -> String
+where
+    F: Fn(&str, &str, serde_json::Value) -> (u16, serde_json::Value) + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::sync::Arc::new(handle);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(req) = read_request(&mut sock, &mut buf).await {
+                    let body = serde_json::from_slice(&req.body).unwrap_or(serde_json::Value::Null);
+                    let (status, answer) = handle(&req.method, &req.path, body);
+                    if !write_json(&mut sock, status, answer.to_string().as_bytes()).await {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// A Google API error answer: `{"error": {"code", "message", "status"}}`.
+pub fn google_error(code: u16, status: &str, message: &str) -> (u16, serde_json::Value) {
+    (
+        code,
+        serde_json::json!({"error": {"code": code, "message": message, "status": status}}),
+    )
+}

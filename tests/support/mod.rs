@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod cloud_identity;
 pub mod http1;
 pub mod kube_api;

@@ -13,11 +13,10 @@
 
 #![allow(dead_code)]
 
-use super::http1::{read_request, write_json};
+use super::http1::{google_error, serve_json};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
 
 #[derive(Default)]
 struct State {
@@ -36,40 +35,15 @@ pub struct FakeIam {
     state: Arc<Mutex<State>>,
 }
 
-fn error(code: u16, status: &str, message: &str) -> (u16, Value) {
-    (
-        code,
-        json!({"error": {"code": code, "message": message, "status": status}}),
-    )
-}
-
 impl FakeIam {
     /// Starts a fake on a free loopback port.
     pub async fn start() -> FakeIam {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let fake = FakeIam {
-            url: format!("http://{}", listener.local_addr().unwrap()),
+        let mut fake = FakeIam {
+            url: String::new(),
             state: Arc::default(),
         };
         let f = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let f = f.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    while let Some(req) = read_request(&mut sock, &mut buf).await {
-                        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-                        let (status, answer) = f.handle(&req.method, &req.path, body);
-                        if !write_json(&mut sock, status, answer.to_string().as_bytes()).await {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
+        fake.url = serve_json(move |method, path, body| f.handle(method, path, body)).await;
         fake
     }
 
@@ -109,13 +83,13 @@ impl FakeIam {
     fn handle(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
         let mut st = self.state.lock().unwrap();
         let Some(rest) = path.strip_prefix("/v3/projects/") else {
-            return error(404, "NOT_FOUND", "unknown path");
+            return google_error(404, "NOT_FOUND", "unknown path");
         };
         let Some((project, verb)) = rest.split_once(':') else {
-            return error(404, "NOT_FOUND", "unknown path");
+            return google_error(404, "NOT_FOUND", "unknown path");
         };
         if method != "POST" {
-            return error(405, "INVALID_ARGUMENT", "method not allowed");
+            return google_error(405, "INVALID_ARGUMENT", "method not allowed");
         }
         match verb {
             "getIamPolicy" => (200, Self::current(&mut st, project).clone()),
@@ -135,7 +109,7 @@ impl FakeIam {
                 let current_etag = Self::current(&mut st, project)["etag"].clone();
                 if policy["etag"] != current_etag {
                     st.conflicts += 1;
-                    return error(
+                    return google_error(
                         409,
                         "ABORTED",
                         "There were concurrent policy changes. Please retry the whole read-modify-write with exponential backoff.",
@@ -145,7 +119,7 @@ impl FakeIam {
                     .as_array()
                     .is_some_and(|b| b.iter().any(|b| b.get("condition").is_some()));
                 if conditional && policy["version"].as_i64().unwrap_or(1) < 3 {
-                    return error(400, "INVALID_ARGUMENT", "conditional bindings need policy version 3");
+                    return google_error(400, "INVALID_ARGUMENT", "conditional bindings need policy version 3");
                 }
                 st.serial += 1;
                 policy["etag"] = json!(format!("BwY{:06}", st.serial));
@@ -153,7 +127,7 @@ impl FakeIam {
                 st.policies.insert(project.to_string(), policy.clone());
                 (200, policy)
             }
-            _ => error(404, "NOT_FOUND", "unknown method"),
+            _ => google_error(404, "NOT_FOUND", "unknown method"),
         }
     }
 }

@@ -1,0 +1,62 @@
+//! Running the real `bqsteward` binary from the integration tests.
+
+use bqsteward::cloud::Endpoints;
+
+/// What a run printed and returned.
+pub struct Run {
+    /// Exit status.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Asserts the exit status, showing both outputs when it differs.
+pub fn ok(r: &Run, code: i32) {
+    assert_eq!(r.code, code, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+}
+
+/// Runs `bqsteward <args> -f <file holding manifests>` with `env` set on top of an environment
+/// cleared of every endpoint and identity variable bqsteward reads.
+pub async fn bqsteward(args: &[&str], manifests: &str, env: &[(&str, &str)]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifests.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_bqsteward"));
+    c.args(args).arg("-f").arg(&file);
+    for var in [
+        "BIGQUERY_EMULATOR_HOST",
+        "STORAGE_EMULATOR_HOST",
+        "CLOUD_IDENTITY_EMULATOR_HOST",
+        "RESOURCE_MANAGER_EMULATOR_HOST",
+        "BQSTEWARD_IDENTITY",
+    ] {
+        c.env_remove(var);
+    }
+    c.envs(env.iter().copied());
+    let out = c.output().await.unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The emulator variables for `endpoints` (hosts as bqsteward reads them).
+pub fn emulator_env(endpoints: &Endpoints) -> [(&'static str, String); 2] {
+    [
+        (
+            "BIGQUERY_EMULATOR_HOST",
+            endpoints.bigquery.trim_end_matches("/bigquery/v2").to_string(),
+        ),
+        ("STORAGE_EMULATOR_HOST", endpoints.storage.clone()),
+    ]
+}
+
+/// Whether a diff line of `stdout` adds something containing `needle`.
+pub fn adds(stdout: &str, needle: &str) -> bool {
+    stdout
+        .lines()
+        .any(|l| l.trim_start().starts_with('+') && l.contains(needle))
+}
