@@ -10,7 +10,6 @@ mod support;
 
 use support::cli::{Run, adds, emulator_env, ok};
 
-use bqsteward::access::AclEntry;
 use bqsteward::cloud::Endpoints;
 use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
 use bqsteward::cloud::bqtypes::{Rows, TableRef};
@@ -123,19 +122,7 @@ metadata:
     }
 
     async fn access(&self, project: &str, dataset: &str) -> BTreeSet<String> {
-        let info = self
-            .bq
-            .get_dataset(project, dataset)
-            .await
-            .unwrap()
-            .expect("dataset exists");
-        info.access
-            .iter()
-            .map(|e| {
-                let e = AclEntry::from_api(e);
-                format!("{} {}", e.role.as_deref().unwrap_or("-"), e.principal)
-            })
-            .collect()
+        support::access_lines(&self.bq, project, dataset).await
     }
 
     fn view(&self, name: &str) -> TableRef {

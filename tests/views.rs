@@ -8,7 +8,6 @@ mod support;
 
 use support::cli::{Run, adds, emulator_env, ok};
 
-use bqsteward::access::AclEntry;
 use bqsteward::cloud::Endpoints;
 use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
 use bqsteward::cloud::bqtypes::{Rows, TableRef};
@@ -72,19 +71,7 @@ impl Env {
     }
 
     async fn access(&self, dataset: &str) -> BTreeSet<String> {
-        let info = self
-            .bq
-            .get_dataset(PROJECT, dataset)
-            .await
-            .unwrap()
-            .expect("dataset exists");
-        info.access
-            .iter()
-            .map(|e| {
-                let e = AclEntry::from_api(e);
-                format!("{} {}", e.role.as_deref().unwrap_or("-"), e.principal)
-            })
-            .collect()
+        support::access_lines(&self.bq, PROJECT, dataset).await
     }
 
     /// Someone else's REST call.

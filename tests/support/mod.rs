@@ -62,3 +62,19 @@ pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}_{:x}{:x}{n}", std::process::id(), nanos)
 }
+
+/// A dataset's live access list as `ROLE principal` lines (`-` for entries without a role).
+pub async fn access_lines(
+    bq: &dyn bqsteward::cloud::bigquery::BigQuery,
+    project: &str,
+    dataset: &str,
+) -> std::collections::BTreeSet<String> {
+    let info = bq.get_dataset(project, dataset).await.unwrap().expect("dataset exists");
+    info.access
+        .iter()
+        .map(|e| {
+            let e = bqsteward::access::AclEntry::from_api(e);
+            format!("{} {}", e.role.as_deref().unwrap_or("-"), e.principal)
+        })
+        .collect()
+}
