@@ -3,13 +3,13 @@
 //! does.
 
 use crate::access::AclEntry;
-use crate::access::apply::{Applier, Outcome, category_label, observe};
+use crate::access::apply::{Applier, Outcome, category_label, drop_missing_views, observe};
 use crate::access::entry::{identity_email, identity_entry};
 use crate::access::{DatasetPlan, DesiredAcl, compile, plan_dataset};
 use crate::cli::{LiveArgs, PlanOutput};
 use crate::cloud::Endpoints;
 use crate::cloud::bigquery::{BigQuery, BigQueryRest};
-use crate::cloud::bqtypes::{TableInfo, TableRef};
+use crate::cloud::bqtypes::TableInfo;
 use crate::cloud::groups::{Groups, GroupsRest};
 use crate::cloud::iam::{IamRest, ProjectIam};
 use crate::cloud::retry::{Backoff, Pacer};
@@ -216,48 +216,6 @@ fn print_table_plans(prepared: &Prepared, plans: &[Result<TableState, String>]) 
                 print!("{}", views::report::plan_text(&s.views));
             }
             Err(e) => println!("error: {e}"),
-        }
-    }
-}
-
-/// Drops authorizations of views that do not exist (a view whose creation was refused or failed):
-/// BigQuery refuses an access entry naming a missing view, which would block the whole list.
-async fn drop_missing_views(bq: &dyn BigQuery, prepared: &mut Prepared) {
-    let mut exists: std::collections::BTreeMap<String, bool> = std::collections::BTreeMap::new();
-    for d in &mut prepared.desired {
-        let mut missing = Vec::new();
-        for (e, reason) in &d.entries {
-            let (crate::access::Principal::View(v), crate::access::compile::Reason::Required { by }) =
-                (&e.principal, reason)
-            else {
-                continue;
-            };
-            let known = match exists.get(v) {
-                Some(k) => *k,
-                None => {
-                    let parts: Vec<&str> = v.rsplitn(3, '.').collect();
-                    let k = match parts.as_slice() {
-                        [t, ds, p] => match bq.get_table(&TableRef::new(p, ds, t)).await {
-                            Ok(Some(info)) => info.is_view(),
-                            Ok(None) => false,
-                            Err(_) => true, // unknown: keep it, the write will tell
-                        },
-                        _ => true,
-                    };
-                    exists.insert(v.clone(), k);
-                    k
-                }
-            };
-            if !known {
-                println!(
-                    "{}: authorization of view {v} ({by}) skipped: the view does not exist",
-                    d.key
-                );
-                missing.push(e.clone());
-            }
-        }
-        for e in missing {
-            d.entries.remove(&e);
         }
     }
 }
@@ -633,7 +591,9 @@ pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
             let iam_client = clients.iam.as_ref().map(|c| c as &dyn ProjectIam);
             let (consumers, retired, applied) = apply_consumer_views(&clients.bq, iam_client, &prepared).await;
             retire(&mut prepared, retired.into_iter().map(|e| (None, e)));
-            drop_missing_views(&clients.bq, &mut prepared).await;
+            for note in drop_missing_views(&clients.bq, &mut prepared.desired).await {
+                println!("{note}");
+            }
             let datasets =
                 if prepared.desired.is_empty() && (!prepared.tables.is_empty() || !prepared.groups.is_empty()) {
                     EXIT_OK

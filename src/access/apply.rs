@@ -2,10 +2,12 @@
 //! guarded by that read's etag; on 412 (someone else wrote in between) bqsteward reads again,
 //! plans again and retries, a bounded number of times. It never sends a list built from a stale read.
 
-use super::compile::DesiredAcl;
+use super::compile::{DesiredAcl, Reason};
 use super::entry::AclEntry;
+use super::entry::Principal;
 use super::plan::{DatasetPlan, Observed, plan_dataset};
 use crate::cloud::bigquery::BigQuery;
+use crate::cloud::bqtypes::TableRef;
 use crate::cloud::retry::{Backoff, Pacer, with_retry};
 use crate::cloud::{CloudError, ErrorCategory};
 use crate::policy::Policy;
@@ -99,6 +101,50 @@ impl Applier<'_> {
             }
         }
     }
+}
+
+/// Drops the authorizations other resources require for views that do not exist (a view whose
+/// creation was refused or failed): BigQuery refuses an access entry naming a missing view, which
+/// would block the whole list. Returns one note per entry dropped. Used before writing lists, by
+/// `apply` and by the controller.
+pub async fn drop_missing_views(bq: &dyn BigQuery, desired: &mut [DesiredAcl]) -> Vec<String> {
+    let mut exists: std::collections::BTreeMap<String, bool> = std::collections::BTreeMap::new();
+    let mut notes = Vec::new();
+    for d in desired {
+        let mut missing = Vec::new();
+        for (e, reason) in &d.entries {
+            let (Principal::View(v), Reason::Required { by }) = (&e.principal, reason) else {
+                continue;
+            };
+            let known = match exists.get(v) {
+                Some(k) => *k,
+                None => {
+                    let parts: Vec<&str> = v.rsplitn(3, '.').collect();
+                    let k = match parts.as_slice() {
+                        [t, ds, p] => match bq.get_table(&TableRef::new(p, ds, t)).await {
+                            Ok(Some(info)) => info.is_view(),
+                            Ok(None) => false,
+                            Err(_) => true, // unknown: keep it, the write will tell
+                        },
+                        _ => true,
+                    };
+                    exists.insert(v.clone(), k);
+                    k
+                }
+            };
+            if !known {
+                notes.push(format!(
+                    "{}: authorization of view {v} ({by}) skipped: the view does not exist",
+                    d.key
+                ));
+                missing.push(e.clone());
+            }
+        }
+        for e in missing {
+            d.entries.remove(&e);
+        }
+    }
+    notes
 }
 
 /// One structured line per change written: the audit trail.

@@ -375,6 +375,9 @@ async fn apply_acls(
             }),
         }
     }
+    for note in crate::access::apply::drop_missing_views(ctx.bq.as_ref(), &mut desired).await {
+        tracing::warn!(object = %obj.key, "{note}");
+    }
     let pacer = Pacer::default();
     let applier = Applier {
         bq: ctx.bq.as_ref(),
