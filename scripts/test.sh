@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it: format, lints, and every test, emulator-backed ones included.
-# Installs and starts the emulators itself (scripts/emulators.sh) and stops them again if it
-# started them. Usage: scripts/test.sh [extra cargo test args]
+# The whole check, as CI runs it: format, lints, and every test, emulator- and cluster-backed ones
+# included. Installs and starts the emulators (scripts/emulators.sh) and a real Kubernetes API server
+# (scripts/kube.sh: built from Go modules on first use, cached in ~/.cache/bqsteward) itself, and
+# stops them again if it started them. Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,12 +16,24 @@ fi
 command -v kubectl >/dev/null 2>&1 || { echo "kubectl is needed for tests/deploy.rs (kubectl kustomize)" >&2; exit 1; }
 
 started=0
-if ! scripts/emulators.sh status >/dev/null 2>&1; then
-  scripts/emulators.sh start
-  started=1
-fi
-cleanup() { if [ "$started" = 1 ]; then scripts/emulators.sh stop; fi; }
+kube_started=0
+cleanup() {
+  if [ "$started" = 1 ]; then scripts/emulators.sh stop; fi
+  if [ "$kube_started" = 1 ]; then scripts/kube.sh stop; fi
+}
 trap cleanup EXIT
+if ! scripts/emulators.sh status >/dev/null 2>&1; then
+  started=1
+  scripts/emulators.sh start
+fi
+# The real API server for tests/cluster.rs (the tests would start it too; here its cold build is
+# timed on its own line).
+if ! scripts/kube.sh status >/dev/null 2>&1; then
+  kube_started=1
+  t0=$SECONDS
+  scripts/kube.sh start >/dev/null
+  echo "== kube-apiserver ready ($((SECONDS - t0)) s, builds included)"
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -103,6 +103,10 @@ pub enum Command {
         /// Name of the leader-election Lease.
         #[arg(long, default_value = "bqsteward-leader")]
         lease_name: String,
+        /// How long a leader's Lease lasts without renewal, e.g. `30s`: a standby replica takes
+        /// over at most this long after the leader stops renewing (it renews well before).
+        #[arg(long, default_value = "30s")]
+        lease_duration: String,
     },
     /// Check manifests offline: schema, identifiers, emails, column references, guardrails and
     /// duplicates. Exit 0 when valid, 1 when any error is found.

@@ -48,14 +48,24 @@ fn main() {
             no_leader_election,
             lease_namespace,
             lease_name,
+            lease_duration,
         } => {
             let policy = bqsteward::policy::Policy::load(policy.as_deref()).map_err(anyhow::Error::from);
-            let requeue = requeue
-                .parse::<kube::core::Duration>()
-                .map(std::time::Duration::from)
-                .map_err(|e| anyhow::anyhow!("--requeue {requeue:?}: {e}; write e.g. 10m"));
-            match (policy, requeue) {
-                (Ok(policy), Ok(requeue)) => {
+            let duration = |flag: &str, text: &str, example: &str| {
+                text.parse::<kube::core::Duration>()
+                    .map(std::time::Duration::from)
+                    .map_err(|e| anyhow::anyhow!("{flag} {text:?}: {e}; write e.g. {example}"))
+            };
+            let requeue = duration("--requeue", &requeue, "10m");
+            let lease_duration = duration("--lease-duration", &lease_duration, "30s").and_then(|d| {
+                if d.as_secs() < 5 {
+                    Err(anyhow::anyhow!("--lease-duration must be at least 5s"))
+                } else {
+                    Ok(d)
+                }
+            });
+            match (policy, requeue, lease_duration) {
+                (Ok(policy), Ok(requeue), Ok(lease_duration)) => {
                     let args = bqsteward::controller::run::RunArgs {
                         policy,
                         identity,
@@ -64,10 +74,11 @@ fn main() {
                         leader_election: !no_leader_election,
                         lease_namespace,
                         lease_name,
+                        lease_duration,
                     };
                     runtime().block_on(bqsteward::controller::run::run(args)).map(|()| 0)
                 }
-                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
             }
         }
         Command::Apply {

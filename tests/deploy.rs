@@ -3,8 +3,11 @@
 //! runs under `lua5.4` against sample statuses of every kind; the Helm chart's templates use only
 //! values its `values.yaml` defines (there is no helm binary here to render it).
 
+mod support;
+
 use serde_json::{Value, json};
 use std::process::Command;
+use support::argocd::health;
 
 fn kustomize(dir: &str) -> Vec<serde_yaml::Value> {
     let out = Command::new("kubectl")
@@ -55,40 +58,6 @@ fn kustomize_default_renders_everything_the_controller_needs() {
     assert!(sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].is_string());
     // Samples render too.
     assert_eq!(kustomize("config/samples").len(), 4);
-}
-
-/// A JSON value as a Lua table literal.
-fn lua(v: &Value) -> String {
-    match v {
-        Value::Null => "nil".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => format!("{s:?}"),
-        Value::Array(a) => format!("{{{}}}", a.iter().map(lua).collect::<Vec<_>>().join(", ")),
-        Value::Object(o) => format!(
-            "{{{}}}",
-            o.iter()
-                .map(|(k, v)| format!("[{k:?}] = {}", lua(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-fn health(obj: Value) -> (String, String) {
-    let script = std::fs::read_to_string("config/argocd/health.lua").unwrap();
-    let program = format!(
-        "obj = {}\nlocal function check()\n{script}\nend\nlocal hs = check()\nio.write(hs.status, \"|\", hs.message or \"\")",
-        lua(&obj)
-    );
-    let out = Command::new("lua5.4")
-        .args(["-e", &program])
-        .output()
-        .expect("lua5.4 must be installed (scripts/test.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (s, m) = text.split_once('|').unwrap();
-    (s.to_string(), m.to_string())
 }
 
 fn cond(t: &str, status: &str, reason: &str, message: &str) -> Value {

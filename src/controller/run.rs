@@ -45,6 +45,8 @@ pub struct RunArgs {
     pub lease_namespace: String,
     /// Name of the Lease.
     pub lease_name: String,
+    /// How long the Lease lasts without renewal (a standby takes over within it).
+    pub lease_duration: Duration,
 }
 
 /// The controllers watch untyped objects and convert each one, so that one object that does not
@@ -289,6 +291,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.leader_election {
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
             .with_namespace(&args.lease_namespace)
+            .with_duration(args.lease_duration.as_secs())
+            .with_grace((args.lease_duration.as_secs() / 6).max(1))
             .with_identity(
                 instance
                     .clone()

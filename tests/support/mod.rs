@@ -5,9 +5,12 @@
 
 #![allow(dead_code)]
 
+pub mod argocd;
 pub mod cli;
+pub mod controller;
 pub mod cloud_identity;
 pub mod http1;
+pub mod kube;
 pub mod kube_api;
 pub mod proxy;
 pub mod resource_manager;
@@ -48,6 +51,58 @@ pub fn emulators() -> Endpoints {
             Endpoints::from_vars(Some(var("BIGQUERY_EMULATOR_HOST")), Some(var("STORAGE_EMULATOR_HOST")))
         })
         .clone()
+}
+
+/// A private set of emulators with fresh state (its own ports and state directory, as the demo's),
+/// for a test that must use fixed project and bucket names (the samples'); stopped when dropped.
+pub struct PrivateEmulators {
+    /// Their endpoints.
+    pub endpoints: Endpoints,
+    state: tempfile::TempDir,
+    ports: (u16, u16),
+}
+
+impl PrivateEmulators {
+    /// Starts them: BigQuery on `bq_port` (gRPC on the next port), Cloud Storage on `gcs_port`.
+    pub fn start(bq_port: u16, gcs_port: u16) -> PrivateEmulators {
+        bqsteward::cloud::install_crypto_provider();
+        let state = tempfile::tempdir().unwrap();
+        let e = PrivateEmulators {
+            endpoints: Endpoints::from_vars(
+                Some(format!("http://127.0.0.1:{bq_port}")),
+                Some(format!("http://127.0.0.1:{gcs_port}")),
+            ),
+            state,
+            ports: (bq_port, gcs_port),
+        };
+        let out = e.script("stop");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = e.script("start");
+        assert!(
+            out.status.success(),
+            "scripts/emulators.sh start (private set) failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        e
+    }
+
+    fn script(&self, verb: &str) -> std::process::Output {
+        Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/emulators.sh"))
+            .arg(verb)
+            .env("BQSTEWARD_EMU_STATE", self.state.path())
+            .env("BQSTEWARD_BQ_PORT", self.ports.0.to_string())
+            .env("BQSTEWARD_BQ_GRPC_PORT", (self.ports.0 + 1).to_string())
+            .env("BQSTEWARD_GCS_PORT", self.ports.1.to_string())
+            .output()
+            .expect("run scripts/emulators.sh")
+    }
+}
+
+impl Drop for PrivateEmulators {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
 }
 
 /// A name unique to this test run, e.g. `prefix_1a2b3c4d` (valid as a dataset id and, with
