@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes API server for bqsteward's tests and demo: kube-apiserver and etcd built from their
-# Go modules (no Docker, no kind, no envtest downloads here), plus helm for the chart tests and kubectl
-# when the machine has none. Built once per machine into a cache outside the repo, started on loopback
+# Go modules (no Docker, no kind, no envtest downloads here), plus kubectl of the same version and helm
+# for the chart tests. Built once per machine into a cache outside the repo, started on loopback
 # with a fresh data directory, stopped by PID.
 #
 #   scripts/kube.sh build    build what is missing or out of date (cold: ~15-20 min on 2 cores)
@@ -43,13 +43,13 @@ log() { echo "kube: $*" >&2; }
 # The stamp of a tool's sources (its module directory): a changed go.mod/go.sum/main rebuilds it.
 stamp_of() { cat "$here/scripts/$1"/go.mod "$here/scripts/$1"/go.sum "$here/scripts/$1"/*.go | sha256sum | cut -c1-16; }
 
-build_one() { # name module-dir package
-  local name=$1 dir=$2 pkg=$3 stamp
+build_one() { # name module-dir package [ldflags]
+  local name=$1 dir=$2 pkg=$3 ldflags=${4:-} stamp
   stamp=$(stamp_of "$dir")
   if [ -x "$bin/$name" ] && [ "$(cat "$bin/$name.stamp" 2>/dev/null)" = "$stamp" ]; then return 0; fi
   log "building $name from $pkg (cached in $bin)"
   local t0=$SECONDS
-  (cd "$here/scripts/$dir" && GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$bin/$name.tmp" "$pkg")
+  (cd "$here/scripts/$dir" && GOFLAGS="-mod=readonly -buildvcs=false" go build -trimpath -ldflags="-s -w $ldflags" -o "$bin/$name.tmp" "$pkg")
   mv "$bin/$name.tmp" "$bin/$name"
   echo "$stamp" >"$bin/$name.stamp"
   log "built $name in $((SECONDS - t0)) s"
@@ -62,10 +62,12 @@ build() {
   exec 8>"$cache/build.lock"
   flock 8
   build_one etcd etcd .
-  build_one kube-apiserver k8s k8s.io/kubernetes/cmd/kube-apiserver
-  if ! command -v kubectl >/dev/null 2>&1 || [ -x "$bin/kubectl" ]; then
-    build_one kubectl k8s k8s.io/kubernetes/cmd/kubectl
-  fi
+  # The version the binaries report (/version, `kubectl version`): a plain build says v0.0.0-master.
+  local v=k8s.io/component-base/version minor=${k8s_version#v1.}
+  local kv="-X $v.gitVersion=$k8s_version -X $v.gitMajor=1 -X $v.gitMinor=${minor%%.*} -X $v.gitTreeState=clean"
+  build_one kube-apiserver k8s k8s.io/kubernetes/cmd/kube-apiserver "$kv"
+  # kubectl of the same version (a machine's own may be older than the +/-1 supported skew).
+  build_one kubectl k8s k8s.io/kubernetes/cmd/kubectl "$kv"
   build_one helm helm helm.sh/helm/v3/cmd/helm
   flock -u 8
 }
