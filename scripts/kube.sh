@@ -69,7 +69,7 @@ build() {
   # kubectl of the same version (a machine's own may be older than the +/-1 supported skew).
   build_one kubectl k8s k8s.io/kubernetes/cmd/kubectl "$kv"
   build_one helm helm helm.sh/helm/v3/cmd/helm
-  flock -u 8
+  exec 8>&-
 }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -173,13 +173,14 @@ rules:
   - level: None
 EOF2
   local t0=$SECONDS
+  # The servers must not inherit the lock descriptors (8>&- 9>&-), or the next start waits forever.
   log "starting etcd on 127.0.0.1:$etcd_port"
   setsid "$bin/etcd" --name bqsteward-test --data-dir "$state/etcd-data" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
     --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
     --initial-cluster "bqsteward-test=http://127.0.0.1:$etcd_peer_port" \
-    --unsafe-no-fsync --log-level warn >"$state/etcd.log" 2>&1 </dev/null &
+    --unsafe-no-fsync --log-level warn >"$state/etcd.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$state/etcd.pid"
   wait_for etcd etcd_ready "$state/etcd.pid" 30
   log "starting kube-apiserver $k8s_version on https://127.0.0.1:$port"
@@ -197,7 +198,7 @@ EOF2
     --profiling=false --enable-priority-and-fairness=false \
     --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/audit.log" \
     --audit-log-format json --audit-log-mode blocking \
-    >"$state/kube-apiserver.log" 2>&1 </dev/null &
+    >"$state/kube-apiserver.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$state/kube-apiserver.pid"
   wait_for kube-apiserver ready "$state/kube-apiserver.pid" 120
   write_kubeconfig

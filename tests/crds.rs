@@ -25,22 +25,23 @@ fn checked_in_crds_match_the_rust_types() {
         "run `cargo run -- crds --out crds`\n{}",
         drift.join("\n")
     );
-    // Besides the generated files, crds/ holds only its kustomization (listing exactly them).
+    // Besides the generated files, crds/ holds only its kustomization (listing exactly them), named
+    // `Kustomization` so that `kubectl apply -f crds/` (which reads only *.yaml, *.yml, *.json) skips it.
     let on_disk: Vec<String> = std::fs::read_dir("crds")
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|f| f != "kustomization.yaml")
+        .filter(|f| f != "Kustomization")
         .collect();
     assert_eq!(
         on_disk.len(),
         crd::all_crds().len(),
         "crds/ holds files no kind generates: {on_disk:?}"
     );
-    let kustomization = std::fs::read_to_string("crds/kustomization.yaml").unwrap();
+    let kustomization = std::fs::read_to_string("crds/Kustomization").unwrap();
     for f in &on_disk {
         assert!(
             kustomization.contains(f.as_str()),
-            "crds/kustomization.yaml does not list {f}"
+            "crds/Kustomization does not list {f}"
         );
     }
 }

@@ -39,7 +39,10 @@ pub struct DatasetAccessSpec {
     /// for a DatasetAccess). At most one DatasetAccess per dataset. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("dataset is immutable; create a new DatasetAccess instead"))]
     pub dataset: String,
-    /// The complete list. Each entry has a `role` and exactly one principal.
+    /// The complete list. Each entry has a `role` and exactly one principal. At most 2,500
+    /// entries (BigQuery's limit of authorized resources per dataset; the bound also keeps the
+    /// API server's CEL cost estimate within its budget).
+    #[schemars(length(max = 2500))]
     pub access: Vec<AccessEntry>,
     /// `Retain` (default) leaves the access list as it is when this resource is deleted; `Delete`
     /// removes the entries this resource declared (never bqsteward's own identity or the last OWNER).
@@ -50,7 +53,7 @@ pub struct DatasetAccessSpec {
 /// One access entry: a role and exactly one principal.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("[has(self.user), has(self.group), has(self.serviceAccount), has(self.domain), has(self.specialGroup), has(self.iamMember), has(self.view), has(self.routine), has(self.dataset)].filter(x, x).size() == 1").message("each access entry names exactly one principal"))]
+#[x_kube(validation = Rule::new("(has(self.user) ? 1 : 0) + (has(self.group) ? 1 : 0) + (has(self.serviceAccount) ? 1 : 0) + (has(self.domain) ? 1 : 0) + (has(self.specialGroup) ? 1 : 0) + (has(self.iamMember) ? 1 : 0) + (has(self.view) ? 1 : 0) + (has(self.routine) ? 1 : 0) + (has(self.dataset) ? 1 : 0) == 1").message("each access entry names exactly one principal"))]
 pub struct AccessEntry {
     /// READER, WRITER or OWNER (also written `roles/bigquery.dataViewer`, `dataEditor`,
     /// `dataOwner`). Authorized `view`, `routine` and `dataset` entries take no role.

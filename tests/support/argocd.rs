@@ -40,4 +40,3 @@ pub fn health(obj: Value) -> (String, String) {
     let (s, m) = text.split_once('|').unwrap();
     (s.to_string(), m.to_string())
 }
-

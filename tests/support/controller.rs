@@ -71,7 +71,12 @@ impl Controller {
     /// Its `/metrics` text (empty while it does not answer).
     pub fn metrics(&self) -> String {
         let out = Command::new("curl")
-            .args(["-fsS", "--max-time", "5", &format!("http://127.0.0.1:{}/metrics", self.port)])
+            .args([
+                "-fsS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{}/metrics", self.port),
+            ])
             .output()
             .expect("curl");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -130,7 +135,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 
 /// The running API server as the tests reach it.
 pub struct Kube {
@@ -71,10 +71,17 @@ pub fn kube() -> &'static Kube {
     })
 }
 
-/// One cluster test at a time (they share the API server's cluster-scoped objects).
-pub fn exclusive() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One cluster test at a time (they share the API server's cluster-scoped objects): for tests
+/// without a runtime.
+pub fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    LOCK.blocking_lock()
+}
+
+/// [`exclusive`] for async tests.
+pub async fn exclusive_async() -> tokio::sync::MutexGuard<'static, ()> {
+    LOCK.lock().await
 }
 
 impl Kube {
@@ -147,6 +154,26 @@ impl Kube {
         config["contexts"][0]["context"]["user"] = format!("{ns}-{sa}").into();
         config["contexts"][0]["context"]["namespace"] = ns.into();
         std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    }
+
+    /// Removes every bqsteward object of namespace `ns` left by an earlier run, finalizers first
+    /// (no controller runs to clear them).
+    pub fn purge(&self, ns: &str) {
+        let kinds = "ingestedtables.bqsteward.dev,datasetaccesses.bqsteward.dev,consumerprojects.bqsteward.dev,groupmemberships.bqsteward.dev";
+        let names = self.kubectl(&["get", kinds, "-n", ns, "-o", "name"]).ok();
+        for name in names.lines().filter(|l| !l.is_empty()) {
+            self.kubectl(&[
+                "patch",
+                name,
+                "-n",
+                ns,
+                "--type=merge",
+                "-p",
+                r#"{"metadata": {"finalizers": null}}"#,
+            ])
+            .ok();
+            self.kubectl(&["delete", name, "-n", ns, "--ignore-not-found"]).ok();
+        }
     }
 
     /// An object as JSON (`kubectl get KIND NAME -n NS -o json`), or `None` when it is gone.

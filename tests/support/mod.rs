@@ -7,8 +7,8 @@
 
 pub mod argocd;
 pub mod cli;
-pub mod controller;
 pub mod cloud_identity;
+pub mod controller;
 pub mod http1;
 pub mod kube;
 pub mod kube_api;
