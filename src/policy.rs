@@ -83,6 +83,46 @@ impl Policy {
             .any(|f| f.eq_ignore_ascii_case(principal))
     }
 
+    /// Checks an IAM member string (an `iamMember` entry) against the policy, as the same principal
+    /// written any other way would be: `user:`, `group:`, `serviceAccount:` and `domain:` members
+    /// must be in the allowed domains; `allUsers`, `allAuthenticatedUsers` and the public principal
+    /// set `principalSet://goog/public:all` are forbidden when the corresponding public principal is.
+    /// `Err` says why, in words for the manifest's author.
+    pub fn check_iam_member(&self, member: &str) -> Result<(), String> {
+        let member = member.trim();
+        let public = |name: &str| {
+            if name == member {
+                format!(
+                    "{member:?} is a forbidden principal (it would make the data public); remove it, or remove it \
+                     from the policy file's forbiddenPrincipals"
+                )
+            } else {
+                format!(
+                    "{member:?} is a forbidden principal (the same as {name}: it would make the data public); remove \
+                     it, or remove {name} from the policy file's forbiddenPrincipals"
+                )
+            }
+        };
+        if self.is_forbidden(member) {
+            return Err(public(member));
+        }
+        if member.eq_ignore_ascii_case("principalSet://goog/public:all") && self.is_forbidden("allUsers") {
+            return Err(public("allUsers"));
+        }
+        let Some((kind, rest)) = member.split_once(':') else {
+            return Ok(());
+        };
+        let rest = rest.split('?').next().unwrap_or_default(); // `deleted:user:x?uid=…` keeps the email
+        match kind.to_ascii_lowercase().as_str() {
+            "user" | "group" | "serviceaccount" | "domain" if !self.domain_allowed(rest) => Err(format!(
+                "{member:?} is outside the allowed domains {:?} of the policy file",
+                self.allowed_domains
+            )),
+            "user" | "group" | "serviceaccount" | "domain" if self.is_forbidden(rest) => Err(public(rest)),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether an email or a domain is inside the allowed domains (always true when none are set).
     pub fn domain_allowed(&self, email_or_domain: &str) -> bool {
         if self.allowed_domains.is_empty() {
@@ -111,6 +151,34 @@ mod tests {
         assert!(p.is_forbidden("allauthenticatedusers"));
         assert!(!p.is_forbidden("projectReaders"));
         assert!(p.domain_allowed("x@anything.org"));
+    }
+
+    #[test]
+    fn iam_members_follow_the_same_rules_as_other_principals() {
+        let p: Policy = serde_yaml::from_str("allowedDomains: [acme.com]").unwrap();
+        for bad in [
+            "user:eve@evil.com",
+            "group:g@gmail.com",
+            "serviceAccount:x@other.iam.gserviceaccount.com",
+            "domain:gmail.com",
+            "allUsers",
+            "allAuthenticatedUsers",
+            "principalSet://goog/public:all",
+            "PRINCIPALSET://goog/public:all",
+        ] {
+            assert!(p.check_iam_member(bad).is_err(), "{bad} accepted");
+        }
+        for good in [
+            "user:a@acme.com",
+            "group:g@eu.acme.com",
+            "domain:acme.com",
+            "principalSet://iam.googleapis.com/locations/global/workforcePools/p/group/g",
+        ] {
+            assert_eq!(p.check_iam_member(good), Ok(()), "{good}");
+        }
+        let open: Policy = serde_yaml::from_str("forbiddenPrincipals: []").unwrap();
+        assert_eq!(open.check_iam_member("principalSet://goog/public:all"), Ok(()));
+        assert_eq!(open.check_iam_member("user:eve@evil.com"), Ok(()));
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The controller's reconcile, driven object by object against the Kubernetes stand-in in
-//! `support/kube_api.rs` (no API server here) with the cloud side on the real emulators:
-//! finalizers added and removed on delete under each deletion policy, status written once and not
-//! rewritten when nothing changed, an invalid object gets a clear condition without blocking
-//! others, a failure backs off and recovers, and an IngestedTable with its views end to end.
+//! The controller's reconcile, driven object by object against a real Kubernetes API server
+//! (`scripts/kube.sh`, through bqsteward's own `KubeCluster` writer) with the cloud side on the real
+//! emulators: finalizers added and removed on delete under each deletion policy, status written
+//! once and not rewritten when nothing changed, an invalid object gets a clear condition without
+//! blocking others, a failure backs off and recovers, and an IngestedTable with its views end to
+//! end. `bqsteward run` itself (watches, leader election, RBAC) is tested in `tests/cluster.rs`.
 
 mod support;
 
@@ -17,12 +18,12 @@ use bqsteward::policy::Policy;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use support::kube_api::FakeKube;
+use support::kube::RealCluster;
 
 const PROJECT: &str = "bqsteward-ctl";
 const IDENTITY: &str = "serviceAccount:bqsteward@bqsteward-ctl.iam.gserviceaccount.com";
 
-async fn ctx(kube: Arc<FakeKube>) -> (Ctx, BigQueryRest, GcsRest) {
+async fn ctx(kube: Arc<RealCluster>) -> (Ctx, BigQueryRest, GcsRest) {
     let e = support::emulators();
     let bq = BigQueryRest::new(&e).await.unwrap();
     let gcs = GcsRest::new(&e).unwrap();
@@ -68,26 +69,53 @@ fn meta_mut(l: &mut Loaded) -> &mut kube::core::ObjectMeta {
     }
 }
 
-/// The object as the API would hand it to the controller now.
-fn object(kube: &FakeKube, l: &Loaded, deleting: bool) -> Object {
+/// The object as the API server hands it to the controller now: applied from its manifest on first
+/// sight (server-side apply, as `kubectl apply` would), deleted first when `deleting` (the server
+/// sets `deletionTimestamp` and keeps the object while a finalizer is on it). An object already
+/// gone is handed over as a last delete event would be: deleting, without finalizers.
+fn object(kube: &RealCluster, l: &Loaded, deleting: bool) -> Object {
     let key = key_of(l);
+    let kind = format!("{}.bqsteward.dev", key.kind.to_lowercase());
+    let k = kube.kube;
+    let gone = kube.get(&key).object.is_null();
+    if gone && !deleting {
+        let mut manifest = match &l.resource {
+            Resource::IngestedTable(r) => serde_json::to_value(r),
+            Resource::DatasetAccess(r) => serde_json::to_value(r),
+            Resource::ConsumerProject(r) => serde_json::to_value(r),
+            Resource::GroupMembership(r) => serde_json::to_value(r),
+        }
+        .unwrap();
+        manifest.as_object_mut().unwrap().remove("status");
+        k.kubectl_in(&["apply", "--server-side", "-f", "-"], &manifest.to_string())
+            .ok();
+    }
+    if deleting && !gone {
+        k.kubectl(&["delete", &kind, &key.name, "-n", &key.namespace, "--wait=false"])
+            .ok();
+    }
     let stored = kube.get(&key);
     let mut loaded = l.clone();
     let m = meta_mut(&mut loaded);
-    m.generation = Some(1);
-    m.uid = Some(format!("uid-{}", key.name));
-    m.resource_version = Some(stored.resource_version.to_string());
-    m.finalizers = Some(stored.finalizers.clone());
-    if deleting {
+    if stored.object.is_null() {
+        m.finalizers = Some(Vec::new());
         m.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::now(),
         ));
+    } else {
+        *m = serde_json::from_value(stored.object["metadata"].clone()).unwrap();
     }
     Object {
         key,
         loaded,
         status: stored.status,
     }
+}
+
+/// A fresh namespace for one test (objects of an earlier run removed).
+fn namespace(kube: &RealCluster, ns: &str) {
+    kube.kube.namespace(ns);
+    kube.kube.purge(ns);
 }
 
 fn condition(status: &Value, t: &str) -> (String, String, String) {
@@ -113,13 +141,14 @@ async fn access(bq: &BigQueryRest, ds: &str) -> Vec<String> {
 
 fn dataset_access(name: &str, ds: &str, policy: &str, extra: &str) -> String {
     format!(
-        "apiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {{name: {name}, namespace: ctl}}\nspec:\n  project: {PROJECT}\n  dataset: {ds}\n  deletionPolicy: {policy}\n  access:\n    - {{role: OWNER, specialGroup: projectOwners}}\n    - {{role: READER, group: {name}@acme.com}}\n{extra}"
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {{name: {name}, namespace: ctl-access}}\nspec:\n  project: {PROJECT}\n  dataset: {ds}\n  deletionPolicy: {policy}\n  access:\n    - {{role: OWNER, specialGroup: projectOwners}}\n    - {{role: READER, group: {name}@acme.com}}\n{extra}"
     )
 }
 
 #[tokio::test]
 async fn finalizers_status_deletion_policies_invalid_objects_and_backoff() {
-    let kube = Arc::new(FakeKube::default());
+    let kube = Arc::new(RealCluster::new().await);
+    namespace(&kube, "ctl-access");
     let (ctx, bq, _) = ctx(kube.clone()).await;
     let (ds_a, ds_b) = (support::unique("ctl"), support::unique("ctl"));
     for ds in [&ds_a, &ds_b] {
@@ -234,7 +263,8 @@ async fn finalizers_status_deletion_policies_invalid_objects_and_backoff() {
 
 #[tokio::test]
 async fn an_ingested_table_loads_writes_views_status_and_is_deleted_with_policy_delete() {
-    let kube = Arc::new(FakeKube::default());
+    let kube = Arc::new(RealCluster::new().await);
+    namespace(&kube, "ctl-table");
     let (ctx, bq, gcs) = ctx(kube.clone()).await;
     let bucket = support::unique("ctl").replace('_', "-");
     gcs.create_bucket(PROJECT, &bucket).await.unwrap();
@@ -248,7 +278,7 @@ async fn an_ingested_table_loads_writes_views_status_and_is_deleted_with_policy_
     .unwrap();
     let ds = support::unique("ctl");
     let text = format!(
-        "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {{name: t, namespace: ctl}}\nspec:\n  source: {{uri: 'gs://{bucket}/in/', format: NEWLINE_DELIMITED_JSON}}\n  destination: {{project: {PROJECT}, dataset: {ds}, table: t}}\n  schema: [{{name: id, type: INT64}}, {{name: v, type: INT64}}]\n  primaryKey: [id]\n  versionColumn: v\n  views: {{full: true}}\n  schedule: {{every: 5m}}\n  deletionPolicy: Delete\n"
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {{name: t, namespace: ctl-table}}\nspec:\n  source: {{uri: 'gs://{bucket}/in/', format: NEWLINE_DELIMITED_JSON}}\n  destination: {{project: {PROJECT}, dataset: {ds}, table: t}}\n  schema: [{{name: id, type: INT64}}, {{name: v, type: INT64}}]\n  primaryKey: [id]\n  versionColumn: v\n  views: {{full: true}}\n  schedule: {{every: 5m}}\n  deletionPolicy: Delete\n"
     );
     let all = load(&text);
     let requeue = reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
@@ -394,4 +424,43 @@ async fn the_kube_writer_sends_the_requests_the_api_expects() {
     assert_eq!(body["reason"], "InvalidSpec");
     assert_eq!(body["regarding"]["kind"], "DatasetAccess");
     assert_eq!(body["reportingController"], "bqsteward");
+}
+
+/// A security review found the controller writing entries of an invalid DatasetAccess: the ACL
+/// compile used every object, so reconciling a valid IngestedTable wrote an out-of-domain reader
+/// declared by an invalid DatasetAccess on the same dataset. Invalid objects contribute nothing.
+#[tokio::test]
+async fn an_invalid_object_contributes_nothing_to_a_list_another_object_writes() {
+    let kube = Arc::new(RealCluster::new().await);
+    namespace(&kube, "ctl-invalid");
+    let (mut ctx, bq, gcs) = ctx(kube.clone()).await;
+    ctx.policy = serde_yaml::from_str("allowedDomains: [acme.com, gserviceaccount.com]").unwrap();
+    let bucket = support::unique("ctl").replace('_', "-");
+    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
+    gcs.upload(
+        &bucket,
+        "in/a.json",
+        b"{\"id\": 1, \"v\": 1}\n".to_vec(),
+        "application/octet-stream",
+    )
+    .await
+    .unwrap();
+    let ds = support::unique("ctl");
+    let text = format!(
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {{name: t, namespace: ctl-invalid}}\nspec:\n  source: {{uri: 'gs://{bucket}/in/', format: NEWLINE_DELIMITED_JSON}}\n  destination: {{project: {PROJECT}, dataset: {ds}, table: t}}\n  schema: [{{name: id, type: INT64}}, {{name: v, type: INT64}}]\n  primaryKey: [id]\n  versionColumn: v\n  views: {{full: true}}\n---\napiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {{name: takeover, namespace: ctl-invalid}}\nspec:\n  project: {PROJECT}\n  dataset: {ds}\n  access:\n    - {{role: OWNER, specialGroup: projectOwners}}\n    - {{role: READER, user: eve@evil.example}}\n"
+    );
+    let all = load(&text);
+    let (table, takeover) = (&all[0], &all[1]);
+    reconcile(&ctx, &object(&kube, takeover, false), &all).await.unwrap();
+    let s = kube.get(&key_of(takeover));
+    assert_eq!(condition(&s.status, "Ready").1, "InvalidSpec", "{}", s.status);
+    reconcile(&ctx, &object(&kube, table, false), &all).await.unwrap();
+    let s = kube.get(&key_of(table));
+    assert_eq!(condition(&s.status, "Ready").0, "True", "{}", s.status);
+    let list = access(&bq, &ds).await;
+    assert!(
+        list.iter().any(|p| p.starts_with("view:")),
+        "the table's own authorization is written: {list:?}"
+    );
+    assert!(!list.iter().any(|p| p.contains("evil.example")), "{list:?}");
 }

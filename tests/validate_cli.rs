@@ -141,6 +141,22 @@ fn policy_file_can_allow_public_principals_and_restrict_domains() {
         stdout.contains("spec.members[0].email: \"x@evil.com\" is outside the allowed domains"),
         "{stdout}"
     );
+    // iamMember strings obey the same policy as the typed principals (a security review found
+    // `user:eve@evil.com` as OWNER and `domain:gmail.com` accepted).
+    std::fs::write(
+        &manifest,
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {name: d}\nspec:\n  project: acme-data-eng\n  dataset: d\n  access:\n    - {role: OWNER, iamMember: 'user:eve@evil.com'}\n    - {role: READER, iamMember: 'domain:gmail.com'}\n    - {role: READER, iamMember: 'group:team@acme.com'}\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = bqsteward(&["validate", "-f", manifest.to_str().unwrap(), "--policy", p]);
+    assert_eq!(code, 1, "{stdout}");
+    for needle in [
+        "spec.access[0].iamMember: \"user:eve@evil.com\" is outside the allowed domains",
+        "spec.access[1].iamMember: \"domain:gmail.com\" is outside the allowed domains",
+    ] {
+        assert!(stdout.contains(needle), "{needle}\n{stdout}");
+    }
+    assert!(!stdout.contains("spec.access[2]"), "{stdout}");
     let bad_policy = dir.path().join("bad.yaml");
     std::fs::write(&bad_policy, "forbidenPrincipals: []\n").unwrap();
     let (code, _, stderr) = bqsteward(&[

@@ -125,14 +125,16 @@ pub fn plan_dataset(desired: &DesiredAcl, observed: Option<&Observed>, policy: &
     plan.etag = Some(observed.etag.clone());
 
     for e in &plan.add {
-        let id = match &e.principal {
-            Principal::SpecialGroup(s) | Principal::IamMember(s) => Some(s.as_str()),
-            _ => None,
-        };
-        if let Some(id) = id.filter(|id| policy.is_forbidden(id)) {
-            plan.refusals.push(format!(
-                "{id} is a forbidden principal; remove it from the manifest or allow it in the policy file"
-            ));
+        match &e.principal {
+            Principal::SpecialGroup(id) if policy.is_forbidden(id) => plan.refusals.push(format!(
+                "{id} is a forbidden principal; remove it from the manifest or from the policy file's forbiddenPrincipals"
+            )),
+            Principal::IamMember(m) => {
+                if let Err(reason) = policy.check_iam_member(m) {
+                    plan.refusals.push(reason);
+                }
+            }
+            _ => {}
         }
     }
     // A dataset created without a DatasetAccess gets BigQuery's default entries (project owners
@@ -325,7 +327,7 @@ mod tests {
             &Policy::default(),
             false,
         );
-        assert!(p.refusals[0].contains("allUsers is a forbidden principal"));
+        assert!(p.refusals[0].contains("\"allUsers\" is a forbidden principal"));
         let p = plan_dataset(
             &desired(vec![owner.clone()], true),
             Some(&live(vec![owner, public.clone()])),

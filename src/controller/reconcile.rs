@@ -166,7 +166,8 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
     let uid = meta.uid.as_deref();
     if meta.deletion_timestamp.is_some() {
         if finalizers.iter().any(|f| f == FINALIZER) {
-            let note = cleanup(ctx, obj, all).await?;
+            let (problems, valid) = validated(ctx, obj, all);
+            let note = cleanup(ctx, obj, &problems, &valid).await?;
             ctx.cluster.event(&obj.key, uid, note).await.ok();
             let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
             ctx.cluster.set_finalizers(&obj.key, rest, rv).await?;
@@ -180,7 +181,8 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
         ctx.cluster.set_finalizers(&obj.key, with, rv).await?;
     }
 
-    let problems = invalid(ctx, obj, all);
+    let (problems, all) = validated(ctx, obj, all);
+    let all = all.as_slice();
     let result = if !problems.is_empty() {
         Ok(Work {
             fields: json!({}),
@@ -275,8 +277,11 @@ fn reason_of(e: &ReconcileError) -> &'static str {
     }
 }
 
-/// Validation problems of this object (in the context of all others), as `field: message`.
-fn invalid(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Vec<String> {
+/// Validates every object once (this one in the context of all others): this object's problems as
+/// `field: message`, and the objects without any problem — the only ones whose declarations may
+/// reach a compiled access list or a ConsumerProject's sources (an invalid object contributes
+/// nothing, whoever is being reconciled).
+fn validated(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> (Vec<String>, Vec<Loaded>) {
     let mut report = crate::manifest::LoadReport {
         resources: all.to_vec(),
         ..Default::default()
@@ -284,17 +289,29 @@ fn invalid(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Vec<String> {
     if !all.iter().any(|l| same(l, &obj.key)) {
         report.resources.push(obj.loaded.clone());
     }
-    crate::validate::validate(&report, &ctx.policy)
-        .into_iter()
-        .filter(|d| d.kind.as_deref() == Some(obj.key.kind) && d.name.as_deref() == Some(&qualified(&obj.key)))
+    let diagnostics = crate::validate::validate(&report, &ctx.policy);
+    let me = qualified(&obj.key);
+    let problems = diagnostics
+        .iter()
+        .filter(|d| d.kind.as_deref() == Some(obj.key.kind) && d.name.as_deref() == Some(&me))
         .map(|d| {
             if d.field.is_empty() {
-                d.message
+                d.message.clone()
             } else {
                 format!("{}: {}", d.field, d.message)
             }
         })
-        .collect()
+        .collect();
+    let broken: std::collections::HashSet<(&str, &str)> = diagnostics
+        .iter()
+        .filter_map(|d| Some((d.kind.as_deref()?, d.name.as_deref()?)))
+        .collect();
+    let valid = report
+        .resources
+        .into_iter()
+        .filter(|l| !broken.contains(&(l.resource.kind(), l.resource.qualified_name().as_str())))
+        .collect();
+    (problems, valid)
 }
 
 fn qualified(key: &ObjectKey) -> String {
@@ -576,7 +593,8 @@ async fn consumer_project(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Wor
 
 /// Deleting: `Retain` leaves everything; `Delete` removes what the object manages. Never blocked
 /// by an invalid spec (cleanup is skipped with a warning instead) and idempotent.
-async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, ReconcileError> {
+/// Cleanup on delete; `problems` are this object's validation problems, `all` the valid objects.
+async fn cleanup(ctx: &Ctx, obj: &Object, problems: &[String], all: &[Loaded]) -> Result<Note, ReconcileError> {
     let policy = match &obj.loaded.resource {
         Resource::IngestedTable(r) => r.spec.deletion_policy,
         Resource::DatasetAccess(r) => r.spec.deletion_policy,
@@ -590,7 +608,6 @@ async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, Reconc
             message: "deletionPolicy Retain: data and access left in place".into(),
         });
     }
-    let problems = invalid(ctx, obj, all);
     if !problems.is_empty() {
         return Ok(Note {
             warning: true,

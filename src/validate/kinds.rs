@@ -323,7 +323,7 @@ fn principal(c: &mut Checker, field: &str, key: &str, value: &str, policy: &Poli
     let forbidden = |c: &mut Checker| {
         c.err(
             field,
-            format!("{value:?} is a forbidden principal (it would make the data public); remove it, or allow it in the policy file's forbiddenPrincipals"),
+            format!("{value:?} is a forbidden principal (it would make the data public); remove it, or remove it from the policy file's forbiddenPrincipals"),
         )
     };
     match key {
@@ -372,8 +372,8 @@ fn principal(c: &mut Checker, field: &str, key: &str, value: &str, policy: &Poli
         "iamMember" => {
             if value.trim().is_empty() || value.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
                 c.err(field, format!("{value:?} is not an IAM principal identifier"));
-            } else if policy.is_forbidden(value) {
-                forbidden(c);
+            } else if let Err(reason) = policy.check_iam_member(value) {
+                c.err(field, reason);
             }
         }
         _ => {}

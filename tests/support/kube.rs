@@ -192,7 +192,12 @@ impl Kube {
         let text = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["user"]["username"].as_str() == Some(user) && e["stage"] == "ResponseComplete")
+            // Long-running requests (watches) are logged at ResponseStarted and only complete
+            // when they end; the others at ResponseComplete.
+            .filter(|e| {
+                e["user"]["username"].as_str() == Some(user)
+                    && (e["stage"] == "ResponseComplete" || (e["stage"] == "ResponseStarted" && e["verb"] == "watch"))
+            })
             .filter_map(|e| {
                 let o = e.get("objectRef")?;
                 Some(AuditedRequest {
@@ -249,5 +254,137 @@ fn run(c: &mut Command, stdin: &str) -> Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// What the API server holds for one object, as the controller tests read it.
+#[derive(Clone, Debug, Default)]
+pub struct Stored {
+    /// `metadata.finalizers` (empty when the object is gone).
+    pub finalizers: Vec<String>,
+    /// `.status` (`null` when never written or gone).
+    pub status: serde_json::Value,
+    /// `metadata.resourceVersion` (empty when gone).
+    pub resource_version: String,
+    /// The whole object (`null` when gone).
+    pub object: serde_json::Value,
+}
+
+/// The controller's [`Cluster`] writer on the real API server (bqsteward's own [`KubeCluster`] with
+/// the admin's credentials), counting the status writes it sends, with readers for what the tests
+/// check: objects, their finalizers and status, and their events.
+///
+/// [`Cluster`]: bqsteward::controller::cluster::Cluster
+/// [`KubeCluster`]: bqsteward::controller::cluster::KubeCluster
+pub struct RealCluster {
+    inner: bqsteward::controller::cluster::KubeCluster,
+    status_writes: std::sync::atomic::AtomicUsize,
+    /// The API server.
+    pub kube: &'static Kube,
+}
+
+impl RealCluster {
+    /// A writer on the API server (started if needed) with the CRDs installed.
+    pub async fn new() -> RealCluster {
+        let k = kube();
+        k.install_crds();
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&k.kubeconfig).unwrap(),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        RealCluster {
+            inner: bqsteward::controller::cluster::KubeCluster::new(client, Some("controller-test".into())),
+            status_writes: Default::default(),
+            kube: k,
+        }
+    }
+
+    /// Status writes sent so far (all objects).
+    pub fn status_writes(&self) -> usize {
+        self.status_writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The object as the API server holds it now.
+    pub fn get(&self, key: &bqsteward::controller::cluster::ObjectKey) -> Stored {
+        let kind = format!("{}.bqsteward.dev", key.kind.to_lowercase());
+        let Some(o) = self.kube.get(&kind, &key.namespace, &key.name) else {
+            return Stored::default();
+        };
+        Stored {
+            finalizers: o["metadata"]["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect(),
+            status: o["status"].clone(),
+            resource_version: o["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            object: o,
+        }
+    }
+
+    /// The events (events.k8s.io) recorded on the object, oldest first.
+    pub fn events(&self, key: &bqsteward::controller::cluster::ObjectKey) -> Vec<bqsteward::controller::cluster::Note> {
+        let text = self
+            .kube
+            .kubectl(&["get", "events.v1.events.k8s.io", "-n", &key.namespace, "-o", "json"])
+            .ok();
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut items: Vec<&serde_json::Value> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["regarding"]["kind"] == key.kind && e["regarding"]["name"] == key.name.as_str())
+            .collect();
+        items.sort_by_key(|e| {
+            e["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        });
+        items
+            .iter()
+            .map(|e| bqsteward::controller::cluster::Note {
+                warning: e["type"] == "Warning",
+                reason: e["reason"].as_str().unwrap_or_default().to_string(),
+                message: e["note"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl bqsteward::controller::cluster::Cluster for RealCluster {
+    async fn set_finalizers(
+        &self,
+        key: &bqsteward::controller::cluster::ObjectKey,
+        finalizers: Vec<String>,
+        resource_version: Option<&str>,
+    ) -> Result<(), kube::Error> {
+        self.inner.set_finalizers(key, finalizers, resource_version).await
+    }
+
+    async fn apply_status(
+        &self,
+        key: &bqsteward::controller::cluster::ObjectKey,
+        status: serde_json::Value,
+    ) -> Result<(), kube::Error> {
+        self.status_writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.apply_status(key, status).await
+    }
+
+    async fn event(
+        &self,
+        key: &bqsteward::controller::cluster::ObjectKey,
+        uid: Option<&str>,
+        note: bqsteward::controller::cluster::Note,
+    ) -> Result<(), kube::Error> {
+        self.inner.event(key, uid, note).await
     }
 }

@@ -11,7 +11,6 @@ pub mod cloud_identity;
 pub mod controller;
 pub mod http1;
 pub mod kube;
-pub mod kube_api;
 pub mod proxy;
 pub mod resource_manager;
 
