@@ -13,6 +13,7 @@ pub mod controller;
 pub mod crd;
 pub mod groups;
 pub mod ingest;
+pub mod input_limits;
 pub mod manifest;
 pub mod policy;
 pub mod render;

@@ -8,6 +8,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::input_limits::MAX_INPUT_BYTES;
+
 /// Where a document came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Origin {
@@ -140,7 +142,8 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
-            match std::io::stdin().read_to_string(&mut text) {
+            match std::io::stdin().take(MAX_INPUT_BYTES + 1).read_to_string(&mut text) {
+                Ok(n) if n as u64 > MAX_INPUT_BYTES => report.errors.push(file_error("<stdin>", too_large())),
                 Ok(_) => load_str("<stdin>", &text, &mut report),
                 Err(e) => report
                     .errors
@@ -155,6 +158,10 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
         }
         for file in files {
             let name = file.display().to_string();
+            if std::fs::metadata(&file).is_ok_and(|m| m.len() > MAX_INPUT_BYTES) {
+                report.errors.push(file_error(&name, too_large()));
+                continue;
+            }
             match std::fs::read_to_string(&file) {
                 Ok(text) => load_str(&name, &text, &mut report),
                 Err(e) => report.errors.push(file_error(&name, format!("cannot read file: {e}"))),
@@ -162,6 +169,10 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
         }
     }
     report
+}
+
+fn too_large() -> String {
+    format!("larger than {MAX_INPUT_BYTES} bytes: not read (split the manifests into several files)")
 }
 
 fn file_error(file: &str, message: String) -> Diagnostic {
@@ -255,6 +266,10 @@ fn load_document(origin: Origin, doc: &str, report: &mut LoadReport) {
         field: field.to_string(),
         message,
     };
+    if let Err(message) = crate::input_limits::check_document(doc) {
+        report.errors.push(diag(None, None, "", message));
+        return;
+    }
     let value: serde_yaml::Value = match serde_yaml::from_str(doc) {
         Ok(v) => v,
         Err(e) => {

@@ -182,3 +182,39 @@ fn missing_path_is_an_error() {
         "{stdout}"
     );
 }
+
+/// A security review found `validate` spending 85 s of CPU on 400 KB of nested `[[[…` and 2 GB of
+/// memory on a 20 MB document (a pull request could stall CI): both are refused before parsing.
+#[test]
+fn hostile_input_is_refused_before_parsing() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("deep.yaml");
+    let n = 130_000;
+    std::fs::write(
+        &deep,
+        format!(
+            "apiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {{name: x, namespace: y}}\nspec: {}{}\n",
+            "[".repeat(n),
+            "]".repeat(n)
+        ),
+    )
+    .unwrap();
+    let big = dir.path().join("big.yaml");
+    std::fs::write(
+        &big,
+        format!(
+            "apiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {{name: x, namespace: y}}\nspec:\n  project: p\n  dataset: d\n  access: []\n  note: \"{}\"\n",
+            "x".repeat(20 * 1024 * 1024)
+        ),
+    )
+    .unwrap();
+    let (code, stdout, _) = bqsteward(&["validate", "-f", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("deep.yaml:1 (document 1): the document nests mappings and sequences"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("levels deep; the limit is 64"), "{stdout}");
+    assert!(stdout.contains("big.yaml:1 (document 1): the document is"), "{stdout}");
+    assert!(stdout.contains("split it into several resources"), "{stdout}");
+}
