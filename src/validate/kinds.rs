@@ -580,11 +580,43 @@ pub(super) fn consumer_project(c: &mut Checker, spec: &ConsumerProjectSpec, poli
                             .map(|x| x.trim().to_lowercase())
                             .filter(|x| !x.is_empty())
                             .collect();
-                        let pii: Vec<String> = crate::views::layout::layer_pii(&t.spec, view_layer(layer))
+                        let layer_pii: Vec<String> = crate::views::layout::layer_pii(&t.spec, view_layer(layer))
                             .into_iter()
-                            .filter(|p| exposed.iter().any(|e| e.eq_ignore_ascii_case(p)))
                             .filter(|p| !allowed.contains(&p.to_lowercase()))
                             .collect();
+                        let pii: Vec<String> = layer_pii
+                            .iter()
+                            .filter(|p| exposed.iter().any(|e| e.eq_ignore_ascii_case(p)))
+                            .cloned()
+                            .collect();
+                        // A filter reveals what it reads: `email = 'x@y.com'` tells who is in the
+                        // view without selecting the column. Columns a filter reads count as exposed.
+                        let read_by_filter = view
+                            .row_filter
+                            .as_deref()
+                            .and_then(|f| {
+                                crate::consumer::rowfilter::check(f, Some(layer_columns(&t.spec, layer).as_slice()))
+                                    .ok()
+                            })
+                            .unwrap_or_default();
+                        let filter_pii: Vec<String> = layer_pii
+                            .iter()
+                            .filter(|p| read_by_filter.iter().any(|e| e.eq_ignore_ascii_case(p)))
+                            .filter(|p| !pii.contains(p))
+                            .cloned()
+                            .collect();
+                        if !filter_pii.is_empty() {
+                            c.err(
+                                format!("{base}.rowFilter"),
+                                format!(
+                                    "the row filter of view {} reads PII columns {filter_pii:?} of IngestedTable {name} ({layer:?} layer), \
+                                     and a filter reveals what it reads (which rows match); filter on other columns, use the clean \
+                                     layer, or allow them explicitly with the annotation {ANNOTATION_ALLOW_PII}: \"{}\"",
+                                    view.name,
+                                    filter_pii.join(", ")
+                                ),
+                            );
+                        }
                         if !pii.is_empty() {
                             c.err(
                                 if view.columns.is_empty() { format!("{base}.source.layer") } else { format!("{base}.columns") },

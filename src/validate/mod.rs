@@ -52,10 +52,28 @@ pub fn validate(report: &LoadReport, policy: &Policy) -> Vec<Diagnostic> {
     out
 }
 
-/// One owner per dataset access list, per group and per destination table: a second resource
-/// claiming the same thing would fight the first forever.
+/// One owner per dataset access list (across kinds: a DatasetAccess and a ConsumerProject both own
+/// their dataset's list), per group and per destination table: a second resource claiming the same
+/// thing would fight the first forever. And a ConsumerProject's dataset is its own: never one that
+/// holds an IngestedTable's table or view layers (it would rewrite or delete their views as strays,
+/// or grant readers on raw data).
 fn duplicates(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<(&'static str, String), &Loaded> = HashMap::new();
+    let mut table_datasets: HashMap<String, &Loaded> = HashMap::new();
+    for loaded in resources {
+        if let Resource::IngestedTable(r) = &loaded.resource {
+            let d = &r.spec.destination;
+            table_datasets
+                .entry(format!("{}.{}", d.project, d.dataset))
+                .or_insert(loaded);
+            for l in crate::views::layers(&r.spec) {
+                let v = &l.view;
+                table_datasets
+                    .entry(format!("{}.{}", v.project, v.dataset))
+                    .or_insert(loaded);
+            }
+        }
+    }
     for loaded in resources {
         let (key, field, what) = match &loaded.resource {
             Resource::DatasetAccess(r) => (
@@ -78,7 +96,25 @@ fn duplicates(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
                 "the consumer dataset",
             ),
         };
-        match seen.get(&(loaded.resource.kind(), key.clone())) {
+        if let Resource::ConsumerProject(_) = &loaded.resource
+            && let Some(t) = table_datasets.get(&key)
+        {
+            Checker { loaded, out }.err(
+                field,
+                format!(
+                    "dataset {key} holds the table or views of IngestedTable {} ({}); a ConsumerProject needs a dataset of \
+                     its own (it manages every view and the access list in it)",
+                    t.resource.qualified_name(),
+                    t.origin
+                ),
+            );
+        }
+        // DatasetAccess and ConsumerProject both own their dataset's access list: one key for both.
+        let owner_kind = match loaded.resource.kind() {
+            "DatasetAccess" | "ConsumerProject" => "dataset access list",
+            k => k,
+        };
+        match seen.get(&(owner_kind, key.clone())) {
             Some(first) => {
                 let message = format!(
                     "{what} {key} is already managed by {} {} ({}); keep one resource per {} and merge the two",
@@ -96,7 +132,7 @@ fn duplicates(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
                 Checker { loaded, out }.err(field, message);
             }
             None => {
-                seen.insert((loaded.resource.kind(), key), loaded);
+                seen.insert((owner_kind, key), loaded);
             }
         }
     }
