@@ -49,7 +49,70 @@ pub fn validate(report: &LoadReport, policy: &Policy) -> Vec<Diagnostic> {
         }
     }
     duplicates(&report.resources, &mut out);
+    exclusions_follow_the_data(&report.resources, &mut out);
     out
+}
+
+/// Excluded columns (card numbers) are a property of the files, not of one manifest: every
+/// IngestedTable reading files under an overlapping prefix must exclude what any of them excludes,
+/// or a second manifest would load what the first keeps out. Names compare case-insensitively. A
+/// JSON column is refused on such a source: it keeps every nested field, so an excluded name inside a
+/// JSON value would be loaded.
+fn exclusions_follow_the_data(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
+    let tables: Vec<(&Loaded, &crate::crd::IngestedTableSpec)> = resources
+        .iter()
+        .filter_map(|l| match &l.resource {
+            Resource::IngestedTable(r) => Some((l, &r.spec)),
+            _ => None,
+        })
+        .collect();
+    let lower = |v: &[String]| -> Vec<String> { v.iter().map(|x| x.to_lowercase()).collect() };
+    for (loaded, spec) in &tables {
+        let own = lower(&spec.excluded_columns);
+        let mut missing: Vec<(String, &Loaded)> = Vec::new();
+        for (other, other_spec) in &tables {
+            let (a, b) = (spec.source.uri.as_str(), other_spec.source.uri.as_str());
+            if std::ptr::eq(*loaded, *other) || !(a.starts_with(b) || b.starts_with(a)) {
+                continue;
+            }
+            for x in lower(&other_spec.excluded_columns) {
+                if !own.contains(&x) && !missing.iter().any(|(m, _)| *m == x) {
+                    missing.push((x, other));
+                }
+            }
+        }
+        let mut c = Checker { loaded, out };
+        for (x, other) in &missing {
+            c.err(
+                "spec.excludedColumns",
+                format!(
+                    "IngestedTable {} reads files under the overlapping prefix {} and excludes {x:?} from them; every \
+                     table reading those files must exclude it too: add {x:?} to excludedColumns (and remove it from \
+                     schema)",
+                    other.resource.qualified_name(),
+                    match &other.resource {
+                        Resource::IngestedTable(r) => r.spec.source.uri.as_str(),
+                        _ => "",
+                    },
+                ),
+            );
+        }
+        if own.is_empty() && missing.is_empty() {
+            continue;
+        }
+        for (j, col) in spec.schema.iter().enumerate() {
+            if col.type_.canonical() == "JSON" {
+                c.err(
+                    format!("spec.schema[{j}].type"),
+                    format!(
+                        "column {:?} is JSON, which keeps every nested field, on a source with excluded columns: an \
+                         excluded name inside a JSON value would be loaded; declare the fields you need as columns",
+                        col.name
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// One owner per dataset access list (across kinds: a DatasetAccess and a ConsumerProject both own
