@@ -118,7 +118,7 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
                     (None, None) => None,
                 };
                 match Target::new(&name, &it.spec, reload) {
-                    Ok(t) => tables.push(t),
+                    Ok(t) => tables.push(t.adopting(&l.resource)),
                     Err(e) => {
                         eprintln!("error: {}: IngestedTable {name}: {e}", l.origin);
                         return Err(EXIT_ERROR);

@@ -432,7 +432,9 @@ async fn ingested_table(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Work,
         .map(crate::ingest::reload::Reload::parse)
         .transpose()
         .map_err(ReconcileError::Failed)?;
-    let t = Target::new(&name, &it.spec, reload).map_err(ReconcileError::Failed)?;
+    let t = Target::new(&name, &it.spec, reload)
+        .map_err(ReconcileError::Failed)?
+        .adopting(&obj.loaded.resource);
     let (bq, gcs) = (ctx.bq.as_ref(), ctx.gcs.as_ref());
     let o = observe_table(bq, gcs, &t).await?;
     let p = plan_table(&t, &o, chrono::Utc::now().timestamp_millis());

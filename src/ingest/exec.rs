@@ -56,9 +56,18 @@ pub struct Target {
     pub schema_hash: String,
     /// Re-ingestion request.
     pub reload: Option<Reload>,
+    /// The resource adopts an existing table bqsteward did not create (annotation
+    /// `bqsteward.dev/adopt: "true"`).
+    pub adopt: bool,
 }
 
 impl Target {
+    /// Sets [`Target::adopt`] from the resource's annotation `bqsteward.dev/adopt: "true"`.
+    pub fn adopting(mut self, resource: &crate::manifest::Resource) -> Target {
+        self.adopt = resource.annotation(table::ANNOTATION_ADOPT) == Some("true");
+        self
+    }
+
     /// Resolves a validated spec.
     pub fn new(name: &str, spec: &IngestedTableSpec, reload: Option<Reload>) -> Result<Target, String> {
         let d = &spec.destination;
@@ -70,6 +79,7 @@ impl Target {
             discovery: Discovery::new(&spec.source)?,
             schema_hash: short_hash(&serde_json::to_string(&load_fields).unwrap_or_default()),
             load_fields,
+            adopt: false,
             spec: spec.clone(),
             reload,
         })
@@ -159,10 +169,14 @@ pub async fn observe(bq: &dyn BigQuery, storage: &dyn Storage, t: &Target) -> Re
     })
 }
 
-/// Plans one table (pure).
+/// Plans one table (pure). A destination the resource does not own plans as incompatible: nothing
+/// is loaded or changed (see [`table::ownership`]).
 pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
     let desired = table::table_fields(&t.spec);
-    let schema = table::diff_schema(&desired, o.table.as_ref().map(|i| i.schema.fields.as_slice()));
+    let schema = match table::ownership(&t.name, t.adopt, &t.table, o.table.as_ref()) {
+        Some(refusal) => SchemaChange::Incompatible(vec![refusal]),
+        None => table::diff_schema(&desired, o.table.as_ref().map(|i| i.schema.fields.as_slice())),
+    };
     let settings = t.settings(u32::try_from(o.stats.jobs_today).unwrap_or(u32::MAX), now_ms);
     let mut loads = plan(&settings, &o.listing, &o.ledger);
     if matches!(schema, SchemaChange::Incompatible(_)) {
@@ -283,7 +297,7 @@ impl<'a> Executor<'a> {
                     .create_dataset(&t.table.project, &t.table.dataset, &t.ledger.location)
                     .await?;
                 self.bq
-                    .create_table(&table::table_def(&t.spec, t.table.clone()))
+                    .create_table(&table::table_def(&t.spec, t.table.clone(), &t.name))
                     .await?;
                 tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table, "created table");
             }
@@ -291,15 +305,16 @@ impl<'a> Executor<'a> {
                 let live = live.expect("additive change of an existing table");
                 let merged = table::merged_schema(&live.schema.fields, add, relax);
                 self.bq.patch_table_schema(&t.table, &merged, &live.etag).await?;
-                if !add.is_empty() {
-                    // BigQuery applied the patch already (this is a no-op there); bqemulator keeps
-                    // its data columns apart from metadata and needs the DDL to add them.
-                    let cols = add
-                        .iter()
-                        .map(|f| format!("ADD COLUMN IF NOT EXISTS {} {}", ident(&f.name), f.type_))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let sql = format!("ALTER TABLE {} {cols}", t.table.sql());
+                // BigQuery applied the patch already (this is a no-op there); bqemulator keeps its
+                // data columns apart from metadata and needs the DDL to add them — one column per
+                // statement (its engine takes one ALTER command per statement).
+                for f in add {
+                    let sql = format!(
+                        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+                        t.table.sql(),
+                        ident(&f.name),
+                        f.type_
+                    );
                     self.bq.query(&t.table.project, &t.ledger.location, &sql, &[]).await?;
                 }
                 tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table,

@@ -1,6 +1,6 @@
 //! The destination table: its definition from the spec, and how the live schema must change.
 
-use crate::cloud::bqtypes::{Field, LABEL_MANAGED_BY, TableDef, TableRef, canonical_type};
+use crate::cloud::bqtypes::{Field, LABEL_MANAGED_BY, TableDef, TableInfo, TableRef, canonical_type};
 use crate::crd::ingested_table::{ColumnMode, IngestedTableSpec};
 use std::collections::BTreeMap;
 
@@ -43,8 +43,50 @@ pub fn table_fields(spec: &IngestedTableSpec) -> Vec<Field> {
     f
 }
 
-/// The destination table to create.
-pub fn table_def(spec: &IngestedTableSpec, table: TableRef) -> TableDef {
+/// Label naming the IngestedTable a destination table belongs to: a hash of `namespace/name`
+/// (label values cannot hold `/`), set when bqsteward creates the table.
+pub const LABEL_OWNER: &str = "bqsteward-owner";
+/// Annotation by which an IngestedTable takes over an existing table bqsteward did not create.
+pub const ANNOTATION_ADOPT: &str = "bqsteward.dev/adopt";
+
+/// The [`LABEL_OWNER`] value of resource `namespace/name`.
+pub fn owner_label(resource: &str) -> String {
+    format!(
+        "igt-{}",
+        crate::ingest::model::short_hash(&format!("IngestedTable {resource}"))
+    )
+}
+
+/// Why resource `namespace/name` may not load into the live destination, if it may not. bqsteward
+/// writes only into a table it created for this resource (its [`LABEL_OWNER`] label), into a table
+/// it created before owner labels existed (`managed-by` only), or into a table the resource adopts
+/// explicitly (annotation [`ANNOTATION_ADOPT`]); never into a view, nor into another resource's
+/// table. Pure.
+pub fn ownership(resource: &str, adopt: bool, table: &TableRef, live: Option<&TableInfo>) -> Option<String> {
+    let info = live?;
+    if !info.kind.is_empty() && info.kind != "TABLE" {
+        return Some(format!(
+            "destination {table} is a {}, not a table: bqsteward loads only into tables it owns; choose another \
+             destination",
+            info.kind
+        ));
+    }
+    match info.labels.get(LABEL_OWNER) {
+        Some(o) if *o == owner_label(resource) => None,
+        Some(o) => Some(format!(
+            "destination {table} belongs to another bqsteward resource (label {LABEL_OWNER}={o}); one table has one \
+             IngestedTable: choose another destination"
+        )),
+        None if info.made_by_bqsteward() || adopt => None,
+        None => Some(format!(
+            "destination {table} exists and was not created by bqsteward; nothing is loaded into it unless this \
+             IngestedTable adopts it explicitly with the annotation {ANNOTATION_ADOPT}: \"true\""
+        )),
+    }
+}
+
+/// The destination table to create for resource `namespace/name`.
+pub fn table_def(spec: &IngestedTableSpec, table: TableRef, resource: &str) -> TableDef {
     let (time_partitioning, require) = match &spec.partitioning {
         Some(p) => {
             let mut v = serde_json::json!({
@@ -64,7 +106,10 @@ pub fn table_def(spec: &IngestedTableSpec, table: TableRef) -> TableDef {
         time_partitioning,
         clustering: (!spec.clustering.is_empty()).then(|| serde_json::json!({ "fields": spec.clustering })),
         require_partition_filter: require,
-        labels: BTreeMap::from([(LABEL_MANAGED_BY.to_string(), "bqsteward".to_string())]),
+        labels: BTreeMap::from([
+            (LABEL_MANAGED_BY.to_string(), "bqsteward".to_string()),
+            (LABEL_OWNER.to_string(), owner_label(resource)),
+        ]),
         expiration_ms: None,
         description: None,
     }

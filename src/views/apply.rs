@@ -171,5 +171,10 @@ pub async fn plan_for_table(
         table.map(|i| i.schema.fields.as_slice()),
     );
     let observed = observe(bq, &layout, table.is_some()).await?;
-    Ok(super::plan(&layout, &observed))
+    let mut plan = super::plan(&layout, &observed);
+    // Views over a table the resource does not own would expose someone else's data.
+    if let Some(refusal) = crate::ingest::table::ownership(&t.name, t.adopt, &t.table, table) {
+        plan.refusals.push(refusal);
+    }
+    Ok(plan)
 }

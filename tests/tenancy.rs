@@ -1,0 +1,160 @@
+//! Attacks from the security review, through the `bqsteward` binary on the emulators: an
+//! IngestedTable may not load into (or build views over) a table it does not own — a table nobody
+//! declared, another resource's table, or a view — unless it adopts a foreign table explicitly;
+//! BigQuery is queried to show nothing changed. (The cross-manifest rules — excluded columns
+//! following the files, one owner per dataset list, PII through row filters, iamMember policy,
+//! input limits — are refused by `validate`: `tests/fixtures/invalid/3[4-7]-*.yaml`,
+//! `tests/validate_cli.rs`; the controller's "invalid objects contribute nothing" is in
+//! `tests/controller.rs`.)
+
+mod support;
+
+use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
+use bqsteward::cloud::bqtypes::{Field, TableDef, TableRef, ViewDef};
+use bqsteward::cloud::storage::{GcsRest, Storage};
+use std::collections::BTreeMap;
+use support::cli::{bqsteward, emulator_env, ok};
+
+const PROJECT: &str = "bqsteward-tenancy";
+
+fn manifest(name: &str, bucket: &str, dataset: &str, table: &str, mode: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {{name: {name}, namespace: marketing{annotations}}}\nspec:\n  source: {{uri: 'gs://{bucket}/in/', format: NEWLINE_DELIMITED_JSON}}\n  destination: {{project: {PROJECT}, dataset: {dataset}, table: {table}}}\n  mode: {mode}\n  schema: [{{name: id, type: INT64}}, {{name: salary, type: INT64}}]\n  primaryKey: [id]\n  versionColumn: salary\n  views: {{full: true}}\n"
+    )
+}
+
+async fn rows(bq: &BigQueryRest, t: &TableRef) -> Vec<Vec<Option<String>>> {
+    bq.query(
+        PROJECT,
+        "US",
+        &format!("SELECT id, salary FROM {} ORDER BY id", t.sql()),
+        &[],
+    )
+    .await
+    .unwrap()
+    .rows
+}
+
+#[tokio::test]
+async fn an_ingested_table_never_writes_into_a_table_or_view_it_does_not_own() {
+    let e = support::emulators();
+    let env = emulator_env(&e);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push((
+        "BQSTEWARD_IDENTITY",
+        "serviceAccount:bqsteward@bqsteward-tenancy.iam.gserviceaccount.com",
+    ));
+    let bq = BigQueryRest::new(&e).await.unwrap();
+    let gcs = GcsRest::new(&e).unwrap();
+    let bucket = support::unique("tenancy").replace('_', "-");
+    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
+    gcs.upload(
+        &bucket,
+        "in/forged.json",
+        b"{\"id\": 666, \"salary\": 1}\n".to_vec(),
+        "application/json",
+    )
+    .await
+    .unwrap();
+    // HR's payroll: a table no manifest declares, and a view over it.
+    let ds = support::unique("salaries");
+    bq.create_dataset(PROJECT, &ds, "US").await.unwrap();
+    let payroll = TableRef::new(PROJECT, &ds, "payroll");
+    bq.create_table(&TableDef {
+        table: payroll.clone(),
+        fields: vec![
+            Field::new("id", "INT64", "NULLABLE"),
+            Field::new("salary", "INT64", "NULLABLE"),
+        ],
+        time_partitioning: None,
+        clustering: None,
+        require_partition_filter: false,
+        labels: BTreeMap::new(),
+        expiration_ms: None,
+        description: None,
+    })
+    .await
+    .unwrap();
+    bq.query(
+        PROJECT,
+        "US",
+        &format!(
+            "INSERT INTO {} (id, salary) VALUES (1, 100000), (2, 120000)",
+            payroll.sql()
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    let view = TableRef::new(PROJECT, &ds, "payroll_view");
+    bq.create_view(&ViewDef {
+        table: view.clone(),
+        sql: format!("SELECT id, salary FROM {}", payroll.sql()),
+        labels: BTreeMap::new(),
+        description: "HR's view".into(),
+    })
+    .await
+    .unwrap();
+    let before = rows(&bq, &payroll).await;
+    let schema_before = bq.get_table(&payroll).await.unwrap().unwrap().schema.fields.len();
+
+    // Snapshot and Incremental into the foreign table, and into the view: refused, nothing written.
+    for (name, table, mode, needle) in [
+        ("snap", "payroll", "Snapshot", "was not created by bqsteward"),
+        ("incr", "payroll", "Incremental", "was not created by bqsteward"),
+        ("view", "payroll_view", "Incremental", "is a VIEW, not a table"),
+    ] {
+        let m = manifest(name, &bucket, &ds, table, mode, "");
+        let plan = bqsteward(&["plan"], &m, &env).await;
+        assert!(
+            plan.stdout.contains(needle),
+            "plan {name}:\n{}\n{}",
+            plan.stdout,
+            plan.stderr
+        );
+        let apply = bqsteward(&["apply"], &m, &env).await;
+        ok(&apply, 1);
+        assert!(apply.stdout.contains(needle), "apply {name}:\n{}", apply.stdout);
+    }
+    assert_eq!(rows(&bq, &payroll).await, before, "the payroll rows changed");
+    let live = bq.get_table(&payroll).await.unwrap().unwrap();
+    assert_eq!(live.schema.fields.len(), schema_before, "no _bqsteward_* columns added");
+    assert!(live.labels.is_empty(), "{:?}", live.labels);
+    assert!(
+        bq.get_table(&TableRef::new(PROJECT, &format!("{ds}__views_full"), "payroll"))
+            .await
+            .unwrap()
+            .is_none(),
+        "no view was built over the foreign table"
+    );
+
+    // Another resource's table: marketing/incr2 cannot load into the table marketing/own created.
+    let own = manifest("own", &bucket, &ds, "own", "Incremental", "");
+    ok(&bqsteward(&["apply"], &own, &env).await, 0);
+    let owned = TableRef::new(PROJECT, &ds, "own");
+    let other = bqsteward(
+        &["apply"],
+        &manifest("intruder", &bucket, &ds, "own", "Incremental", ""),
+        &env,
+    )
+    .await;
+    ok(&other, 1);
+    assert!(
+        other.stdout.contains("belongs to another bqsteward resource"),
+        "{}",
+        other.stdout
+    );
+    assert_eq!(rows(&bq, &owned).await.len(), 1, "loaded once, by its owner only");
+
+    // Adopting the foreign table explicitly is what lets a resource load into it.
+    let adopt = manifest(
+        "adopt",
+        &bucket,
+        &ds,
+        "payroll",
+        "Incremental",
+        ", annotations: {bqsteward.dev/adopt: \"true\"}",
+    );
+    ok(&bqsteward(&["apply"], &adopt, &env).await, 0);
+    assert_eq!(rows(&bq, &payroll).await.len(), 3);
+}
