@@ -145,6 +145,9 @@ print_env() {
   echo "export PATH=$bin:\$PATH"
   echo "export BQSTEWARD_KUBE_BIN=$bin"
   echo "export BQSTEWARD_KUBE_AUDIT_LOG=$state/audit.log"
+  # kubectl's discovery cache belongs to this server: one left by an earlier server on the same port
+  # would hide the CRDs for minutes.
+  echo "export KUBECACHEDIR=$state/kubectl-cache"
 }
 
 start() {
@@ -158,7 +161,7 @@ start() {
   fi
   build
   stop_processes
-  rm -rf "$state/etcd-data"
+  rm -rf "$state/etcd-data" "$state/kubectl-cache"
   pki
   # Every request of a service account is written to audit.log (the RBAC test compares what the
   # controller did with what its roles grant); the rest of the traffic is not logged.

@@ -31,14 +31,25 @@ fn crds_are_accepted_explained_and_printed() {
     let _one = kube::exclusive();
     let k = kube::kube();
     k.install_crds();
-    // Served as structural schemas with their field docs (the Rust doc comments).
-    let explain = k.kubectl(&["explain", "ingestedtables.spec.source"]).ok();
+    // Served as structural schemas with their field docs (the Rust doc comments). The server
+    // publishes a new CRD's OpenAPI a moment after it is Established.
+    let explain_when_published = |what: &str| {
+        for _ in 0..40 {
+            let out = k.kubectl(&["explain", what]);
+            if out.code == 0 {
+                return out.stdout;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        k.kubectl(&["explain", what]).ok()
+    };
+    let explain = explain_when_published("ingestedtables.spec.source");
     assert!(
         explain.contains("KIND:") && explain.contains("IngestedTable"),
         "{explain}"
     );
     assert!(explain.contains("include"), "{explain}");
-    let explain = k.kubectl(&["explain", "datasetaccesses.spec.access"]).ok();
+    let explain = explain_when_published("datasetaccesses.spec.access");
     assert!(explain.contains("The complete list"), "{explain}");
     for (short, kind) in [
         ("igt", "ingestedtables"),
@@ -46,7 +57,7 @@ fn crds_are_accepted_explained_and_printed() {
         ("cp", "consumerprojects"),
         ("gm", "groupmemberships"),
     ] {
-        let doc = k.kubectl(&["explain", kind]).ok();
+        let doc = explain_when_published(kind);
         assert!(doc.contains("bqsteward.dev"), "{doc}");
         k.kubectl(&["get", short, "-A"]).ok();
     }

@@ -17,6 +17,16 @@ pub fn ok(r: &Run, code: i32) {
     assert_eq!(r.code, code, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
 }
 
+/// Every endpoint and identity variable bqsteward reads: cleared before a test runs the binary, so
+/// only what the test sets applies.
+pub const ENDPOINT_VARS: [&str; 5] = [
+    "BIGQUERY_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "CLOUD_IDENTITY_EMULATOR_HOST",
+    "RESOURCE_MANAGER_EMULATOR_HOST",
+    "BQSTEWARD_IDENTITY",
+];
+
 /// Runs `bqsteward <args> -f <file holding manifests>` with `env` set on top of an environment
 /// cleared of every endpoint and identity variable bqsteward reads.
 pub async fn bqsteward(args: &[&str], manifests: &str, env: &[(&str, &str)]) -> Run {
@@ -25,13 +35,7 @@ pub async fn bqsteward(args: &[&str], manifests: &str, env: &[(&str, &str)]) -> 
     std::fs::write(&file, manifests).unwrap();
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_bqsteward"));
     c.args(args).arg("-f").arg(&file);
-    for var in [
-        "BIGQUERY_EMULATOR_HOST",
-        "STORAGE_EMULATOR_HOST",
-        "CLOUD_IDENTITY_EMULATOR_HOST",
-        "RESOURCE_MANAGER_EMULATOR_HOST",
-        "BQSTEWARD_IDENTITY",
-    ] {
+    for var in ENDPOINT_VARS {
         c.env_remove(var);
     }
     c.envs(env.iter().copied());

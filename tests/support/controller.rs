@@ -48,14 +48,7 @@ impl Controller {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file);
-        for var in [
-            "BIGQUERY_EMULATOR_HOST",
-            "STORAGE_EMULATOR_HOST",
-            "CLOUD_IDENTITY_EMULATOR_HOST",
-            "RESOURCE_MANAGER_EMULATOR_HOST",
-            "BQSTEWARD_IDENTITY",
-            "POD_NAMESPACE",
-        ] {
+        for var in super::cli::ENDPOINT_VARS.iter().chain(&["POD_NAMESPACE"]) {
             c.env_remove(var);
         }
         c.envs(s.env.iter().map(|(k, v)| (k, v)));

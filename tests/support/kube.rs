@@ -19,6 +19,8 @@ pub struct Kube {
     pub bin: PathBuf,
     /// The API server's audit log: every request made by a ServiceAccount.
     pub audit_log: PathBuf,
+    /// kubectl's discovery cache for this server (`KUBECACHEDIR`).
+    pub cache_dir: PathBuf,
 }
 
 /// What a command printed and returned.
@@ -67,6 +69,7 @@ pub fn kube() -> &'static Kube {
             kubeconfig: var("KUBECONFIG").into(),
             bin: var("BQSTEWARD_KUBE_BIN").into(),
             audit_log: var("BQSTEWARD_KUBE_AUDIT_LOG").into(),
+            cache_dir: var("KUBECACHEDIR").into(),
         }
     })
 }
@@ -92,7 +95,9 @@ impl Kube {
 
     fn command(&self, program: &str, kubeconfig: &Path) -> Command {
         let mut c = Command::new(program);
-        c.env("KUBECONFIG", kubeconfig).env("PATH", self.path());
+        c.env("KUBECONFIG", kubeconfig)
+            .env("PATH", self.path())
+            .env("KUBECACHEDIR", &self.cache_dir);
         c.current_dir(env!("CARGO_MANIFEST_DIR"));
         c
     }
