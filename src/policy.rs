@@ -20,6 +20,12 @@ pub struct Policy {
     /// `bqsteward.dev/allow-large-removal: "true"` annotation or `--allow-large-removal` (default 10).
     #[serde(default = "default_max_removals")]
     pub max_removals_per_dataset: usize,
+    /// Tables a ConsumerProject view may read directly (`source: {table: …}`), as
+    /// `project.dataset.table` patterns where `*` matches any run of characters. Default none:
+    /// consumer views read IngestedTable layers, whose PII bqsteward knows; an explicit table could be
+    /// anything bqsteward's identity can read.
+    #[serde(default)]
+    pub consumer_source_tables: Vec<String>,
 }
 
 impl Default for Policy {
@@ -28,6 +34,7 @@ impl Default for Policy {
             forbidden_principals: default_forbidden(),
             allowed_domains: Vec::new(),
             max_removals_per_dataset: default_max_removals(),
+            consumer_source_tables: Vec::new(),
         }
     }
 }
@@ -123,6 +130,15 @@ impl Policy {
         }
     }
 
+    /// Whether a ConsumerProject view may read table `project.dataset.table` directly.
+    pub fn consumer_table_allowed(&self, table: &str) -> bool {
+        self.consumer_source_tables.iter().any(|p| {
+            globset::Glob::new(p)
+                .map(|g| g.compile_matcher().is_match(table))
+                .unwrap_or(false)
+        })
+    }
+
     /// Whether an email or a domain is inside the allowed domains (always true when none are set).
     pub fn domain_allowed(&self, email_or_domain: &str) -> bool {
         if self.allowed_domains.is_empty() {
@@ -179,6 +195,15 @@ mod tests {
         let open: Policy = serde_yaml::from_str("forbiddenPrincipals: []").unwrap();
         assert_eq!(open.check_iam_member("principalSet://goog/public:all"), Ok(()));
         assert_eq!(open.check_iam_member("user:eve@evil.com"), Ok(()));
+    }
+
+    #[test]
+    fn consumer_source_tables_are_closed_by_default() {
+        assert!(!Policy::default().consumer_table_allowed("p.d.t"));
+        let p: Policy = serde_yaml::from_str("consumerSourceTables: ['acme-data-eng.shared_*.*']").unwrap();
+        assert!(p.consumer_table_allowed("acme-data-eng.shared_sales.orders"));
+        assert!(!p.consumer_table_allowed("acme-data-eng.payments.transactions"));
+        assert!(!p.consumer_table_allowed("acme-hr.shared_x.payroll"));
     }
 
     #[test]

@@ -111,7 +111,8 @@ pub struct ViewSource {
     /// Which layer of that IngestedTable: `clean` (default) or `full`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<Layer>,
-    /// An explicit table or view, `project.dataset.table` (instead of `ingestedTable`).
+    /// An explicit table or view, `project.dataset.table` (instead of `ingestedTable`). Only tables
+    /// the policy file's `consumerSourceTables` names, and only with explicit `columns`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
 }

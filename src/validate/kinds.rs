@@ -526,6 +526,24 @@ pub(super) fn consumer_project(c: &mut Checker, spec: &ConsumerProjectSpec, poli
                     c.check(format!("{base}.source.table"), ident::dataset_id(parts[1]));
                     c.check(format!("{base}.source.table"), ident::table_id(parts[2]));
                 }
+                // An explicit table could be anything bqsteward's identity can read (raw PII
+                // included): only tables the policy names, and only listed columns.
+                if !policy.consumer_table_allowed(t) {
+                    c.err(
+                        format!("{base}.source.table"),
+                        format!(
+                            "{t:?} is not in the policy file's consumerSourceTables; read an IngestedTable's layer \
+                             (source: {{ingestedTable: NAME}}), or allow the table in the policy file"
+                        ),
+                    );
+                }
+                if view.columns.is_empty() {
+                    c.err(
+                        format!("{base}.columns"),
+                        "a view over an explicit table must list its columns (bqsteward cannot tell which of them \
+                         hold PII)",
+                    );
+                }
                 None // columns of an explicit table are only known to BigQuery: checked by plan
             }
             (Some(name), None) => {
