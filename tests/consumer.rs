@@ -409,3 +409,42 @@ async fn deleting_with_policy_delete_removes_views_authorizations_and_binding_on
         .unwrap();
     assert_eq!(again, Default::default());
 }
+
+/// A security review found a column dropped from an IngestedTable's schema reaching consumers: it
+/// stays in the table and the full view (queries keep working), and a consumer view without
+/// `columns` was `SELECT *`. Consumer views now list the layer's declared columns, so a column
+/// bqsteward no longer knows (PII or not) never reaches a consumer.
+#[tokio::test]
+async fn a_column_dropped_from_the_schema_never_reaches_a_consumer() {
+    let env = Env::new().await;
+    let views = "    - {name: everything, source: {ingestedTable: payments, layer: full}}\n";
+    let annotations = "  annotations: {bqsteward.dev/allow-pii: \"email\"}\n";
+    let m = env.manifests(annotations, "{group: marketing@acme.com}", views);
+    ok(&env.bqsteward("apply", &m).await, 0);
+    // What a reader of each view sees (the emulator returns no schema for views: ask a query).
+    let columns = |t: TableRef| {
+        let bq = env.bq.clone();
+        async move {
+            bq.query(DATA, "US", &format!("SELECT * FROM {} LIMIT 1", t.sql()), &[])
+                .await
+                .unwrap()
+                .columns
+        }
+    };
+    assert!(columns(env.view("everything")).await.contains(&"status".to_string()));
+    // `status` leaves the schema: it stays in the full view, never in the consumer's.
+    let dropped = m.replace("    - {name: status, type: STRING}\n", "");
+    assert_ne!(dropped, m);
+    ok(&env.bqsteward("apply", &dropped).await, 0);
+    let full = TableRef::new(DATA, &format!("{}__views_full", env.dataset), "tx");
+    assert!(
+        columns(full).await.contains(&"status".to_string()),
+        "the full view keeps it"
+    );
+    let consumer = columns(env.view("everything")).await;
+    assert!(!consumer.contains(&"status".to_string()), "{consumer:?}");
+    assert!(
+        consumer.contains(&"email".to_string()),
+        "the released PII column stays: {consumer:?}"
+    );
+}

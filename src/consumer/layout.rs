@@ -95,9 +95,16 @@ impl ConsumerTarget {
                 .ok_or_else(|| format!("spec.views[{i}].source: cannot resolve the source of view {}", v.name))?;
             views.push(ResolvedView {
                 view: TableRef::new(&spec.project, &spec.dataset, &v.name),
+                // Never `SELECT *`: without `columns`, the layer's declared columns. A column dropped
+                // from the IngestedTable's schema stays in its full view, and bqsteward cannot tell
+                // whether it holds PII, so it never reaches a consumer.
+                columns: if v.columns.is_empty() {
+                    source_columns.clone().unwrap_or_default()
+                } else {
+                    v.columns.clone()
+                },
                 source,
                 source_columns,
-                columns: v.columns.clone(),
                 row_filter: v.row_filter.clone().filter(|f| !f.trim().is_empty()),
                 description: v.description.clone(),
             });
@@ -226,7 +233,8 @@ spec:
   readers: [{group: Mkt@Acme.com}, {serviceAccount: sa@mkt.iam.gserviceaccount.com}]
   views:
     - {name: tx, source: {ingestedTable: pay}, columns: [id, amount], rowFilter: "amount > 0"}
-    - {name: raw, source: {table: other-proj.ds.tbl}}
+    - {name: raw, source: {table: other-proj.ds.tbl}, columns: [a]}
+    - {name: all, source: {ingestedTable: pay}}
 "#;
         let mut report = LoadReport::default();
         load_str("m.yaml", text, &mut report);
@@ -239,7 +247,11 @@ spec:
             t.views[0].sql(),
             "SELECT\n  `id`,\n  `amount`\nFROM `data-eng.payments__views_clean.tx`\nWHERE (amount > 0)\n"
         );
-        assert_eq!(t.views[1].sql(), "SELECT\n  *\nFROM `other-proj.ds.tbl`\n");
+        assert_eq!(t.views[1].sql(), "SELECT\n  `a`\nFROM `other-proj.ds.tbl`\n");
+        // Without `columns`: the layer's declared columns, never `*` (a column dropped from the
+        // schema stays in the full view and must not reach consumers).
+        let all = t.views[2].sql();
+        assert!(all.starts_with("SELECT\n  `id`,\n") && !all.contains('*'), "{all}");
         assert!(
             t.views[0]
                 .source_columns
@@ -256,6 +268,6 @@ spec:
         assert_eq!(auth[0].1.principal, Principal::View("mkt-analytics.shared.tx".into()));
         let l = t.layout();
         assert!(l.owns_datasets);
-        assert_eq!(l.views.len(), 2);
+        assert_eq!(l.views.len(), 3);
     }
 }
