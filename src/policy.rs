@@ -26,6 +26,53 @@ pub struct Policy {
     /// anything bqsteward's identity can read.
     #[serde(default)]
     pub consumer_source_tables: Vec<String>,
+    /// Per-namespace grants for a cluster shared by several teams: what each namespace's resources
+    /// may write and read. Absent: single-tenant (every namespace may use everything bqsteward's
+    /// identity can reach). See the README's "Tenancy and trust".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<Tenancy>,
+}
+
+/// The `tenancy` section of the policy file.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tenancy {
+    /// Namespace → its grant. A namespace not listed may use nothing.
+    #[serde(default)]
+    pub namespaces: std::collections::BTreeMap<String, Grant>,
+}
+
+/// What one namespace's resources may use. Patterns: `*` matches any run of characters (also
+/// across `.` and `/`), `?` one character; email and group patterns compare case-insensitively.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Grant {
+    /// Datasets the namespace may write, as `project.dataset` patterns: IngestedTable destinations
+    /// and their view-layer datasets, DatasetAccess datasets, ConsumerProject datasets.
+    #[serde(default)]
+    pub datasets: Vec<String>,
+    /// Source prefixes IngestedTables may read, e.g. `gs://acme-raw/marketing/*`.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Projects a ConsumerProject may use (where its readers run and pay for queries).
+    #[serde(default)]
+    pub consumer_projects: Vec<String>,
+    /// Google groups a GroupMembership may manage, as email patterns, e.g. `*@marketing.acme.com`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl Grant {
+    /// Whether `value` matches one of `patterns` (case-insensitively).
+    pub fn allows(patterns: &[String], value: &str) -> bool {
+        patterns.iter().any(|p| {
+            globset::GlobBuilder::new(p)
+                .case_insensitive(true)
+                .build()
+                .map(|g| g.compile_matcher().is_match(value))
+                .unwrap_or(false)
+        })
+    }
 }
 
 impl Default for Policy {
@@ -35,6 +82,7 @@ impl Default for Policy {
             allowed_domains: Vec::new(),
             max_removals_per_dataset: default_max_removals(),
             consumer_source_tables: Vec::new(),
+            tenancy: None,
         }
     }
 }

@@ -158,3 +158,59 @@ async fn an_ingested_table_never_writes_into_a_table_or_view_it_does_not_own() {
     ok(&bqsteward(&["apply"], &adopt, &env).await, 0);
     assert_eq!(rows(&bq, &payroll).await.len(), 3);
 }
+
+/// With a tenancy section in the policy file, a namespace's manifests may use only what it is
+/// granted: a marketing manifest aiming at HR's dataset is refused by name, and nothing is written.
+#[tokio::test]
+async fn a_namespace_uses_only_its_grant() {
+    let e = support::emulators();
+    let env = emulator_env(&e);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push((
+        "BQSTEWARD_IDENTITY",
+        "serviceAccount:bqsteward@bqsteward-tenancy.iam.gserviceaccount.com",
+    ));
+    let bq = BigQueryRest::new(&e).await.unwrap();
+    let gcs = GcsRest::new(&e).unwrap();
+    let bucket = support::unique("grant").replace('_', "-");
+    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
+    gcs.upload(
+        &bucket,
+        "in/a.json",
+        b"{\"id\": 1, \"salary\": 1}\n".to_vec(),
+        "application/json",
+    )
+    .await
+    .unwrap();
+    let mine = support::unique("marketing");
+    let hr = support::unique("hr");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "tenancy:\n  namespaces:\n    marketing:\n      datasets: ['{PROJECT}.marketing_*']\n      sources: ['gs://{bucket}/*']\n"
+        ),
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    let into_hr = manifest("payroll", &bucket, &hr, "payroll", "Snapshot", "");
+    let r = bqsteward(&["apply", "--policy", p], &into_hr, &env).await;
+    ok(&r, 1);
+    assert!(
+        r.stderr.contains(&format!(
+            "spec.destination: dataset {PROJECT}.{hr} is outside namespace marketing's grant (tenancy.namespaces.marketing.datasets"
+        )) && r.stderr.contains("nothing was read or written"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        bq.get_dataset(PROJECT, &hr).await.unwrap().is_none(),
+        "nothing was created"
+    );
+    // The same manifest inside the grant applies.
+    let own = manifest("own", &bucket, &mine, "t", "Incremental", "");
+    ok(&bqsteward(&["apply", "--policy", p], &own, &env).await, 0);
+    assert_eq!(rows(&bq, &TableRef::new(PROJECT, &mine, "t")).await.len(), 1);
+}

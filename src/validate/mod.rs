@@ -4,6 +4,7 @@
 
 pub mod ident;
 mod kinds;
+mod tenancy;
 
 use crate::manifest::{Diagnostic, LoadReport, Loaded, Resource};
 use crate::policy::Policy;
@@ -50,6 +51,9 @@ pub fn validate(report: &LoadReport, policy: &Policy) -> Vec<Diagnostic> {
     }
     duplicates(&report.resources, &mut out);
     exclusions_follow_the_data(&report.resources, &mut out);
+    if let Some(t) = &policy.tenancy {
+        tenancy::check(&report.resources, t, &mut out);
+    }
     out
 }
 
