@@ -10,7 +10,7 @@
 #
 #   scripts/demo.sh             the story with the CLI (plan / apply)
 #   scripts/demo.sh --cluster   then the same manifests through `bqsteward run` on a local Kubernetes
-#                               API server (scripts/kube.sh; needs Go; the first run builds it, ~10 min)
+#                               API server (scripts/kube.sh; needs Go; the first run builds it, ~5 min)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cluster=0

@@ -4,7 +4,7 @@
 # for the chart tests. Built once per machine into a cache outside the repo, started on loopback
 # with a fresh data directory, stopped by PID.
 #
-#   scripts/kube.sh build    build what is missing or out of date (cold: ~15-20 min on 2 cores)
+#   scripts/kube.sh build    build what is missing or out of date (cold: ~5 min on 2 cores)
 #   scripts/kube.sh start    build if needed, start etcd + kube-apiserver (idempotent: reuses running
 #                            ones) and print `export KUBECONFIG=…` (admin) and `export PATH=…` (the
 #                            built tools) on stdout; progress goes to stderr
