@@ -35,27 +35,28 @@ async fn rows(bq: &BigQueryRest, t: &TableRef) -> Vec<Vec<Option<String>>> {
     .rows
 }
 
-#[tokio::test]
-async fn an_ingested_table_never_writes_into_a_table_or_view_it_does_not_own() {
+/// The emulator variables and bqsteward's identity, a BigQuery client, and a fresh bucket holding
+/// one file `in/a.json` with `rows`.
+async fn setup(rows: &[u8]) -> (Vec<(&'static str, String)>, BigQueryRest, String) {
     let e = support::emulators();
-    let env = emulator_env(&e);
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&'static str, String)> = emulator_env(&e).into_iter().collect();
     env.push((
         "BQSTEWARD_IDENTITY",
-        "serviceAccount:bqsteward@bqsteward-tenancy.iam.gserviceaccount.com",
+        "serviceAccount:bqsteward@bqsteward-tenancy.iam.gserviceaccount.com".into(),
     ));
-    let bq = BigQueryRest::new(&e).await.unwrap();
     let gcs = GcsRest::new(&e).unwrap();
     let bucket = support::unique("tenancy").replace('_', "-");
     gcs.create_bucket(PROJECT, &bucket).await.unwrap();
-    gcs.upload(
-        &bucket,
-        "in/forged.json",
-        b"{\"id\": 666, \"salary\": 1}\n".to_vec(),
-        "application/json",
-    )
-    .await
-    .unwrap();
+    gcs.upload(&bucket, "in/a.json", rows.to_vec(), "application/json")
+        .await
+        .unwrap();
+    (env, BigQueryRest::new(&e).await.unwrap(), bucket)
+}
+
+#[tokio::test]
+async fn an_ingested_table_never_writes_into_a_table_or_view_it_does_not_own() {
+    let (env, bq, bucket) = setup(b"{\"id\": 666, \"salary\": 1}\n").await;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // HR's payroll: a table no manifest declares, and a view over it.
     let ds = support::unique("salaries");
     bq.create_dataset(PROJECT, &ds, "US").await.unwrap();
@@ -163,25 +164,8 @@ async fn an_ingested_table_never_writes_into_a_table_or_view_it_does_not_own() {
 /// granted: a marketing manifest aiming at HR's dataset is refused by name, and nothing is written.
 #[tokio::test]
 async fn a_namespace_uses_only_its_grant() {
-    let e = support::emulators();
-    let env = emulator_env(&e);
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.push((
-        "BQSTEWARD_IDENTITY",
-        "serviceAccount:bqsteward@bqsteward-tenancy.iam.gserviceaccount.com",
-    ));
-    let bq = BigQueryRest::new(&e).await.unwrap();
-    let gcs = GcsRest::new(&e).unwrap();
-    let bucket = support::unique("grant").replace('_', "-");
-    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
-    gcs.upload(
-        &bucket,
-        "in/a.json",
-        b"{\"id\": 1, \"salary\": 1}\n".to_vec(),
-        "application/json",
-    )
-    .await
-    .unwrap();
+    let (env, bq, bucket) = setup(b"{\"id\": 1, \"salary\": 1}\n").await;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mine = support::unique("marketing");
     let hr = support::unique("hr");
     let dir = tempfile::tempdir().unwrap();
