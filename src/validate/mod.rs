@@ -50,11 +50,50 @@ pub fn validate(report: &LoadReport, policy: &Policy) -> Vec<Diagnostic> {
         }
     }
     duplicates(&report.resources, &mut out);
+    one_writer_per_table(&report.resources, &mut out);
     exclusions_follow_the_data(&report.resources, &mut out);
     if let Some(t) = &policy.tenancy {
         tenancy::check(&report.resources, t, &mut out);
     }
     out
+}
+
+/// Every table or view an IngestedTable writes has one writer. Suffixes could otherwise aim one
+/// table's layer view at another's (`pay` + `__views_full` = `pay__views` + `_full`), and the second
+/// would rewrite it. (Two destinations alike are reported by `duplicates`; a ConsumerProject cannot
+/// use an IngestedTable's datasets at all.)
+fn one_writer_per_table(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<String, &Loaded> = HashMap::new();
+    for loaded in resources {
+        if let Resource::IngestedTable(r) = &loaded.resource {
+            let d = &r.spec.destination;
+            seen.entry(format!("{}.{}.{}", d.project, d.dataset, d.table).to_lowercase())
+                .or_insert(loaded);
+        }
+    }
+    for loaded in resources {
+        let Resource::IngestedTable(r) = &loaded.resource else {
+            continue;
+        };
+        for l in crate::views::layers(&r.spec) {
+            let view = l.view.to_string();
+            match seen.get(&view.to_lowercase()) {
+                Some(first) if !std::ptr::eq(*first, loaded) => Checker { loaded, out }.err(
+                    "spec.views",
+                    format!(
+                        "{view} is already written by {} {} ({}); one table or view has one writer: choose another \
+                         dataset or suffix",
+                        first.resource.kind(),
+                        first.resource.qualified_name(),
+                        first.origin
+                    ),
+                ),
+                _ => {
+                    seen.insert(view.to_lowercase(), loaded);
+                }
+            }
+        }
+    }
 }
 
 /// Excluded columns (card numbers) are a property of the files, not of one manifest: every
