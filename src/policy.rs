@@ -65,14 +65,20 @@ pub struct Grant {
 impl Grant {
     /// Whether `value` matches one of `patterns` (case-insensitively).
     pub fn allows(patterns: &[String], value: &str) -> bool {
-        patterns.iter().any(|p| {
-            globset::GlobBuilder::new(p)
-                .case_insensitive(true)
-                .build()
-                .map(|g| g.compile_matcher().is_match(value))
-                .unwrap_or(false)
-        })
+        matches_any(patterns, value, true)
     }
+}
+
+/// Whether `value` matches one of the glob `patterns` (`*` also across `.` and `/`); a pattern
+/// that is not a valid glob matches nothing.
+fn matches_any(patterns: &[String], value: &str, case_insensitive: bool) -> bool {
+    patterns.iter().any(|p| {
+        globset::GlobBuilder::new(p)
+            .case_insensitive(case_insensitive)
+            .build()
+            .map(|g| g.compile_matcher().is_match(value))
+            .unwrap_or(false)
+    })
 }
 
 impl Default for Policy {
@@ -167,7 +173,7 @@ impl Policy {
         let Some((kind, rest)) = member.split_once(':') else {
             return Ok(());
         };
-        let rest = rest.split('?').next().unwrap_or_default(); // `deleted:user:x?uid=…` keeps the email
+        let rest = rest.split('?').next().unwrap_or_default(); // a `?uid=…` suffix is not part of the email
         match kind.to_ascii_lowercase().as_str() {
             "user" | "group" | "serviceaccount" | "domain" if !self.domain_allowed(rest) => Err(format!(
                 "{member:?} is outside the allowed domains {:?} of the policy file",
@@ -180,11 +186,8 @@ impl Policy {
 
     /// Whether a ConsumerProject view may read table `project.dataset.table` directly.
     pub fn consumer_table_allowed(&self, table: &str) -> bool {
-        self.consumer_source_tables.iter().any(|p| {
-            globset::Glob::new(p)
-                .map(|g| g.compile_matcher().is_match(table))
-                .unwrap_or(false)
-        })
+        // BigQuery dataset and table ids are case-sensitive.
+        matches_any(&self.consumer_source_tables, table, false)
     }
 
     /// Whether an email or a domain is inside the allowed domains (always true when none are set).

@@ -166,8 +166,7 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
     let uid = meta.uid.as_deref();
     if meta.deletion_timestamp.is_some() {
         if finalizers.iter().any(|f| f == FINALIZER) {
-            let (problems, valid) = validated(ctx, obj, all);
-            let note = cleanup(ctx, obj, &problems, &valid).await?;
+            let note = cleanup(ctx, obj, all).await?;
             ctx.cluster.event(&obj.key, uid, note).await.ok();
             let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
             ctx.cluster.set_finalizers(&obj.key, rest, rv).await?;
@@ -595,8 +594,7 @@ async fn consumer_project(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Wor
 
 /// Deleting: `Retain` leaves everything; `Delete` removes what the object manages. Never blocked
 /// by an invalid spec (cleanup is skipped with a warning instead) and idempotent.
-/// Cleanup on delete; `problems` are this object's validation problems, `all` the valid objects.
-async fn cleanup(ctx: &Ctx, obj: &Object, problems: &[String], all: &[Loaded]) -> Result<Note, ReconcileError> {
+async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, ReconcileError> {
     let policy = match &obj.loaded.resource {
         Resource::IngestedTable(r) => r.spec.deletion_policy,
         Resource::DatasetAccess(r) => r.spec.deletion_policy,
@@ -610,6 +608,8 @@ async fn cleanup(ctx: &Ctx, obj: &Object, problems: &[String], all: &[Loaded]) -
             message: "deletionPolicy Retain: data and access left in place".into(),
         });
     }
+    let (problems, all) = validated(ctx, obj, all);
+    let all = all.as_slice();
     if !problems.is_empty() {
         return Ok(Note {
             warning: true,

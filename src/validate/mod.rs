@@ -58,6 +58,20 @@ pub fn validate(report: &LoadReport, policy: &Policy) -> Vec<Diagnostic> {
     out
 }
 
+/// The datasets an IngestedTable writes, as `project.dataset`: its destination's first, then each
+/// view-layer dataset that differs from it.
+pub(crate) fn table_datasets(spec: &crate::crd::IngestedTableSpec) -> Vec<String> {
+    let d = &spec.destination;
+    let mut out = vec![format!("{}.{}", d.project, d.dataset)];
+    for l in crate::views::layers(spec) {
+        let ds = format!("{}.{}", l.view.project, l.view.dataset);
+        if !out.contains(&ds) {
+            out.push(ds);
+        }
+    }
+    out
+}
+
 /// Every table or view an IngestedTable writes has one writer. Suffixes could otherwise aim one
 /// table's layer view at another's (`pay` + `__views_full` = `pay__views` + `_full`), and the second
 /// would rewrite it. (Two destinations alike are reported by `duplicates`; a ConsumerProject cannot
@@ -112,31 +126,27 @@ fn exclusions_follow_the_data(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
     let lower = |v: &[String]| -> Vec<String> { v.iter().map(|x| x.to_lowercase()).collect() };
     for (loaded, spec) in &tables {
         let own = lower(&spec.excluded_columns);
-        let mut missing: Vec<(String, &Loaded)> = Vec::new();
+        let mut missing: Vec<(String, &Loaded, &str)> = Vec::new();
         for (other, other_spec) in &tables {
             let (a, b) = (spec.source.uri.as_str(), other_spec.source.uri.as_str());
             if std::ptr::eq(*loaded, *other) || !(a.starts_with(b) || b.starts_with(a)) {
                 continue;
             }
             for x in lower(&other_spec.excluded_columns) {
-                if !own.contains(&x) && !missing.iter().any(|(m, _)| *m == x) {
-                    missing.push((x, other));
+                if !own.contains(&x) && !missing.iter().any(|(m, _, _)| *m == x) {
+                    missing.push((x, other, b));
                 }
             }
         }
         let mut c = Checker { loaded, out };
-        for (x, other) in &missing {
+        for (x, other, prefix) in &missing {
             c.err(
                 "spec.excludedColumns",
                 format!(
-                    "IngestedTable {} reads files under the overlapping prefix {} and excludes {x:?} from them; every \
-                     table reading those files must exclude it too: add {x:?} to excludedColumns (and remove it from \
-                     schema)",
+                    "IngestedTable {} reads files under the overlapping prefix {prefix} and excludes {x:?} from them; \
+                     every table reading those files must exclude it too: add {x:?} to excludedColumns (and remove \
+                     it from schema)",
                     other.resource.qualified_name(),
-                    match &other.resource {
-                        Resource::IngestedTable(r) => r.spec.source.uri.as_str(),
-                        _ => "",
-                    },
                 ),
             );
         }
@@ -165,18 +175,11 @@ fn exclusions_follow_the_data(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
 /// or grant readers on raw data).
 fn duplicates(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<(&'static str, String), &Loaded> = HashMap::new();
-    let mut table_datasets: HashMap<String, &Loaded> = HashMap::new();
+    let mut datasets_of_tables: HashMap<String, &Loaded> = HashMap::new();
     for loaded in resources {
         if let Resource::IngestedTable(r) = &loaded.resource {
-            let d = &r.spec.destination;
-            table_datasets
-                .entry(format!("{}.{}", d.project, d.dataset))
-                .or_insert(loaded);
-            for l in crate::views::layers(&r.spec) {
-                let v = &l.view;
-                table_datasets
-                    .entry(format!("{}.{}", v.project, v.dataset))
-                    .or_insert(loaded);
+            for ds in table_datasets(&r.spec) {
+                datasets_of_tables.entry(ds).or_insert(loaded);
             }
         }
     }
@@ -203,7 +206,7 @@ fn duplicates(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
             ),
         };
         if let Resource::ConsumerProject(_) = &loaded.resource
-            && let Some(t) = table_datasets.get(&key)
+            && let Some(t) = datasets_of_tables.get(&key)
         {
             Checker { loaded, out }.err(
                 field,

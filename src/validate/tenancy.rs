@@ -39,25 +39,13 @@ pub(super) fn check(resources: &[Loaded], tenancy: &Tenancy, out: &mut Vec<crate
         };
         match &loaded.resource {
             Resource::IngestedTable(r) => {
-                let d = &r.spec.destination;
-                need(
-                    "spec.destination".into(),
-                    "dataset",
-                    &format!("{}.{}", d.project, d.dataset),
-                    "datasets",
-                    &grant.datasets,
-                );
-                for l in crate::views::layers(&r.spec) {
-                    let v = &l.view;
-                    if v.dataset != d.dataset {
-                        need(
-                            "spec.views".into(),
-                            "view-layer dataset",
-                            &format!("{}.{}", v.project, v.dataset),
-                            "datasets",
-                            &grant.datasets,
-                        );
-                    }
+                for (i, ds) in super::table_datasets(&r.spec).iter().enumerate() {
+                    let (field, what) = if i == 0 {
+                        ("spec.destination", "dataset")
+                    } else {
+                        ("spec.views", "view-layer dataset")
+                    };
+                    need(field.into(), what, ds, "datasets", &grant.datasets);
                 }
                 need(
                     "spec.source.uri".into(),
@@ -218,6 +206,7 @@ tenancy:
                 let g = g.unwrap();
                 match &l.resource {
                     Resource::IngestedTable(r) => {
+                        // Computed here from the layers, not with the helper the check uses.
                         let d = &r.spec.destination;
                         let ds = format!("{}.{}", d.project, d.dataset);
                         prop_assert!(granted_dataset(ns, &ds), "{}", ds);
