@@ -88,7 +88,7 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
             manifest::Resource::ConsumerProject(cp) => {
                 let name = l.resource.qualified_name();
                 match ConsumerTarget::resolve(&name, l.resource.namespace(), &cp.spec, &report.resources) {
-                    Ok(t) => consumers.push(t),
+                    Ok(t) => consumers.push(t.adopting(&l.resource)),
                     Err(e) => {
                         eprintln!("error: {}: ConsumerProject {name}: {e}", l.origin);
                         return Err(EXIT_ERROR);
@@ -537,6 +537,7 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
 fn views_json(p: &LayoutPlan) -> serde_json::Value {
     serde_json::json!({
         "createDatasets": p.create_datasets,
+        "createSalt": p.create_salt.as_ref().map(|t| t.to_string()),
         "views": p.views.iter().map(|v| serde_json::json!({
             "view": v.view.def.table.to_string(),
             "layer": v.view.layer.layer.as_str(),
@@ -570,6 +571,7 @@ fn table_json(t: &Target, p: &Result<TableState, String>) -> serde_json::Value {
                         "add": add.iter().map(|f| &f.name).collect::<Vec<_>>(), "relax": relax }),
                     crate::ingest::table::SchemaChange::Incompatible(why) => serde_json::json!({"incompatible": why}),
                 },
+                "claim": s.plan.claim,
                 "newBatches": l.new.len(),
                 "newFiles": l.new.iter().map(|b| b.files.len()).sum::<usize>(),
                 "resumedBatches": l.resumed.len(),

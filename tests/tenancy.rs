@@ -156,8 +156,171 @@ async fn an_ingested_table_never_writes_into_a_table_or_view_it_does_not_own() {
         "Incremental",
         ", annotations: {bqsteward.dev/adopt: \"true\"}",
     );
+    let r = bqsteward(&["plan"], &adopt, &env).await;
+    assert!(
+        r.stdout.contains("adopted with the annotation bqsteward.dev/adopt"),
+        "{}",
+        r.stdout
+    );
     ok(&bqsteward(&["apply"], &adopt, &env).await, 0);
     assert_eq!(rows(&bq, &payroll).await.len(), 3);
+    // …and the adoption is recorded on the table: from then on it is that resource's, and another
+    // resource cannot adopt it too.
+    let labels = bq.get_table(&payroll).await.unwrap().unwrap().labels;
+    assert_eq!(
+        labels.get("bqsteward-owner").map(String::as_str),
+        Some(owner("marketing/adopt").as_str())
+    );
+    let second = manifest(
+        "adopt2",
+        &bucket,
+        &ds,
+        "payroll",
+        "Incremental",
+        ", annotations: {bqsteward.dev/adopt: \"true\"}",
+    );
+    let r = bqsteward(&["apply"], &second, &env).await;
+    ok(&r, 1);
+    assert!(
+        r.stdout.contains("belongs to another bqsteward resource"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(rows(&bq, &payroll).await.len(), 3);
+
+    // A table bqsteward made before owner labels existed (managed-by only): the first resource
+    // that loads into it stamps its owner label; then it is that resource's alone.
+    let legacy = TableRef::new(PROJECT, &ds, "legacy");
+    bq.create_table(&TableDef {
+        table: legacy.clone(),
+        fields: vec![
+            Field::new("id", "INT64", "NULLABLE"),
+            Field::new("salary", "INT64", "NULLABLE"),
+        ],
+        time_partitioning: None,
+        clustering: None,
+        require_partition_filter: false,
+        labels: BTreeMap::from([("managed-by".to_string(), "bqsteward".to_string())]),
+        expiration_ms: None,
+        description: None,
+    })
+    .await
+    .unwrap();
+    let r = bqsteward(
+        &["apply"],
+        &manifest("legacy", &bucket, &ds, "legacy", "Incremental", ""),
+        &env,
+    )
+    .await;
+    ok(&r, 0);
+    let labels = bq.get_table(&legacy).await.unwrap().unwrap().labels;
+    assert_eq!(
+        labels.get("bqsteward-owner").map(String::as_str),
+        Some(owner("marketing/legacy").as_str())
+    );
+    assert_eq!(labels.get("managed-by").map(String::as_str), Some("bqsteward"));
+    let r = bqsteward(
+        &["apply"],
+        &manifest("legacy2", &bucket, &ds, "legacy", "Incremental", ""),
+        &env,
+    )
+    .await;
+    ok(&r, 1);
+    assert_eq!(rows(&bq, &legacy).await.len(), 1);
+}
+
+fn owner(resource: &str) -> String {
+    bqsteward::cloud::bqtypes::owner_value(&format!("IngestedTable {resource}"))
+}
+
+/// Views are written only for the resource their owner label names: a view another resource owns
+/// is refused even with the adopt annotation; a hand-made view is taken over only with it.
+#[tokio::test]
+async fn a_view_is_replaced_or_deleted_only_by_the_resource_it_belongs_to() {
+    let (env, bq, bucket) = setup(b"{\"id\": 1, \"salary\": 1}\n").await;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let ds = support::unique("views");
+    let own = manifest("own", &bucket, &ds, "own", "Incremental", "");
+    ok(&bqsteward(&["apply"], &own, &env).await, 0);
+    let own_view = TableRef::new(PROJECT, &format!("{ds}__views_full"), "own");
+    let before = bq.get_table(&own_view).await.unwrap().unwrap();
+
+    // marketing/thief's own table is `{ds}__views.own`; with fullSuffix `_full` its full view is
+    // the view of marketing/own.
+    let thief = |annotations: &str| {
+        manifest(
+            "thief",
+            &bucket,
+            &format!("{ds}__views"),
+            "own",
+            "Incremental",
+            annotations,
+        )
+        .replace("views: {full: true}", "views: {full: true, fullSuffix: _full}")
+    };
+    for annotations in ["", ", annotations: {bqsteward.dev/adopt: \"true\"}"] {
+        let r = bqsteward(&["apply"], &thief(annotations), &env).await;
+        ok(&r, 1);
+        assert!(
+            r.stdout
+                .contains(&format!("view {own_view} belongs to another bqsteward resource")),
+            "{annotations}: {}",
+            r.stdout
+        );
+    }
+    let after = bq.get_table(&own_view).await.unwrap().unwrap();
+    assert_eq!(
+        (after.etag, after.labels),
+        (before.etag, before.labels),
+        "the view was written"
+    );
+
+    // A hand-made view where a full view belongs: left alone, then adopted with the annotation.
+    let hand = TableRef::new(PROJECT, &format!("{ds}__views_full"), "hand");
+    bq.create_view(&ViewDef {
+        table: hand.clone(),
+        sql: "SELECT 1 AS id".into(),
+        labels: BTreeMap::new(),
+        description: "someone's".into(),
+    })
+    .await
+    .unwrap();
+    let r = bqsteward(
+        &["apply"],
+        &manifest("hand", &bucket, &ds, "hand", "Incremental", ""),
+        &env,
+    )
+    .await;
+    ok(&r, 1);
+    assert!(
+        r.stdout.contains("exists and was not made by bqsteward"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        bq.get_table(&hand).await.unwrap().unwrap().description.as_deref(),
+        Some("someone's")
+    );
+    let adopting = manifest(
+        "hand",
+        &bucket,
+        &ds,
+        "hand",
+        "Incremental",
+        ", annotations: {bqsteward.dev/adopt: \"true\"}",
+    );
+    let r = bqsteward(&["plan"], &adopting, &env).await;
+    assert!(
+        r.stdout.contains("adopt it (annotation) and replace its SQL"),
+        "{}",
+        r.stdout
+    );
+    ok(&bqsteward(&["apply"], &adopting, &env).await, 0);
+    let labels = bq.get_table(&hand).await.unwrap().unwrap().labels;
+    assert_eq!(
+        labels.get("bqsteward-owner").map(String::as_str),
+        Some(owner("marketing/hand").as_str())
+    );
 }
 
 /// With a tenancy section in the policy file, a namespace's manifests may use only what it is

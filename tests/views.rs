@@ -189,12 +189,15 @@ async fn dedup_and_clean_views_authorized_restored_and_evolving() {
         r.stdout
     );
     assert!(r.stdout.contains(&format!("+ clean view {clean}")), "{}", r.stdout);
+    let salt = TableRef::new(PROJECT, &format!("{}__views_full", env.dataset), "_bqsteward_salt");
+    assert!(r.stdout.contains(&format!("+ salt table {salt}")), "{}", r.stdout);
     assert!(r.stdout.contains("[dataset created by this apply]"), "{}", r.stdout);
     assert!(adds(&r.stdout, &format!("view:{full}")), "{}", r.stdout);
 
     let r = env.bqsteward(&["apply"], &m).await;
     ok(&r, 0);
     assert!(r.stdout.contains(&format!("created full view {full}")), "{}", r.stdout);
+    assert!(r.stdout.contains(&format!("created salt table {salt}")), "{}", r.stdout);
     let r = env.bqsteward(&["plan"], &m).await;
     ok(&r, 0);
 
@@ -212,8 +215,19 @@ async fn dedup_and_clean_views_authorized_restored_and_evolving() {
         ["id", "select", "status", "ssn", "modify_time", "_bqsteward_loaded_at"],
         "clean view columns"
     );
-    let ssn1 = hex::encode(Sha256::digest(b"ssn-1"));
+    // Keyed: SHA-256 of the salt (64 random hex characters, one row, made inside BigQuery) and the
+    // value — not the unsalted hash a dictionary of known SSNs would reverse.
+    let salt_rows = env.query(&format!("SELECT salt FROM {}", salt.sql())).await;
+    assert_eq!(salt_rows.rows.len(), 1, "one salt row");
+    let salt_value = salt_rows.rows[0][0].clone().unwrap();
+    assert!(
+        salt_value.len() == 64 && salt_value.chars().all(|c| c.is_ascii_hexdigit()),
+        "{salt_value}"
+    );
+    let ssn1 = hex::encode(Sha256::digest(format!("{salt_value}ssn-1").as_bytes()));
     assert_eq!(rows.rows[0][3].as_deref(), Some(ssn1.as_str()));
+    let unsalted = hex::encode(Sha256::digest(b"ssn-1"));
+    assert!(rows.rows.iter().all(|r| r[3].as_deref() != Some(unsalted.as_str())));
     assert_eq!(rows.rows[0][1].as_deref(), Some("kw1"), "a keyword column works");
     let full_cols = env
         .query(&format!("SELECT * FROM {} LIMIT 1", full.sql()))
@@ -236,6 +250,10 @@ async fn dedup_and_clean_views_authorized_restored_and_evolving() {
         ))
         .await;
     assert_eq!(leaked.rows[0][0].as_deref(), Some("0"));
+
+    // The salt never leaves BigQuery: not in any output of bqsteward.
+    let r = env.bqsteward(&["plan", "--output", "json"], &m).await;
+    assert!(!r.stdout.contains(&salt_value) && !r.stderr.contains(&salt_value));
 
     // Authorizations: full on raw, clean on full — kept by the exact DatasetAccess on raw.
     let raw_acl = env.access(&env.dataset).await;

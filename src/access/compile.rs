@@ -188,6 +188,7 @@ pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<Desired
                 resource: loaded.resource.qualified_name(),
                 spec: cp.spec.clone(),
                 views: Vec::new(),
+                adopt: false,
             };
             let acl = slot(&mut out, key);
             acl.owner = Some(loaded.resource.qualified_name());

@@ -51,6 +51,14 @@ pub trait BigQuery: Send + Sync {
     async fn create_table(&self, def: &TableDef) -> Result<(), CloudError>;
     /// Replaces a table's schema (only additions are accepted by BigQuery), guarded by `etag`.
     async fn patch_table_schema(&self, table: &TableRef, fields: &[Field], etag: &str) -> Result<(), CloudError>;
+    /// Sets a table's labels to `labels`, guarded by `etag` (pass the live labels too: whether a
+    /// patch merges maps differs between BigQuery and bqemulator, so send the whole map).
+    async fn patch_table_labels(
+        &self,
+        table: &TableRef,
+        labels: &std::collections::BTreeMap<String, String>,
+        etag: &str,
+    ) -> Result<(), CloudError>;
     /// Creates a view. Answers 409 when something already has the name (the caller observed it
     /// missing, so someone else was faster: it re-reads and compares on the next pass).
     async fn create_view(&self, def: &ViewDef) -> Result<(), CloudError>;
@@ -340,6 +348,17 @@ impl BigQuery for BigQueryRest {
     async fn patch_table_schema(&self, t: &TableRef, fields: &[Field], etag: &str) -> Result<(), CloudError> {
         let op = format!("tables.patch {t} (schema)");
         self.patch_table(&op, t, etag, serde_json::json!({ "schema": { "fields": fields } }))
+            .await
+    }
+
+    async fn patch_table_labels(
+        &self,
+        t: &TableRef,
+        labels: &std::collections::BTreeMap<String, String>,
+        etag: &str,
+    ) -> Result<(), CloudError> {
+        let op = format!("tables.patch {t} (labels)");
+        self.patch_table(&op, t, etag, serde_json::json!({ "labels": labels }))
             .await
     }
 

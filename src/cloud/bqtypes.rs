@@ -157,10 +157,41 @@ pub struct ViewQuery {
 /// Label marking what bqsteward manages (`managed-by: bqsteward`).
 pub const LABEL_MANAGED_BY: &str = "managed-by";
 
+/// Label naming the resource a table or view belongs to: a hash of `Kind namespace/name` (label
+/// values cannot hold `/` or capitals), set when bqsteward creates it or takes it over.
+pub const LABEL_OWNER: &str = "bqsteward-owner";
+
+/// The [`LABEL_OWNER`] value of resource `Kind namespace/name`: `igt-…` for an IngestedTable,
+/// `cp-…` for a ConsumerProject.
+pub fn owner_value(resource: &str) -> String {
+    let prefix = match resource.split_once(' ') {
+        Some(("IngestedTable", _)) => "igt",
+        Some(("ConsumerProject", _)) => "cp",
+        _ => "res",
+    };
+    format!("{prefix}-{}", crate::ingest::model::short_hash(resource))
+}
+
 impl TableInfo {
     /// Whether bqsteward made this table or view (its `managed-by` label says so).
     pub fn made_by_bqsteward(&self) -> bool {
         self.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some("bqsteward")
+    }
+
+    /// Whether bqsteward made this for resource `Kind namespace/name`: its [`LABEL_OWNER`] label
+    /// names it, or — made before owner labels existed — it carries `managed-by` and no owner and
+    /// its description names the resource (`… Managed by bqsteward (Kind namespace/name) …`).
+    pub fn belongs_to(&self, resource: &str) -> bool {
+        match self.labels.get(LABEL_OWNER) {
+            Some(o) => *o == owner_value(resource),
+            None => {
+                self.made_by_bqsteward()
+                    && self
+                        .description
+                        .as_deref()
+                        .is_some_and(|d| d.contains(&format!("({resource})")))
+            }
+        }
     }
 
     /// Whether this is a view.

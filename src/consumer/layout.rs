@@ -57,6 +57,9 @@ pub struct ConsumerTarget {
     pub spec: ConsumerProjectSpec,
     /// Its views.
     pub views: Vec<ResolvedView>,
+    /// It takes over existing views bqsteward did not make for it (annotation
+    /// `bqsteward.dev/adopt: "true"`).
+    pub adopt: bool,
 }
 
 fn resolve_source(v: &ConsumerView, namespace: &str, all: &[Loaded]) -> Option<(TableRef, Option<Vec<String>>)> {
@@ -113,7 +116,14 @@ impl ConsumerTarget {
             resource: resource.to_string(),
             spec: spec.clone(),
             views,
+            adopt: false,
         })
+    }
+
+    /// Sets [`ConsumerTarget::adopt`] from the resource's annotation `bqsteward.dev/adopt: "true"`.
+    pub fn adopting(mut self, resource: &crate::manifest::Resource) -> ConsumerTarget {
+        self.adopt = resource.annotation(crate::ingest::table::ANNOTATION_ADOPT) == Some("true");
+        self
     }
 
     /// The consumer dataset.
@@ -141,11 +151,13 @@ impl ConsumerTarget {
                     view: v.view.clone(),
                     source: v.source.clone(),
                 };
-                DesiredView::new(layer, v.sql(), description)
+                DesiredView::new(&by, layer, v.sql(), description)
             })
             .collect();
         Layout {
             resource: by,
+            adopt: self.adopt,
+            salt: None,
             project: self.spec.project.clone(),
             location: self.spec.location.clone(),
             datasets: vec![self.spec.dataset.clone()],

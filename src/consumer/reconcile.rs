@@ -221,7 +221,7 @@ pub async fn cleanup(
     for (want, live) in layout.views.iter().zip(&observed.views) {
         if live
             .as_ref()
-            .is_some_and(|o| o.info.is_view() && o.info.made_by_bqsteward())
+            .is_some_and(|o| o.info.is_view() && o.info.belongs_to(&layout.resource))
         {
             ours.push(want.def.table.clone());
         }

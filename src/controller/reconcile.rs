@@ -560,7 +560,8 @@ async fn consumer_project(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Wor
         unreachable!()
     };
     let t = crate::consumer::layout::ConsumerTarget::resolve(&qualified(&obj.key), &obj.key.namespace, &cp.spec, all)
-        .map_err(ReconcileError::Failed)?;
+        .map_err(ReconcileError::Failed)?
+        .adopting(&obj.loaded.resource);
     let iam = ctx.iam.as_deref();
     let p = crate::consumer::reconcile::plan(ctx.bq.as_ref(), iam, &t, &ctx.call_backoff).await?;
     if p.views.is_refused() {

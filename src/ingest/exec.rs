@@ -19,7 +19,7 @@ use super::source::Discovery;
 use super::table::{self, BATCH_COLUMN, LOADED_AT_COLUMN, SchemaChange};
 use crate::cloud::CloudError;
 use crate::cloud::bigquery::BigQuery;
-use crate::cloud::bqtypes::{Field, Param, TableDef, TableInfo, TableRef, ident};
+use crate::cloud::bqtypes::{Field, LABEL_MANAGED_BY, Param, TableDef, TableInfo, TableRef, ident};
 use crate::cloud::storage::Storage;
 use crate::crd::ingested_table::{IngestedTableSpec, SourceFormat};
 use std::collections::BTreeMap;
@@ -138,12 +138,14 @@ pub struct TablePlan {
     pub schema: SchemaChange,
     /// Loads.
     pub loads: LoadPlan,
+    /// The live table gets this resource's owner label first, and why (see [`table::claim`]).
+    pub claim: Option<String>,
 }
 
 impl TablePlan {
     /// Whether applying changes anything.
     pub fn is_empty(&self) -> bool {
-        self.schema == SchemaChange::None && self.loads.is_empty()
+        self.schema == SchemaChange::None && self.loads.is_empty() && self.claim.is_none()
     }
 }
 
@@ -185,7 +187,8 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
         loads.new.clear();
         loads.resumed.clear();
     }
-    TablePlan { schema, loads }
+    let claim = table::claim(&t.name, t.adopt, &t.table, o.table.as_ref());
+    TablePlan { schema, loads, claim }
 }
 
 /// What an apply did.
@@ -267,7 +270,17 @@ impl<'a> Executor<'a> {
             return Ok(());
         }
         t.ledger.ensure(self.bq).await?;
-        self.ensure_table(&p.schema, o.table.as_ref()).await?;
+        let mut live = o.table.clone();
+        if let (Some(why), Some(info)) = (&p.claim, o.table.as_ref()) {
+            let mut labels = info.labels.clone();
+            labels.insert(LABEL_MANAGED_BY.to_string(), "bqsteward".to_string());
+            labels.insert(table::LABEL_OWNER.to_string(), table::owner_label(&t.name));
+            self.bq.patch_table_labels(&t.table, &labels, &info.etag).await?;
+            tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table, why = %why, "labelled table as owned");
+            // The etag changed; the schema patch below needs the new one.
+            live = self.bq.get_table(&t.table).await?;
+        }
+        self.ensure_table(&p.schema, live.as_ref()).await?;
         report.schema_changed = matches!(p.schema, SchemaChange::Additive { .. });
         // Write-ahead: every new batch is PLANNED in the ledger before any of its jobs.
         for chunk in chunk_batches(&p.loads.new, 10_000) {

@@ -56,6 +56,15 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
         SchemaChange::Incompatible(p) => format!("INCOMPATIBLE, nothing will load: {}", p.join("; ")),
     };
     let _ = writeln!(out, "  table:  {schema}");
+    if let Some(why) = &p.claim {
+        let _ = writeln!(
+            out,
+            "  table:  ~ label {} {}={} ({why}): from then on only this IngestedTable loads into it",
+            t.table,
+            super::table::LABEL_OWNER,
+            super::table::owner_label(&t.name)
+        );
+    }
     let new_files: usize = l.new.iter().map(|b| b.files.len()).sum();
     let new_bytes: u64 = l.new.iter().map(|b| b.bytes()).sum();
     let reloads = l

@@ -169,6 +169,7 @@ mod tests {
         let idle = TablePlan {
             schema: SchemaChange::None,
             loads: LoadPlan::default(),
+            claim: None,
         };
         let s = status(&o, &idle, None, Some(3), now);
         let get = |s: &IngestedTableStatus, t: &str| s.common.conditions.iter().find(|c| c.type_ == t).unwrap().clone();
@@ -207,6 +208,7 @@ mod tests {
         let incompatible = TablePlan {
             schema: SchemaChange::Incompatible(vec!["column id is STRING in the table but declared INT64".into()]),
             loads: LoadPlan::default(),
+            claim: None,
         };
         let s = status(&o, &incompatible, None, None, now);
         assert_eq!(get(&s, "Degraded").reason, "SchemaIncompatible");

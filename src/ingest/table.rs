@@ -43,18 +43,13 @@ pub fn table_fields(spec: &IngestedTableSpec) -> Vec<Field> {
     f
 }
 
-/// Label naming the IngestedTable a destination table belongs to: a hash of `namespace/name`
-/// (label values cannot hold `/`), set when bqsteward creates the table.
-pub const LABEL_OWNER: &str = "bqsteward-owner";
+pub use crate::cloud::bqtypes::LABEL_OWNER;
 /// Annotation by which an IngestedTable takes over an existing table bqsteward did not create.
 pub const ANNOTATION_ADOPT: &str = "bqsteward.dev/adopt";
 
 /// The [`LABEL_OWNER`] value of resource `namespace/name`.
 pub fn owner_label(resource: &str) -> String {
-    format!(
-        "igt-{}",
-        crate::ingest::model::short_hash(&format!("IngestedTable {resource}"))
-    )
+    crate::cloud::bqtypes::owner_value(&format!("IngestedTable {resource}"))
 }
 
 /// Why resource `namespace/name` may not load into the live destination, if it may not. bqsteward
@@ -83,6 +78,22 @@ pub fn ownership(resource: &str, adopt: bool, table: &TableRef, live: Option<&Ta
              IngestedTable adopts it explicitly with the annotation {ANNOTATION_ADOPT}: \"true\""
         )),
     }
+}
+
+/// Why resource `namespace/name` must stamp its owner label on the live destination before
+/// loading, if it must: the table has no owner label yet and the resource may use it (made by
+/// bqsteward before owner labels existed, or adopted). Once stamped, no other resource can load
+/// into it. Pure.
+pub fn claim(resource: &str, adopt: bool, table: &TableRef, live: Option<&TableInfo>) -> Option<String> {
+    let info = live?;
+    if info.labels.contains_key(LABEL_OWNER) || ownership(resource, adopt, table, live).is_some() {
+        return None;
+    }
+    Some(if info.made_by_bqsteward() {
+        "made by bqsteward before owner labels existed".to_string()
+    } else {
+        format!("adopted with the annotation {ANNOTATION_ADOPT}")
+    })
 }
 
 /// The destination table to create for resource `namespace/name`.

@@ -44,7 +44,14 @@ pub fn dataset_id(id: &str) -> Result<(), String> {
 
 /// BigQuery table or view id. bqsteward accepts letters, digits, underscores and hyphens (a subset
 /// of what BigQuery allows, chosen so names never need quoting tricks), at most 1024 characters.
+/// Names starting with `_bqsteward_` belong to bqsteward's own tables (the salt of hashed PII).
 pub fn table_id(id: &str) -> Result<(), String> {
+    if id.to_ascii_lowercase().starts_with("_bqsteward_") {
+        return Err(format!(
+            "{id:?} starts with _bqsteward_, which is reserved for bqsteward's own tables (ledger, hashing salt): \
+             choose another name"
+        ));
+    }
     let ok =
         !id.is_empty() && id.len() <= 1024 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
@@ -172,6 +179,7 @@ mod tests {
         assert!(dataset_id("pay-ments").is_err());
         assert!(table_id("transactions-2024").is_ok());
         assert!(table_id("a.b").is_err());
+        assert!(table_id("_BQSteward_salt").is_err());
         assert!(column_name("select").is_ok());
         assert!(column_name("amount in €").is_ok());
         assert!(column_name("x`; DROP TABLE t; --").is_err());

@@ -48,16 +48,14 @@ pub async fn observe(bq: &dyn BigQuery, layout: &Layout, source_exists: bool) ->
     }
     for t in &layout.retired {
         let info = with_retry(&backoff, "tables.get", || bq.get_table(t)).await?;
-        let ours = info.is_some_and(|i| {
-            i.is_view()
-                && i.made_by_bqsteward()
-                && i.description
-                    .as_deref()
-                    .is_some_and(|d| d.contains(&format!("({})", layout.resource)))
-        });
-        if ours {
+        if info.is_some_and(|i| i.is_view() && i.belongs_to(&layout.resource)) {
             out.strays.push(t.clone());
         }
+    }
+    if let Some(salt) = &layout.salt
+        && out.datasets.get(&salt.dataset).is_some_and(Option::is_some)
+    {
+        out.salt = with_retry(&backoff, "tables.get", || bq.get_table(salt)).await?;
     }
     if layout.owns_datasets {
         for ds in &layout.datasets {
@@ -69,9 +67,10 @@ pub async fn observe(bq: &dyn BigQuery, layout: &Layout, source_exists: bool) ->
                 if kind != "VIEW" || layout.views.iter().any(|v| v.def.table == t) {
                     continue;
                 }
-                // Only views bqsteward made (tables.list does not return labels everywhere).
+                // Only views bqsteward made for this resource (tables.list does not return labels
+                // everywhere).
                 let info = with_retry(&backoff, "tables.get", || bq.get_table(&t)).await?;
-                if info.is_some_and(|i| i.made_by_bqsteward()) {
+                if info.is_some_and(|i| i.belongs_to(&layout.resource)) {
                     out.strays.push(t);
                 }
             }
@@ -120,6 +119,20 @@ pub async fn apply(bq: &dyn BigQuery, plan: &LayoutPlan) -> Result<Done, CloudEr
         tracing::info!(target: "bqsteward::audit", resource = %plan.resource, dataset = %format!("{}.{ds}", plan.project), "created dataset");
         done.push(format!("created dataset {}.{ds} ({})", plan.project, plan.location));
     }
+    if let Some(salt) = &plan.create_salt {
+        let labels = [
+            (crate::cloud::bqtypes::LABEL_MANAGED_BY, "bqsteward"),
+            ("bqsteward-role", "salt"),
+        ];
+        let sql = super::sql::create_salt(salt, &labels);
+        with_retry(&backoff, "jobs.query CREATE TABLE salt", || {
+            bq.query(&plan.project, &plan.location, &sql, &[])
+        })
+        .await?;
+        // The salt itself is never read or logged by bqsteward.
+        tracing::info!(target: "bqsteward::audit", resource = %plan.resource, table = %salt, "created salt table");
+        done.push(format!("created salt table {salt} (random, generated inside BigQuery)"));
+    }
     if plan.waiting_for_table {
         return Ok(done);
     }
@@ -165,11 +178,14 @@ pub async fn plan_for_table(
     t: &crate::ingest::exec::Target,
     table: Option<&crate::cloud::bqtypes::TableInfo>,
 ) -> Result<LayoutPlan, CloudError> {
-    let layout = super::layout(
-        &format!("IngestedTable {}", t.name),
-        &t.spec,
-        table.map(|i| i.schema.fields.as_slice()),
-    );
+    let layout = super::Layout {
+        adopt: t.adopt,
+        ..super::layout(
+            &format!("IngestedTable {}", t.name),
+            &t.spec,
+            table.map(|i| i.schema.fields.as_slice()),
+        )
+    };
     let observed = observe(bq, &layout, table.is_some()).await?;
     let mut plan = super::plan(&layout, &observed);
     // Views over a table the resource does not own would expose someone else's data.

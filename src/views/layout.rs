@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 /// Label holding the hash of the SQL bqsteward wrote (drift check where the API does not return
 /// view SQL).
 pub const LABEL_SQL: &str = "bqsteward-sql";
-pub use crate::cloud::bqtypes::LABEL_MANAGED_BY;
+pub use crate::cloud::bqtypes::{LABEL_MANAGED_BY, LABEL_OWNER};
 
 /// A view layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -98,8 +98,9 @@ pub struct DesiredView {
 }
 
 impl DesiredView {
-    /// A view bqsteward owns: `sql` hashed into the `bqsteward-sql` label next to `managed-by`.
-    pub fn new(layer: LayerRef, sql: String, description: String) -> DesiredView {
+    /// A view bqsteward owns for `resource` (`Kind namespace/name`): `sql` hashed into the
+    /// `bqsteward-sql` label next to `managed-by` and the owner label.
+    pub fn new(resource: &str, layer: LayerRef, sql: String, description: String) -> DesiredView {
         let hash = sql_hash(&sql);
         DesiredView {
             def: ViewDef {
@@ -107,6 +108,7 @@ impl DesiredView {
                 sql,
                 labels: BTreeMap::from([
                     (LABEL_MANAGED_BY.to_string(), "bqsteward".to_string()),
+                    (LABEL_OWNER.to_string(), crate::cloud::bqtypes::owner_value(resource)),
                     (LABEL_SQL.to_string(), hash.clone()),
                 ]),
                 description,
@@ -120,8 +122,14 @@ impl DesiredView {
 /// Everything one IngestedTable wants in its view layers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layout {
-    /// `IngestedTable namespace/name`.
+    /// `Kind namespace/name` (`IngestedTable …` or `ConsumerProject …`): named by the owner label
+    /// and the description of every view.
     pub resource: String,
+    /// The resource takes over existing views bqsteward did not make for it (annotation
+    /// `bqsteward.dev/adopt: "true"`); never views another resource owns.
+    pub adopt: bool,
+    /// The salt table of the hashed columns, when the clean layer hashes any (created if missing).
+    pub salt: Option<TableRef>,
     /// Project of every layer dataset.
     pub project: String,
     /// Location every layer dataset must have (the destination's).
@@ -209,6 +217,7 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
 
     let mut views = Vec::new();
     let mut datasets = Vec::new();
+    let mut salt = None;
     for l in layers(spec) {
         let sql = match l.layer {
             Layer::Full => {
@@ -236,7 +245,11 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
                 }
                 // When a row arrived is useful to everyone; which batch brought it is internal.
                 columns.push(CleanColumn::Keep(LOADED_AT_COLUMN.to_string()));
-                sql::clean(&l.source, &columns)
+                let salt_table = TableRef::new(&l.source.project, &l.source.dataset, sql::SALT_TABLE);
+                if columns.iter().any(|c| matches!(c, CleanColumn::Hash { .. })) {
+                    salt = Some(salt_table.clone());
+                }
+                sql::clean(&l.source, &columns, &salt_table)
             }
             Layer::Consumer => continue,
         };
@@ -256,10 +269,12 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
         if !datasets.contains(&l.view.dataset) {
             datasets.push(l.view.dataset.clone());
         }
-        views.push(DesiredView::new(l, sql, description));
+        views.push(DesiredView::new(resource, l, sql, description));
     }
     Layout {
         resource: resource.to_string(),
+        adopt: false,
+        salt,
         project: d.project.clone(),
         location: d.location.clone(),
         datasets,
@@ -363,8 +378,13 @@ views: {views}
     #[test]
     fn clean_view_has_no_pii_and_hashes_what_is_asked() {
         let s = spec("{full: true, clean: true}");
-        let l = layout("ns/pay", &s, None);
+        let l = layout("IngestedTable ns/pay", &s, None);
         assert_eq!(l.datasets, vec!["pay__views_full", "pay__views_clean"]);
+        assert_eq!(
+            l.salt.as_ref().map(|t| t.to_string()).as_deref(),
+            Some("proj-1.pay__views_full._bqsteward_salt")
+        );
+        assert!(l.views[0].def.labels[LABEL_OWNER].starts_with("igt-"));
         let full = &l.views[0].def.sql;
         assert!(
             full.contains("`email`") && full.contains("`_bqsteward_batch_id`"),
@@ -373,7 +393,9 @@ views: {views}
         let clean = &l.views[1].def.sql;
         assert!(!clean.contains("`email`"), "{clean}");
         assert!(
-            clean.contains("TO_HEX(SHA256(CAST(`ssn` AS STRING))) AS `ssn`"),
+            clean.contains(
+                "TO_HEX(SHA256(CONCAT((SELECT `salt` FROM `proj-1.pay__views_full._bqsteward_salt`), CAST(`ssn` AS STRING)))) AS `ssn`"
+            ),
             "{clean}"
         );
         assert!(!clean.contains("_bqsteward_batch_id"), "{clean}");
@@ -381,6 +403,10 @@ views: {views}
         assert!(!full.contains("card_number") && !clean.contains("card_number"));
         assert_eq!(l.views[0].def.labels[LABEL_SQL], sql_hash(full));
         assert_eq!(l.views[0].hash.len(), 32);
+        // Nothing hashed: no salt.
+        let mut plain = spec("{full: true, clean: true}");
+        plain.hashed_pii_columns.clear();
+        assert_eq!(layout("IngestedTable ns/pay", &plain, None).salt, None);
     }
 
     #[test]

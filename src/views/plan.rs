@@ -36,8 +36,10 @@ pub struct ObservedLayout {
     pub views: Vec<Option<ObservedView>>,
     /// Whether the raw table exists (views cannot be created before it).
     pub source_exists: bool,
-    /// Views bqsteward made in datasets the layout owns that are no longer declared.
+    /// Views bqsteward made for this resource that it no longer declares.
     pub strays: Vec<TableRef>,
+    /// The salt table, when the layout has one and it exists.
+    pub salt: Option<TableInfo>,
 }
 
 /// What happens to one view.
@@ -90,6 +92,8 @@ pub struct LayoutPlan {
     pub waiting_for_table: bool,
     /// Views bqsteward made that are no longer declared: deleted.
     pub delete: Vec<TableRef>,
+    /// The salt table to create (random, generated inside BigQuery).
+    pub create_salt: Option<TableRef>,
 }
 
 impl LayoutPlan {
@@ -97,6 +101,7 @@ impl LayoutPlan {
     pub fn has_changes(&self) -> bool {
         !self.create_datasets.is_empty()
             || !self.delete.is_empty()
+            || self.create_salt.is_some()
             || self.views.iter().any(|v| v.change != ViewChange::Unchanged)
     }
 
@@ -118,6 +123,7 @@ pub fn plan(layout: &Layout, observed: &ObservedLayout) -> LayoutPlan {
         notes: layout.notes.clone(),
         waiting_for_table: !observed.source_exists,
         delete: observed.strays.clone(),
+        create_salt: None,
     };
     for ds in &layout.datasets {
         match observed.datasets.get(ds) {
@@ -130,10 +136,24 @@ pub fn plan(layout: &Layout, observed: &ObservedLayout) -> LayoutPlan {
             _ => p.create_datasets.push(ds.clone()),
         }
     }
+    if let Some(salt) = &layout.salt {
+        match &observed.salt {
+            None => p.create_salt = Some(salt.clone()),
+            Some(o) if !o.kind.is_empty() && o.kind != "TABLE" => p.refusals.push(format!(
+                "{salt} is a {} where bqsteward keeps the salt of hashed columns; delete it (it is not bqsteward's)",
+                o.kind
+            )),
+            Some(_) => {}
+        }
+    }
     for (i, want) in layout.views.iter().enumerate() {
         let live = observed.views.get(i).and_then(Option::as_ref);
         let (change, etag) = match live {
             None => (ViewChange::Create, None),
+            Some(o) if o.info.is_view() && !o.info.belongs_to(&layout.resource) && !adoptable(layout, &o.info) => {
+                p.refusals.push(refusal(layout, want, &o.info));
+                (ViewChange::Unchanged, None)
+            }
             Some(o) if !o.info.is_view() => {
                 p.refusals.push(format!(
                     "{} is a {} where the {} view belongs; bqsteward never drops a table: rename or delete it",
@@ -144,7 +164,7 @@ pub fn plan(layout: &Layout, observed: &ObservedLayout) -> LayoutPlan {
                 (ViewChange::Unchanged, None)
             }
             Some(o) => {
-                let managed = o.info.made_by_bqsteward();
+                let managed = o.info.belongs_to(&layout.resource);
                 let label_differs = o.info.labels.get(LABEL_SQL) != Some(&want.hash);
                 let sql_differs = match &o.sql {
                     Some(sql) if o.sql_exact => *sql != want.def.sql,
@@ -176,11 +196,40 @@ pub fn plan(layout: &Layout, observed: &ObservedLayout) -> LayoutPlan {
     p
 }
 
+/// Whether the resource may take over a live view bqsteward did not make for it: only with the
+/// adopt annotation, and never a view whose owner label names another resource.
+fn adoptable(layout: &Layout, live: &TableInfo) -> bool {
+    layout.adopt && !live.labels.contains_key(super::layout::LABEL_OWNER)
+}
+
+/// Why a live view that is not this resource's stays untouched.
+fn refusal(layout: &Layout, want: &DesiredView, live: &TableInfo) -> String {
+    let t = &want.def.table;
+    let layer = want.layer.layer.as_str();
+    match live.labels.get(super::layout::LABEL_OWNER) {
+        Some(o) => format!(
+            "view {t} belongs to another bqsteward resource (label {}={o}); one view has one owner: choose another \
+             name{} for the {layer} view",
+            super::layout::LABEL_OWNER,
+            if layer == "consumer" { "" } else { " or views suffix" }
+        ),
+        None if live.made_by_bqsteward() => format!(
+            "view {t} was made by bqsteward for another resource (its description does not name {}); it is left \
+             alone unless this resource adopts it with the annotation bqsteward.dev/adopt: \"true\"",
+            layout.resource
+        ),
+        None => format!(
+            "view {t} exists and was not made by bqsteward; it is left alone unless this resource adopts it with the \
+             annotation bqsteward.dev/adopt: \"true\" (plan then shows the SQL it replaces)"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::ingested_table::IngestedTableSpec;
-    use crate::views::layout::layout;
+    use crate::views::layout::{LABEL_OWNER, layout};
 
     fn the_layout() -> Layout {
         let spec: IngestedTableSpec = serde_yaml::from_str(
@@ -195,7 +244,7 @@ views: {full: true, clean: true}
 "#,
         )
         .unwrap();
-        layout("ns/pay", &spec, None)
+        layout("IngestedTable ns/pay", &spec, None)
     }
 
     fn live(v: &DesiredView, sql: Option<&str>) -> ObservedView {
@@ -234,6 +283,7 @@ views: {full: true, clean: true}
             views: vec![Some(live(full, Some(&full.def.sql))), Some(live(clean, None))],
             source_exists: true,
             strays: Vec::new(),
+            salt: None,
         };
         let p = plan(&l, &observed);
         assert!(!p.has_changes(), "{p:?}");
@@ -291,6 +341,7 @@ views: {full: true, clean: true}
             views: vec![Some(o.clone()), None],
             source_exists: true,
             strays: Vec::new(),
+            salt: None,
         };
         assert_eq!(plan(&l, &observed).views[0].change, ViewChange::Unchanged);
         o.sql = Some("SELECT 1".into());
@@ -302,27 +353,109 @@ views: {full: true, clean: true}
     }
 
     #[test]
-    fn adopts_hand_made_views_and_refuses_tables_and_other_locations() {
-        let l = the_layout();
-        let (full, clean) = (&l.views[0], &l.views[1]);
-        let mut hand_made = live(full, Some("SELECT * FROM x"));
+    fn hand_made_views_only_with_adopt_and_refuses_tables_and_other_locations() {
+        let mut l = the_layout();
+        let (full, clean) = (l.views[0].clone(), l.views[1].clone());
+        let mut hand_made = live(&full, Some("SELECT * FROM x"));
         hand_made.info.labels.clear();
-        let mut table = live(clean, None);
+        let mut table = live(&clean, None);
         table.info.kind = "TABLE".into();
         let mut datasets = all_datasets(&l, "EU");
         datasets.insert(l.datasets[1].clone(), Some("US".into()));
+        let observed = ObservedLayout {
+            datasets,
+            views: vec![Some(hand_made), Some(table)],
+            source_exists: true,
+            strays: Vec::new(),
+            salt: None,
+        };
+        let p = plan(&l, &observed);
+        assert_eq!(p.views[0].change, ViewChange::Unchanged);
+        assert_eq!(p.refusals.len(), 3, "{:?}", p.refusals);
+        assert!(p.refusals[0].contains("location US"));
+        assert!(p.refusals[1].contains("not made by bqsteward") && p.refusals[1].contains("bqsteward.dev/adopt"));
+        assert!(p.refusals[2].contains("is a TABLE") && p.refusals[2].contains("never drops a table"));
+        l.adopt = true;
+        let p = plan(&l, &observed);
+        assert!(matches!(p.views[0].change, ViewChange::Update { adopt: true, .. }));
+        assert_eq!(p.refusals.len(), 2, "{:?}", p.refusals);
+    }
+
+    #[test]
+    fn views_of_other_resources_are_never_taken_even_with_adopt() {
+        let mut l = the_layout();
+        l.adopt = true;
+        let theirs = layout(
+            "IngestedTable other/pay",
+            &serde_yaml::from_str(
+                "source: {uri: 'gs://b/p/', format: NEWLINE_DELIMITED_JSON}\ndestination: {project: proj-1, dataset: pay, table: payments}\nschema: [{name: id, type: INT64}]\nprimaryKey: [id]\nversionColumn: id\nviews: {full: true}\n",
+            )
+            .unwrap(),
+            None,
+        );
+        let other = live(&theirs.views[0], Some(&theirs.views[0].def.sql));
+        // Made before owner labels for another resource: its description names that one.
+        let mut legacy_other = other.clone();
+        legacy_other.info.labels.remove(LABEL_OWNER);
+        // Made before owner labels for this resource: taken back, labels restored.
+        let mut legacy_ours = live(&l.views[1], None);
+        legacy_ours.info.labels.remove(LABEL_OWNER);
+        let observed = ObservedLayout {
+            datasets: all_datasets(&l, "EU"),
+            views: vec![Some(other), Some(legacy_ours)],
+            source_exists: true,
+            strays: Vec::new(),
+            salt: Some(TableInfo {
+                kind: "TABLE".into(),
+                ..TableInfo::default()
+            }),
+        };
+        let p = plan(&l, &observed);
+        assert_eq!(p.refusals.len(), 1, "{:?}", p.refusals);
+        assert!(
+            p.refusals[0].contains("belongs to another bqsteward resource"),
+            "{:?}",
+            p.refusals
+        );
+        assert_eq!(p.views[0].change, ViewChange::Unchanged);
+        assert_eq!(p.views[1].change, ViewChange::Relabel);
+        l.adopt = false;
         let p = plan(
             &l,
             &ObservedLayout {
-                datasets,
-                views: vec![Some(hand_made), Some(table)],
-                source_exists: true,
-                strays: Vec::new(),
+                views: vec![Some(legacy_other), None],
+                ..observed
             },
         );
-        assert!(matches!(p.views[0].change, ViewChange::Update { adopt: true, .. }));
-        assert_eq!(p.refusals.len(), 2, "{:?}", p.refusals);
-        assert!(p.refusals[0].contains("location US"));
-        assert!(p.refusals[1].contains("is a TABLE") && p.refusals[1].contains("never drops a table"));
+        assert!(
+            p.refusals[0].contains("made by bqsteward for another resource"),
+            "{:?}",
+            p.refusals
+        );
+    }
+
+    #[test]
+    fn salt_is_created_once_and_never_replaced_by_a_view() {
+        let mut l = the_layout();
+        l.salt = Some(TableRef::new("proj-1", "pay__views_full", "_bqsteward_salt"));
+        let p = plan(&l, &ObservedLayout::default());
+        assert_eq!(p.create_salt, l.salt);
+        let observed = ObservedLayout {
+            salt: Some(TableInfo {
+                kind: "TABLE".into(),
+                ..TableInfo::default()
+            }),
+            ..ObservedLayout::default()
+        };
+        assert_eq!(plan(&l, &observed).create_salt, None);
+        let observed = ObservedLayout {
+            salt: Some(TableInfo {
+                kind: "VIEW".into(),
+                ..TableInfo::default()
+            }),
+            ..ObservedLayout::default()
+        };
+        let p = plan(&l, &observed);
+        assert!(p.is_refused() && p.refusals[0].contains("salt"), "{:?}", p.refusals);
     }
 }

@@ -12,6 +12,12 @@ pub fn plan_text(p: &LayoutPlan) -> String {
     for ds in &p.create_datasets {
         let _ = writeln!(out, "  views:  + dataset {}.{ds} ({})", p.project, p.location);
     }
+    if let Some(salt) = &p.create_salt {
+        let _ = writeln!(
+            out,
+            "  views:  + salt table {salt} (random value generated inside BigQuery; keys the hashed columns)"
+        );
+    }
     for v in &p.views {
         let t = &v.view.def.table;
         let layer = v.view.layer.layer.as_str();
@@ -39,7 +45,7 @@ pub fn plan_text(p: &LayoutPlan) -> String {
             }
             ViewChange::Update { live_sql, adopt } => {
                 let why = if *adopt {
-                    "exists but was not made by bqsteward; take it over and replace its SQL"
+                    "exists but was not made by bqsteward for this resource; adopt it (annotation) and replace its SQL"
                 } else {
                     "SQL edited outside bqsteward; restore"
                 };
