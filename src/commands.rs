@@ -572,6 +572,7 @@ fn table_json(t: &Target, p: &Result<TableState, String>) -> serde_json::Value {
                     crate::ingest::table::SchemaChange::Incompatible(why) => serde_json::json!({"incompatible": why}),
                 },
                 "claim": s.plan.claim,
+                "markPii": s.plan.mark_pii,
                 "newBatches": l.new.len(),
                 "newFiles": l.new.iter().map(|b| b.files.len()).sum::<usize>(),
                 "resumedBatches": l.resumed.len(),

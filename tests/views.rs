@@ -515,3 +515,37 @@ async fn turning_a_layer_off_deletes_its_view_and_authorization() {
     ok(&env.bqsteward(&["apply"], &only_full).await, 0);
     assert!(env.bq.get_table(&clean).await.unwrap().is_some());
 }
+
+/// A column once in `piiColumns` is marked on the table: taking it out of the list does not put it
+/// in the clean view; only the IngestedTable's `bqsteward.dev/allow-pii` annotation releases it.
+#[tokio::test]
+async fn a_column_once_pii_stays_out_of_the_clean_view_until_released() {
+    let env = Env::new().await;
+    env.put("payments/a.json", &[row(1, "new", Some(T1), "a@x.com")]).await;
+    let m = manifests(&env, "");
+    ok(&env.bqsteward(&["apply"], &m).await, 0);
+    let clean = env.table("__views_clean");
+    let sql = format!("SELECT * FROM {} LIMIT 1", clean.sql());
+    assert!(!env.query(&sql).await.columns.contains(&"email".to_string()));
+
+    let unmarked = m.replace("piiColumns: [email, ssn]", "piiColumns: [ssn]");
+    let r = env.bqsteward(&["plan"], &unmarked).await;
+    assert!(
+        r.stdout.contains("columns [\"email\"] were once in piiColumns"),
+        "{}",
+        r.stdout
+    );
+    ok(&env.bqsteward(&["apply"], &unmarked).await, 0);
+    assert!(
+        !env.query(&sql).await.columns.contains(&"email".to_string()),
+        "released without the annotation"
+    );
+
+    let released = unmarked.replace(
+        "metadata: {name: payments, namespace: pay}",
+        "metadata: {name: payments, namespace: pay, annotations: {bqsteward.dev/allow-pii: email}}",
+    );
+    assert_ne!(released, unmarked);
+    ok(&env.bqsteward(&["apply"], &released).await, 0);
+    assert!(env.query(&sql).await.columns.contains(&"email".to_string()));
+}

@@ -59,12 +59,22 @@ pub struct Target {
     /// The resource adopts an existing table bqsteward did not create (annotation
     /// `bqsteward.dev/adopt: "true"`).
     pub adopt: bool,
+    /// Columns once in `piiColumns` that the resource releases to the clean view (annotation
+    /// `bqsteward.dev/allow-pii`), lowercase.
+    pub released_pii: Vec<String>,
 }
 
 impl Target {
     /// Sets [`Target::adopt`] from the resource's annotation `bqsteward.dev/adopt: "true"`.
     pub fn adopting(mut self, resource: &crate::manifest::Resource) -> Target {
         self.adopt = resource.annotation(table::ANNOTATION_ADOPT) == Some("true");
+        self.released_pii = resource
+            .annotation(crate::crd::ANNOTATION_ALLOW_PII)
+            .unwrap_or("")
+            .split(',')
+            .map(|x| x.trim().to_lowercase())
+            .filter(|x| !x.is_empty())
+            .collect();
         self
     }
 
@@ -80,6 +90,7 @@ impl Target {
             schema_hash: short_hash(&serde_json::to_string(&load_fields).unwrap_or_default()),
             load_fields,
             adopt: false,
+            released_pii: Vec::new(),
             spec: spec.clone(),
             reload,
         })
@@ -140,12 +151,14 @@ pub struct TablePlan {
     pub loads: LoadPlan,
     /// The live table gets this resource's owner label first, and why (see [`table::claim`]).
     pub claim: Option<String>,
+    /// PII columns the live table gets a mark for (see [`table::pii_label`]).
+    pub mark_pii: Vec<String>,
 }
 
 impl TablePlan {
     /// Whether applying changes anything.
     pub fn is_empty(&self) -> bool {
-        self.schema == SchemaChange::None && self.loads.is_empty() && self.claim.is_none()
+        self.schema == SchemaChange::None && self.loads.is_empty() && self.claim.is_none() && self.mark_pii.is_empty()
     }
 }
 
@@ -188,7 +201,16 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
         loads.resumed.clear();
     }
     let claim = table::claim(&t.name, t.adopt, &t.table, o.table.as_ref());
-    TablePlan { schema, loads, claim }
+    let mark_pii = match (&schema, &o.table) {
+        (SchemaChange::Incompatible(_), _) | (_, None) => Vec::new(),
+        (_, Some(live)) => table::unmarked_pii(&t.spec, live),
+    };
+    TablePlan {
+        schema,
+        loads,
+        claim,
+        mark_pii,
+    }
 }
 
 /// What an apply did.
@@ -271,12 +293,22 @@ impl<'a> Executor<'a> {
         }
         t.ledger.ensure(self.bq).await?;
         let mut live = o.table.clone();
-        if let (Some(why), Some(info)) = (&p.claim, o.table.as_ref()) {
+        if let Some(info) = o.table.as_ref()
+            && (p.claim.is_some() || !p.mark_pii.is_empty())
+        {
             let mut labels = info.labels.clone();
-            labels.insert(LABEL_MANAGED_BY.to_string(), "bqsteward".to_string());
-            labels.insert(table::LABEL_OWNER.to_string(), table::owner_label(&t.name));
+            if let Some(why) = &p.claim {
+                labels.insert(LABEL_MANAGED_BY.to_string(), "bqsteward".to_string());
+                labels.insert(table::LABEL_OWNER.to_string(), table::owner_label(&t.name));
+                tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table, why = %why, "labelled table as owned");
+            }
+            for c in &p.mark_pii {
+                labels.insert(table::pii_label(c), "true".to_string());
+            }
             self.bq.patch_table_labels(&t.table, &labels, &info.etag).await?;
-            tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table, why = %why, "labelled table as owned");
+            if !p.mark_pii.is_empty() {
+                tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table, columns = ?p.mark_pii, "marked PII columns");
+            }
             // The etag changed; the schema patch below needs the new one.
             live = self.bq.get_table(&t.table).await?;
         }

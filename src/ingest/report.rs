@@ -56,6 +56,13 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
         SchemaChange::Incompatible(p) => format!("INCOMPATIBLE, nothing will load: {}", p.join("; ")),
     };
     let _ = writeln!(out, "  table:  {schema}");
+    if !p.mark_pii.is_empty() {
+        let _ = writeln!(
+            out,
+            "  table:  ~ mark {} as PII on the table (kept out of the clean view even if taken out of piiColumns later)",
+            p.mark_pii.join(", ")
+        );
+    }
     if let Some(why) = &p.claim {
         let _ = writeln!(
             out,

@@ -170,6 +170,7 @@ mod tests {
             schema: SchemaChange::None,
             loads: LoadPlan::default(),
             claim: None,
+            mark_pii: Vec::new(),
         };
         let s = status(&o, &idle, None, Some(3), now);
         let get = |s: &IngestedTableStatus, t: &str| s.common.conditions.iter().find(|c| c.type_ == t).unwrap().clone();
@@ -209,6 +210,7 @@ mod tests {
             schema: SchemaChange::Incompatible(vec!["column id is STRING in the table but declared INT64".into()]),
             loads: LoadPlan::default(),
             claim: None,
+            mark_pii: Vec::new(),
         };
         let s = status(&o, &incompatible, None, None, now);
         assert_eq!(get(&s, "Degraded").reason, "SchemaIncompatible");

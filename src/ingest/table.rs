@@ -96,6 +96,39 @@ pub fn claim(resource: &str, adopt: bool, table: &TableRef, live: Option<&TableI
     })
 }
 
+/// The label marking column `name` as once listed in `piiColumns` (label keys cannot hold every
+/// column name, so a hash of the lowercased name). Set on the raw table and never removed: a
+/// column taken out of `piiColumns` stays out of the clean view until the IngestedTable releases
+/// it with the annotation `bqsteward.dev/allow-pii: "<column>, …"`.
+pub fn pii_label(name: &str) -> String {
+    format!(
+        "bqsteward-pii-{}",
+        crate::ingest::model::short_hash(&name.to_lowercase())
+    )
+}
+
+/// Columns of the live table once marked as PII that `spec` no longer lists in `piiColumns` and
+/// that `released` (the annotation's columns, lowercase) does not release. Pure.
+pub fn held_pii(spec: &IngestedTableSpec, live: Option<&TableInfo>, released: &[String]) -> Vec<String> {
+    let Some(info) = live else { return Vec::new() };
+    spec.schema
+        .iter()
+        .map(|c| c.name.clone())
+        .filter(|n| info.labels.contains_key(&pii_label(n)))
+        .filter(|n| !spec.pii_columns.iter().any(|p| p.eq_ignore_ascii_case(n)))
+        .filter(|n| !released.contains(&n.to_lowercase()))
+        .collect()
+}
+
+/// The PII columns of `spec` whose mark the live table lacks.
+pub fn unmarked_pii(spec: &IngestedTableSpec, live: &TableInfo) -> Vec<String> {
+    spec.pii_columns
+        .iter()
+        .filter(|c| !live.labels.contains_key(&pii_label(c)))
+        .cloned()
+        .collect()
+}
+
 /// The destination table to create for resource `namespace/name`.
 pub fn table_def(spec: &IngestedTableSpec, table: TableRef, resource: &str) -> TableDef {
     let (time_partitioning, require) = match &spec.partitioning {
@@ -117,10 +150,13 @@ pub fn table_def(spec: &IngestedTableSpec, table: TableRef, resource: &str) -> T
         time_partitioning,
         clustering: (!spec.clustering.is_empty()).then(|| serde_json::json!({ "fields": spec.clustering })),
         require_partition_filter: require,
-        labels: BTreeMap::from([
+        labels: [
             (LABEL_MANAGED_BY.to_string(), "bqsteward".to_string()),
             (LABEL_OWNER.to_string(), owner_label(resource)),
-        ]),
+        ]
+        .into_iter()
+        .chain(spec.pii_columns.iter().map(|c| (pii_label(c), "true".to_string())))
+        .collect(),
         expiration_ms: None,
         description: None,
     }

@@ -178,14 +178,24 @@ pub async fn plan_for_table(
     t: &crate::ingest::exec::Target,
     table: Option<&crate::cloud::bqtypes::TableInfo>,
 ) -> Result<LayoutPlan, CloudError> {
-    let layout = super::Layout {
-        adopt: t.adopt,
-        ..super::layout(
-            &format!("IngestedTable {}", t.name),
-            &t.spec,
-            table.map(|i| i.schema.fields.as_slice()),
-        )
-    };
+    // Columns once marked PII on the table and not released stay out of the clean view.
+    let held = crate::ingest::table::held_pii(&t.spec, table, &t.released_pii);
+    let mut spec = t.spec.clone();
+    spec.pii_columns.extend(held.iter().cloned());
+    let mut layout = super::layout(
+        &format!("IngestedTable {}", t.name),
+        &spec,
+        table.map(|i| i.schema.fields.as_slice()),
+    );
+    layout.adopt = t.adopt;
+    if !held.is_empty() && spec.views.clean {
+        layout.notes.push(format!(
+            "columns {held:?} were once in piiColumns (the table is marked): kept out of the clean view; release them \
+             with the annotation {}: \"{}\"",
+            crate::crd::ANNOTATION_ALLOW_PII,
+            held.join(", ")
+        ));
+    }
     let observed = observe(bq, &layout, table.is_some()).await?;
     let mut plan = super::plan(&layout, &observed);
     // Views over a table the resource does not own would expose someone else's data.
