@@ -57,13 +57,19 @@ pub struct IngestedTableSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_column: Option<String>,
     /// Columns holding personal data: absent from the `clean` view (or hashed, see
-    /// `hashedPiiColumns`). They stay in the raw table and the `full` view.
+    /// `hashedPiiColumns`). They stay in the raw table and the `full` view. Each is marked on the
+    /// raw table (label `bqsteward-pii-<hash>`): a column taken out of this list later stays out of
+    /// the clean view until the IngestedTable releases it with the annotation
+    /// `bqsteward.dev/allow-pii: "<column>, …"`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pii_columns: Vec<String>,
-    /// PII columns that the `clean` view replaces with a stable SHA-256 hash (hex) instead of
-    /// dropping, so they can still be joined on. Each must also be listed in `piiColumns`. An
-    /// unsalted hash is pseudonymous, not anonymous: low-entropy values (emails, phone numbers)
-    /// can be recovered by hashing guesses.
+    /// PII columns that the `clean` view replaces with a keyed SHA-256 hash (hex) instead of
+    /// dropping, so they can still be joined on (within tables whose full layer shares a dataset).
+    /// Each must also be listed in `piiColumns`. The key is a random salt bqsteward has BigQuery
+    /// generate once in the table `_bqsteward_salt` of the full layer's dataset, which clean-view
+    /// readers cannot read: they cannot recover values by hashing guesses. Readers of the full layer
+    /// can (they see the values anyway). Pseudonymous, not anonymous: equal values still hash
+    /// equally.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hashed_pii_columns: Vec<String>,
     /// Fields present in the files that must never reach BigQuery (e.g. PCI card numbers): dropped
@@ -337,7 +343,7 @@ pub struct Views {
     #[serde(default)]
     pub full: bool,
     /// Manage the clean view: the full view's rows with the declared columns minus `piiColumns`
-    /// (those in `hashedPiiColumns` appear as `TO_HEX(SHA256(CAST(col AS STRING)))`), plus
+    /// (those in `hashedPiiColumns` appear as `TO_HEX(SHA256(CONCAT(salt, CAST(col AS STRING))))`), plus
     /// `_bqsteward_loaded_at`. It never shows `_bqsteward_batch_id` or columns that are no longer
     /// declared (bqsteward cannot tell whether they hold PII). Needs `full`.
     #[serde(default)]
