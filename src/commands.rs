@@ -127,8 +127,10 @@ fn prepare(args: &LiveArgs) -> Result<Prepared, i32> {
             }
         }
     }
+    let mut desired = compile(&report.resources, identity.as_ref());
+    crate::access::compile::add_tenant_identities(&mut desired, &policy);
     Ok(Prepared {
-        desired: compile(&report.resources, identity.as_ref()),
+        desired,
         policy,
         tables,
         groups,

@@ -33,6 +33,21 @@ pub struct Policy {
     pub tenancy: Option<Tenancy>,
 }
 
+/// Whether `email` is a Google service account email (user-managed or a Google-managed default).
+fn is_service_account(email: &str) -> bool {
+    let Some((name, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && domain.ends_with(".gserviceaccount.com")
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
 /// The `tenancy` section of the policy file.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -60,6 +75,14 @@ pub struct Grant {
     /// Google groups a GroupMembership may manage, as email patterns, e.g. `*@marketing.acme.com`.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Optional: the Google service account the controller acts as for this namespace's resources
+    /// (`bqsteward run` only), e.g. `bqsteward-marketing@acme-data-eng.iam.gserviceaccount.com`.
+    /// Its BigQuery and Cloud Storage requests then carry that account's short-lived tokens, so
+    /// Google's IAM enforces the grant a second time. The controller's identity needs
+    /// `roles/iam.serviceAccountTokenCreator` on it; the account is kept as OWNER on the access
+    /// lists this namespace's resources own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
 }
 
 impl Grant {
@@ -120,6 +143,16 @@ pub enum PolicyError {
         /// Why.
         source: serde_yaml::Error,
     },
+    /// A value is not valid.
+    #[error("invalid policy file {path}: {field}: {message}")]
+    Invalid {
+        /// The path given.
+        path: String,
+        /// Which field.
+        field: String,
+        /// Why, and the fix.
+        message: String,
+    },
 }
 
 impl Policy {
@@ -130,10 +163,28 @@ impl Policy {
             path: path.display().to_string(),
             source,
         })?;
-        serde_yaml::from_str(&text).map_err(|source| PolicyError::Parse {
+        let policy: Policy = serde_yaml::from_str(&text).map_err(|source| PolicyError::Parse {
             path: path.display().to_string(),
             source,
-        })
+        })?;
+        let namespaces = policy.tenancy.iter().flat_map(|t| &t.namespaces);
+        for (ns, grant) in namespaces {
+            if let Some(sa) = &grant.service_account
+                && !is_service_account(sa)
+            {
+                return Err(PolicyError::Invalid {
+                    path: path.display().to_string(),
+                    field: format!("tenancy.namespaces.{ns}.serviceAccount"),
+                    message: format!("{sa:?} is not a service account email (NAME@PROJECT.iam.gserviceaccount.com)"),
+                });
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The service account namespace `ns` acts as, if the tenancy section names one.
+    pub fn service_account(&self, ns: &str) -> Option<&str> {
+        self.tenancy.as_ref()?.namespaces.get(ns)?.service_account.as_deref()
     }
 
     /// Whether a principal (as written: `allUsers`, a special group, an IAM member) is forbidden.
@@ -210,6 +261,39 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_accounts_must_be_service_account_emails() {
+        let dir = std::env::temp_dir().join(format!("bqsteward-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, sa: &str| {
+            let path = dir.join(name);
+            std::fs::write(
+                &path,
+                format!("tenancy:\n  namespaces:\n    mkt:\n      serviceAccount: '{sa}'\n"),
+            )
+            .unwrap();
+            path
+        };
+        let ok = Policy::load(Some(&write("ok.yaml", "bq-mkt@acme-data.iam.gserviceaccount.com"))).unwrap();
+        assert_eq!(
+            ok.service_account("mkt"),
+            Some("bq-mkt@acme-data.iam.gserviceaccount.com")
+        );
+        assert_eq!(ok.service_account("other"), None);
+        for bad in [
+            "eve@evil.com",
+            "bq@acme.iam.gserviceaccount.com.evil.com",
+            "@x.gserviceaccount.com",
+        ] {
+            let e = Policy::load(Some(&write("bad.yaml", bad))).unwrap_err().to_string();
+            assert!(
+                e.contains("tenancy.namespaces.mkt.serviceAccount") && e.contains("not a service account"),
+                "{bad}: {e}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn defaults_forbid_public_principals() {

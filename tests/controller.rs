@@ -41,6 +41,8 @@ async fn ctx(kube: Arc<RealCluster>) -> (Ctx, BigQueryRest, GcsRest) {
             initial: Duration::from_millis(10),
             ..Backoff::default()
         },
+        tenants: Default::default(),
+        pacer: Default::default(),
     };
     (ctx, bq, gcs)
 }
@@ -317,6 +319,35 @@ async fn an_ingested_table_loads_writes_views_status_and_is_deleted_with_policy_
         kube.get(&key_of(&all[0])).status
     );
 
+    // Another IngestedTable naming the same destination with deletionPolicy Delete (applied where
+    // the owner is not, so it validates alone), then deleted: it removes nothing of the owner's.
+    let intruder = load(
+        &text
+            .replace("name: t, namespace", "name: intruder, namespace")
+            .replace("schedule: {every: 5m}", "schedule: {every: 6m}"),
+    );
+    let r = reconcile(&ctx, &object(&kube, &intruder[0], false), &intruder).await;
+    assert!(r.is_err(), "the intruder's reconcile must be refused");
+    reconcile(&ctx, &object(&kube, &intruder[0], true), &intruder)
+        .await
+        .unwrap();
+    assert!(
+        bq.get_table(&full).await.unwrap().is_some(),
+        "the owner's view was deleted"
+    );
+    assert!(
+        bq.get_table(&TableRef::new(PROJECT, &ds, "t")).await.unwrap().is_some(),
+        "the owner's table was deleted"
+    );
+    assert!(
+        kube.events(&key_of(&intruder[0]))
+            .iter()
+            .any(|n| n.message.contains("kept") && n.message.contains("not this resource's")),
+        "{:?}",
+        kube.events(&key_of(&intruder[0]))
+    );
+    assert!(access(&bq, &ds).await.contains(&format!("view:{full}")));
+
     // Delete with deletionPolicy Delete: views, their authorization and the table go.
     reconcile(&ctx, &object(&kube, &all[0], true), &all).await.unwrap();
     assert!(kube.get(&key_of(&all[0])).finalizers.is_empty());
@@ -463,4 +494,136 @@ async fn an_invalid_object_contributes_nothing_to_a_list_another_object_writes()
         "the table's own authorization is written: {list:?}"
     );
     assert!(!list.iter().any(|p| p.contains("evil.example")), "{list:?}");
+}
+
+/// With `tenancy.namespaces.<ns>.serviceAccount` in the policy, the controller acts as that account
+/// for the namespace's BigQuery and Cloud Storage requests: one `generateAccessToken` call to the
+/// IAM Credentials API (a loopback stand-in following the published request and answer shapes),
+/// then every BigQuery request — through a recording proxy — carries the minted token, and the
+/// account stays OWNER of the access list the namespace owns. A refused exchange fails the
+/// reconcile with what to grant, and nothing is written.
+#[tokio::test]
+async fn a_namespace_with_a_service_account_is_reconciled_as_that_account() {
+    let kube = Arc::new(RealCluster::new().await);
+    namespace(&kube, "ctl-tenant");
+    let e = support::emulators();
+    let proxy = support::proxy::Proxy::start(&e.bigquery.replace("/bigquery/v2", "")).await;
+    let minted: Arc<std::sync::Mutex<Vec<(String, String, Value)>>> = Arc::default();
+    let seen = minted.clone();
+    let iam_url = support::http1::serve_json(move |method, path, body| {
+        seen.lock().unwrap().push((method.to_string(), path.to_string(), body));
+        if path.contains("forbidden@") {
+            return support::http1::google_error(
+                403,
+                "PERMISSION_DENIED",
+                "Permission 'iam.serviceAccounts.getAccessToken' denied",
+            );
+        }
+        (
+            200,
+            json!({"accessToken": "ya29.tenant-token", "expireTime": "2099-01-01T00:00:00Z"}),
+        )
+    })
+    .await;
+    let via = bqsteward::cloud::Endpoints {
+        bigquery: format!("{}/bigquery/v2", proxy.url),
+        iam_credentials: iam_url,
+        ..e.clone()
+    };
+    let sa = "bq-tenant@bqsteward-ctl.iam.gserviceaccount.com";
+    let policy: Policy = serde_yaml::from_str(&format!(
+        "tenancy:\n  namespaces:\n    ctl-tenant:\n      datasets: ['{PROJECT}.*']\n      sources: ['gs://*']\n      serviceAccount: {sa}\n    ctl-denied:\n      datasets: ['{PROJECT}.*']\n      sources: ['gs://*']\n      serviceAccount: forbidden@bqsteward-ctl.iam.gserviceaccount.com\n"
+    ))
+    .unwrap();
+    let (mut ctx, bq, gcs) = ctx(kube.clone()).await;
+    ctx.tenants = bqsteward::controller::reconcile::tenant_clients(&policy, &via)
+        .await
+        .unwrap();
+    ctx.policy = policy;
+    let bucket = support::unique("tenant").replace('_', "-");
+    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
+    gcs.upload(
+        &bucket,
+        "in/a.json",
+        b"{\"id\": 1, \"v\": 1}\n".to_vec(),
+        "application/octet-stream",
+    )
+    .await
+    .unwrap();
+    let ds = support::unique("tenant");
+    let table = |ns: &str| {
+        format!(
+            "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {{name: t, namespace: {ns}}}\nspec:\n  source: {{uri: 'gs://{bucket}/in/', format: NEWLINE_DELIMITED_JSON}}\n  destination: {{project: {PROJECT}, dataset: {ds}_{}, table: t}}\n  schema: [{{name: id, type: INT64}}, {{name: v, type: INT64}}]\n  primaryKey: [id]\n  versionColumn: v\n  views: {{full: true}}\n",
+            ns.replace('-', "_")
+        )
+    };
+    let text = format!(
+        "{}---\n{}",
+        table("ctl-tenant"),
+        dataset_access("raw", &format!("{ds}_ctl_tenant"), "Retain", "")
+            .replace("namespace: ctl-access", "namespace: ctl-tenant")
+    );
+    let all = load(&text);
+    assert_eq!(all.len(), 2, "{text}");
+    for l in &all {
+        reconcile(&ctx, &object(&kube, l, false), &all).await.unwrap();
+    }
+    // One exchange, in the documented shape; the token is cached for every later call.
+    let calls = minted.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let (method, path, body) = &calls[0];
+    assert_eq!(method, "POST");
+    assert_eq!(
+        path,
+        &format!("/v1/projects/-/serviceAccounts/{sa}:generateAccessToken")
+    );
+    assert_eq!(
+        body,
+        &json!({"scope": ["https://www.googleapis.com/auth/cloud-platform"], "lifetime": "3600s"})
+    );
+    // Every BigQuery request of the namespace carried the minted token.
+    let requests = proxy.seen();
+    assert!(requests.len() > 5, "{requests:?}");
+    for r in &requests {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some("Bearer ya29.tenant-token"),
+            "{} {}",
+            r.method,
+            r.path
+        );
+    }
+    // The table loaded, and the account is OWNER of the list its namespace owns.
+    let rows = bq
+        .query(
+            PROJECT,
+            "US",
+            &format!("SELECT COUNT(*) FROM `{PROJECT}.{ds}_ctl_tenant.t`"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.rows[0][0].as_deref(), Some("1"));
+    let acl = access(&bq, &format!("{ds}_ctl_tenant")).await;
+    assert!(acl.iter().any(|p| p.contains(sa)), "{acl:?}");
+
+    // A namespace whose account the controller may not act as: refused with what to grant.
+    namespace(&kube, "ctl-denied");
+    let denied = load(&table("ctl-denied"));
+    let before = proxy.seen().len();
+    let err = reconcile(&ctx, &object(&kube, &denied[0], false), &denied)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("serviceAccountTokenCreator"), "{err}");
+    assert_eq!(
+        proxy.seen().len(),
+        before,
+        "a request was made without the namespace's token"
+    );
+    assert!(
+        bq.get_dataset(PROJECT, &format!("{ds}_ctl_denied"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

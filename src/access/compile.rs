@@ -217,3 +217,20 @@ pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<Desired
     }
     out.into_values().collect()
 }
+
+/// Adds the service account each namespace acts as (policy `tenancy.namespaces.<ns>.serviceAccount`)
+/// as OWNER of the exact lists that namespace's resources own: the identity writing a list must
+/// never remove itself. Lists no resource owns are only added to, so they need nothing.
+pub fn add_tenant_identities(desired: &mut [DesiredAcl], policy: &crate::policy::Policy) {
+    for acl in desired {
+        let Some(ns) = acl.owner.as_deref().and_then(|o| o.split_once('/')).map(|(ns, _)| ns) else {
+            continue;
+        };
+        if let Some(entry) = policy
+            .service_account(ns)
+            .and_then(|sa| super::entry::identity_entry(&format!("serviceAccount:{sa}")).ok())
+        {
+            acl.entries.insert(entry, Reason::Identity);
+        }
+    }
+}

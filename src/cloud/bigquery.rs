@@ -132,7 +132,11 @@ impl gcp_bigquery_client::auth::Authenticator for TokenBridge {
 impl BigQueryRest {
     /// A client for `endpoints.bigquery` with credentials chosen by the endpoint.
     pub async fn new(endpoints: &Endpoints) -> Result<BigQueryRest, CloudError> {
-        let auth = Auth::for_endpoint(endpoints.bigquery_emulated)?;
+        Self::with_auth(endpoints, Auth::for_endpoint(endpoints.bigquery_emulated)?).await
+    }
+
+    /// A client for `endpoints.bigquery` authenticated by `auth` (e.g. an impersonated identity).
+    pub async fn with_auth(endpoints: &Endpoints, auth: Auth) -> Result<BigQueryRest, CloudError> {
         let typed = gcp_bigquery_client::client_builder::ClientBuilder::new()
             .with_v2_base_url(endpoints.bigquery.clone())
             .build_from_authenticator(Arc::new(TokenBridge(auth.clone())))
@@ -264,7 +268,7 @@ impl QueryPage {
 }
 
 /// Path segment escaping for ids that reach URLs.
-fn seg(s: &str) -> String {
+pub(crate) fn seg(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 

@@ -12,6 +12,8 @@ pub enum Auth {
     None,
     /// Application Default Credentials (Workload Identity on GKE, a key file, gcloud login).
     Adc(AccessTokenCredentials),
+    /// Tokens of another service account, minted with other credentials (per-namespace identity).
+    Impersonated(std::sync::Arc<super::impersonate::Impersonated>),
 }
 
 impl Auth {
@@ -42,6 +44,8 @@ impl Auth {
                 .await
                 .map(|t| Some(t.token))
                 .map_err(|e| CloudError::Auth(e.to_string())),
+            // Boxed: minting a token sends a request, which asks its own Auth for a token.
+            Auth::Impersonated(i) => Box::pin(i.token()).await.map(Some),
         }
     }
 }
@@ -104,12 +108,12 @@ impl Rest {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                crate::controller::metrics::count_call(self.api, operation, "transport");
+                super::observed(self.api, operation, "transport");
                 return Err(transport(e));
             }
         };
         let status = resp.status();
-        crate::controller::metrics::count_call(
+        super::observed(
             self.api,
             operation,
             if status.is_success() { "ok" } else { status.as_str() },

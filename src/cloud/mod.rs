@@ -11,10 +11,33 @@ mod error;
 pub mod groups;
 mod http;
 pub mod iam;
+pub mod impersonate;
 pub mod retry;
 pub mod storage;
 
 pub use error::{CloudError, ErrorCategory, classify};
+
+/// Told about every cloud call when it ends: which API, which operation (its first word, e.g.
+/// `tables.get`), and the outcome (`ok`, an HTTP status, or `transport`). The controller's metrics
+/// implement it; the cloud clients know nothing about who listens.
+pub trait CallObserver: Send + Sync {
+    /// One call ended.
+    fn call(&self, api: &str, operation: &str, outcome: &str);
+}
+
+static OBSERVER: std::sync::OnceLock<Box<dyn CallObserver>> = std::sync::OnceLock::new();
+
+/// Sets the process-wide call observer (the first one set stays).
+pub fn observe_calls(observer: Box<dyn CallObserver>) {
+    let _ = OBSERVER.set(observer);
+}
+
+/// Reports one call to the observer, if any.
+pub(crate) fn observed(api: &str, operation: &str, outcome: &str) {
+    if let Some(o) = OBSERVER.get() {
+        o.call(api, operation.split_whitespace().next().unwrap_or(operation), outcome);
+    }
+}
 pub use http::Auth;
 
 /// Where the APIs are.
@@ -28,6 +51,9 @@ pub struct Endpoints {
     pub bigquery_emulated: bool,
     /// Whether Cloud Storage is an emulator (no credentials).
     pub storage_emulated: bool,
+    /// IAM Service Account Credentials API root (impersonation): `IAM_CREDENTIALS_EMULATOR_HOST`
+    /// when set, else Google's.
+    pub iam_credentials: String,
 }
 
 /// The emulator host named by the environment variable `var` (unset or empty: none).
@@ -36,7 +62,7 @@ pub(crate) fn emulator_host(var: &str) -> Option<String> {
 }
 
 /// An emulator host as a URL root: `http://` added when no scheme is given, no trailing `/`.
-fn with_scheme(host: &str) -> String {
+pub(crate) fn with_scheme(host: &str) -> String {
     let h = host.trim_end_matches('/');
     if h.contains("://") {
         h.to_string()
@@ -57,10 +83,14 @@ pub(crate) fn api_base(emulator_host: Option<&str>, path: &str, api: &str) -> Re
 impl Endpoints {
     /// Google's production endpoints, or the emulators named by the environment.
     pub fn from_env() -> Endpoints {
-        Self::from_vars(
+        let mut e = Self::from_vars(
             emulator_host("BIGQUERY_EMULATOR_HOST"),
             emulator_host("STORAGE_EMULATOR_HOST"),
-        )
+        );
+        if let Some(h) = emulator_host("IAM_CREDENTIALS_EMULATOR_HOST") {
+            e.iam_credentials = with_scheme(&h);
+        }
+        e
     }
 
     /// Endpoints from explicit emulator hosts (`None` = Google).
@@ -74,6 +104,7 @@ impl Endpoints {
             storage: storage
                 .map(|h| with_scheme(&h))
                 .unwrap_or_else(|| "https://storage.googleapis.com".into()),
+            iam_credentials: "https://iamcredentials.googleapis.com".into(),
         }
     }
 }

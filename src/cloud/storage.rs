@@ -60,7 +60,11 @@ pub struct GcsRest {
 impl GcsRest {
     /// A client for `endpoints.storage` with credentials chosen by the endpoint.
     pub fn new(endpoints: &Endpoints) -> Result<GcsRest, CloudError> {
-        let auth = Auth::for_endpoint(endpoints.storage_emulated)?;
+        Self::with_auth(endpoints, Auth::for_endpoint(endpoints.storage_emulated)?)
+    }
+
+    /// A client for `endpoints.storage` authenticated by `auth` (e.g. an impersonated identity).
+    pub fn with_auth(endpoints: &Endpoints, auth: Auth) -> Result<GcsRest, CloudError> {
         Ok(GcsRest {
             root: endpoints.storage.clone(),
             rest: Rest::new("storage", auth),

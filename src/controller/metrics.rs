@@ -6,7 +6,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
 /// Labels of a reconcile.
@@ -57,20 +56,23 @@ pub struct Metrics {
     pub lag: Family<TableLabels, Gauge<f64, AtomicU64>>,
     /// Per-table quarantined files.
     pub quarantined: Family<TableLabels, Gauge>,
+    /// Cloud calls by api, operation and outcome.
+    calls: Family<CallLabels, Counter>,
 }
 
-static CALLS: OnceLock<Family<CallLabels, Counter>> = OnceLock::new();
+/// Counts cloud calls: the controller's [`crate::cloud::CallObserver`].
+#[derive(Clone)]
+struct CallCounter(Family<CallLabels, Counter>);
 
-/// Counts one cloud call (a no-op until the controller registered its metrics).
-pub fn count_call(api: &str, operation: &str, outcome: &str) {
-    if let Some(f) = CALLS.get() {
-        let op = operation.split_whitespace().next().unwrap_or(operation);
-        f.get_or_create(&CallLabels {
-            api: api.into(),
-            operation: op.into(),
-            outcome: outcome.into(),
-        })
-        .inc();
+impl crate::cloud::CallObserver for CallCounter {
+    fn call(&self, api: &str, operation: &str, outcome: &str) {
+        self.0
+            .get_or_create(&CallLabels {
+                api: api.into(),
+                operation: operation.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 }
 
@@ -85,7 +87,7 @@ impl Metrics {
         });
         let lag = Family::<TableLabels, Gauge<f64, AtomicU64>>::default();
         let quarantined = Family::<TableLabels, Gauge>::default();
-        let calls = CALLS.get_or_init(Family::default).clone();
+        let calls = Family::<CallLabels, Counter>::default();
         registry.register("reconciles", "Reconciles by kind", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -97,7 +99,11 @@ impl Metrics {
             "Reconcile duration by kind",
             duration.clone(),
         );
-        registry.register("cloud_calls", "Cloud API calls by api, operation and outcome", calls);
+        registry.register(
+            "cloud_calls",
+            "Cloud API calls by api, operation and outcome",
+            calls.clone(),
+        );
         registry.register(
             "table_lag_seconds",
             "Age of the oldest file not yet loaded, per table",
@@ -115,7 +121,14 @@ impl Metrics {
             duration,
             lag,
             quarantined,
+            calls,
         }
+    }
+
+    /// The observer counting cloud calls into `bqsteward_cloud_calls_total` (give it to
+    /// [`crate::cloud::observe_calls`]).
+    pub fn call_observer(&self) -> Box<dyn crate::cloud::CallObserver> {
+        Box::new(CallCounter(self.calls.clone()))
     }
 
     /// The text exposition.
@@ -151,7 +164,7 @@ mod tests {
             })
             .inc();
         m.lag.get_or_create(&TableLabels { table: "p.d.t".into() }).set(42.0);
-        count_call("bigquery", "datasets.get p.d", "ok");
+        m.call_observer().call("bigquery", "datasets.get", "ok");
         let text = m.encode();
         for needle in [
             "bqsteward_reconciles_total{kind=\"IngestedTable\"} 1",

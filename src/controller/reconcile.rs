@@ -43,9 +43,58 @@ pub struct Ctx {
     pub backoff: FailureBackoff,
     /// Retries of single cloud calls.
     pub call_backoff: Backoff,
+    /// Paces access-list writes per dataset across every reconcile of the process (BigQuery allows
+    /// five metadata updates per dataset per 10 s, whoever sends them).
+    pub pacer: Pacer,
+    /// Namespace → clients acting as its service account (policy
+    /// `tenancy.namespaces.<ns>.serviceAccount`); other namespaces use `bq` and `gcs`.
+    pub tenants: std::collections::BTreeMap<String, TenantClients>,
+}
+
+/// BigQuery and Cloud Storage clients acting as one namespace's service account.
+#[derive(Clone)]
+pub struct TenantClients {
+    /// BigQuery.
+    pub bq: Arc<dyn BigQuery>,
+    /// Cloud Storage.
+    pub gcs: Arc<dyn Storage>,
+}
+
+/// The clients of every namespace whose tenancy grant names a service account (the controller
+/// acts as it for that namespace's BigQuery and Cloud Storage requests).
+pub async fn tenant_clients(
+    policy: &Policy,
+    endpoints: &crate::cloud::Endpoints,
+) -> Result<std::collections::BTreeMap<String, TenantClients>, crate::cloud::CloudError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (ns, grant) in policy.tenancy.iter().flat_map(|t| &t.namespaces) {
+        let Some(sa) = &grant.service_account else { continue };
+        // One token source per account, shared by both clients (one token, one cache).
+        let auth = crate::cloud::impersonate::auth(sa, endpoints)?;
+        let bq = crate::cloud::bigquery::BigQueryRest::with_auth(endpoints, auth.clone()).await?;
+        let gcs = crate::cloud::storage::GcsRest::with_auth(endpoints, auth)?;
+        out.insert(
+            ns.clone(),
+            TenantClients {
+                bq: Arc::new(bq),
+                gcs: Arc::new(gcs),
+            },
+        );
+    }
+    Ok(out)
 }
 
 impl Ctx {
+    /// The BigQuery client for resources of namespace `ns`.
+    pub fn bq_for(&self, ns: &str) -> &dyn BigQuery {
+        self.tenants.get(ns).map_or(self.bq.as_ref(), |t| t.bq.as_ref())
+    }
+
+    /// The Cloud Storage client for resources of namespace `ns`.
+    pub fn gcs_for(&self, ns: &str) -> &dyn Storage {
+        self.tenants.get(ns).map_or(self.gcs.as_ref(), |t| t.gcs.as_ref())
+    }
+
     /// bqsteward's own email, lowercased.
     fn identity_email(&self) -> Option<String> {
         self.identity.as_deref().and_then(crate::access::entry::identity_email)
@@ -129,6 +178,9 @@ pub enum ReconcileError {
     /// A Kubernetes write failed.
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
+    /// Loading failed (it resumes on the next pass).
+    #[error("{0}")]
+    Load(#[from] crate::ingest::jobs::RunError),
     /// The change could not be made (refused by a guardrail, failed members, …).
     #[error("{0}")]
     Failed(String),
@@ -140,6 +192,14 @@ impl ReconcileError {
         match self {
             ReconcileError::Cloud(e) => crate::access::apply::category_label(e),
             ReconcileError::Kube(_) => "kubernetes",
+            ReconcileError::Load(e) => match e {
+                crate::ingest::jobs::RunError::Cloud(c) => crate::access::apply::category_label(c),
+                crate::ingest::jobs::RunError::Exhausted { .. } | crate::ingest::jobs::RunError::Timeout { .. } => {
+                    "retryable"
+                }
+                crate::ingest::jobs::RunError::Budget { .. } => "quota",
+                crate::ingest::jobs::RunError::Crash(_) => "terminal",
+            },
             ReconcileError::Failed(_) => "refused",
         }
     }
@@ -272,6 +332,8 @@ fn reason_of(e: &ReconcileError) -> &'static str {
     match e {
         ReconcileError::Cloud(_) => "CloudError",
         ReconcileError::Kube(_) => "KubernetesError",
+        ReconcileError::Load(crate::ingest::jobs::RunError::Cloud(_)) => "CloudError",
+        ReconcileError::Load(_) => "LoadFailed",
         ReconcileError::Failed(_) => "ApplyFailed",
     }
 }
@@ -359,11 +421,15 @@ fn merge_status(current: &Value, work: &Work, generation: Option<i64>) -> Value 
 
 /// Applies every access list this object owns, creates, or has entries on (the full compiled
 /// list, so the result is the same whichever resource writes it; writes are etag-guarded).
+/// `retire` entries are removed from the named dataset; `retire_anywhere` entries (authorizations
+/// of views whose source is no longer known, as `apply` does) from every list bqsteward manages —
+/// from lists of other objects only those entries, nothing else.
 async fn apply_acls(
     ctx: &Ctx,
     obj: &Object,
     all: &[Loaded],
     retire: &[(DatasetKey, AclEntry)],
+    retire_anywhere: &[AclEntry],
 ) -> Result<Vec<String>, ReconcileError> {
     let identity = ctx
         .identity
@@ -371,7 +437,10 @@ async fn apply_acls(
         .and_then(|i| crate::access::entry::identity_entry(i).ok());
     let me = qualified(&obj.key);
     let by = format!("{} {me}", obj.key.kind);
-    let mut desired: Vec<DesiredAcl> = compile(all, identity.as_ref())
+    let mut compiled = compile(all, identity.as_ref());
+    crate::access::compile::add_tenant_identities(&mut compiled, &ctx.policy);
+    let elsewhere: Vec<DatasetKey> = compiled.iter().map(|d| d.key.clone()).collect();
+    let mut desired: Vec<DesiredAcl> = compiled
         .into_iter()
         .filter(|d| {
             (d.owner.as_deref() == Some(&me) && d.owner_kind == obj.key.kind)
@@ -391,16 +460,27 @@ async fn apply_acls(
             }),
         }
     }
-    for note in crate::access::apply::drop_missing_views(ctx.bq.as_ref(), &mut desired).await {
+    if !retire_anywhere.is_empty() {
+        for key in elsewhere {
+            match desired.iter_mut().find(|d| d.key == key) {
+                Some(d) => d.retire.extend(retire_anywhere.iter().cloned()),
+                None => desired.push(DesiredAcl {
+                    retire: retire_anywhere.iter().cloned().collect(),
+                    ..DesiredAcl::new(key)
+                }),
+            }
+        }
+    }
+    let bq = ctx.bq_for(&obj.key.namespace);
+    for note in crate::access::apply::drop_missing_views(bq, &mut desired).await {
         tracing::warn!(object = %obj.key, "{note}");
     }
-    let pacer = Pacer::default();
     let applier = Applier {
-        bq: ctx.bq.as_ref(),
+        bq,
         policy: &ctx.policy,
         approved: false,
         backoff: ctx.call_backoff.clone(),
-        pacer: &pacer,
+        pacer: &ctx.pacer,
     };
     let mut changes = Vec::new();
     for d in &desired {
@@ -434,17 +514,14 @@ async fn ingested_table(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Work,
     let t = Target::new(&name, &it.spec, reload)
         .map_err(ReconcileError::Failed)?
         .adopting(&obj.loaded.resource);
-    let (bq, gcs) = (ctx.bq.as_ref(), ctx.gcs.as_ref());
+    let (bq, gcs) = (ctx.bq_for(&obj.key.namespace), ctx.gcs_for(&obj.key.namespace));
     let o = observe_table(bq, gcs, &t).await?;
     let p = plan_table(&t, &o, chrono::Utc::now().timestamp_millis());
     let mut changes = Vec::new();
     let report = if p.is_empty() {
         None
     } else {
-        let r = Executor::new(bq, &t, p.loads.budget_left)
-            .apply(&p, &o)
-            .await
-            .map_err(|e| ReconcileError::Failed(e.to_string()))?;
+        let r = Executor::new(bq, &t, p.loads.budget_left).apply(&p, &o).await?;
         if r.files_loaded > 0 {
             changes.push(format!("loaded {} files ({} rows)", r.files_loaded, r.rows_loaded));
         }
@@ -460,7 +537,7 @@ async fn ingested_table(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Work,
     }
     changes.extend(crate::views::apply::apply(bq, &vp).await?);
     let retire = crate::views::layout::retired_entries(&it.spec, &vp.delete);
-    changes.extend(apply_acls(ctx, obj, all, &retire).await?);
+    changes.extend(apply_acls(ctx, obj, all, &retire, &[]).await?);
     let st: IngestedTableStatus = crate::ingest::status::status(&o, &p, report.as_ref(), None, chrono::Utc::now());
     let mut fields = serde_json::to_value(&st).unwrap_or_default();
     let conditions = take_conditions(&mut fields);
@@ -495,9 +572,9 @@ async fn dataset_access(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Work,
     let Resource::DatasetAccess(da) = &obj.loaded.resource else {
         unreachable!()
     };
-    let changes = apply_acls(ctx, obj, all, &[]).await?;
+    let changes = apply_acls(ctx, obj, all, &[], &[]).await?;
     let entries = ctx
-        .bq
+        .bq_for(&obj.key.namespace)
         .get_dataset(&da.spec.project, &da.spec.dataset)
         .await?
         .map(|i| i.access.len() as i64);
@@ -563,13 +640,14 @@ async fn consumer_project(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Wor
         .map_err(ReconcileError::Failed)?
         .adopting(&obj.loaded.resource);
     let iam = ctx.iam.as_deref();
-    let p = crate::consumer::reconcile::plan(ctx.bq.as_ref(), iam, &t, &ctx.call_backoff).await?;
+    let bq = ctx.bq_for(&obj.key.namespace);
+    let p = crate::consumer::reconcile::plan(bq, iam, &t, &ctx.call_backoff).await?;
     if p.views.is_refused() {
         return Err(ReconcileError::Failed(p.views.refusals.join("; ")));
     }
-    let mut changes = crate::consumer::reconcile::apply_views(ctx.bq.as_ref(), &p).await?;
-    let retire: Vec<(DatasetKey, AclEntry)> = Vec::new();
-    changes.extend(apply_acls(ctx, obj, all, &retire).await?);
+    let mut changes = crate::consumer::reconcile::apply_views(bq, &p).await?;
+    // Authorizations of the views this apply deleted (removed from the spec).
+    changes.extend(apply_acls(ctx, obj, all, &[], &p.retire).await?);
     if let Some(c) = iam {
         let ip = crate::consumer::reconcile::apply_iam(c, &t, &ctx.call_backoff).await?;
         if ip.has_changes() {
@@ -618,28 +696,47 @@ async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, Reconc
             message: format!("the spec is invalid, so nothing was removed: {}", problems.join("; ")),
         });
     }
-    let bq = ctx.bq.as_ref();
+    let bq = ctx.bq_for(&obj.key.namespace);
     let done = match &obj.loaded.resource {
         Resource::IngestedTable(it) => {
-            // Views (clean first), their authorizations, then the table.
+            // Views (clean first), their authorizations, then the table — each only if its owner
+            // label names this resource: deleting an object never removes what another owns.
+            let resource = format!("IngestedTable {}", qualified(&obj.key));
             let mut removed = Vec::new();
+            let mut kept = Vec::new();
             let mut retire = Vec::new();
             for l in crate::views::layers(&it.spec).into_iter().rev() {
-                if let Some(info) = bq.get_table(&l.view).await?
-                    && info.made_by_bqsteward()
-                {
-                    bq.delete_table(&l.view).await?;
-                    removed.push(l.view.to_string());
+                match bq.get_table(&l.view).await? {
+                    Some(info) if info.is_view() && info.belongs_to(&resource) => {
+                        bq.delete_table(&l.view).await?;
+                        removed.push(l.view.to_string());
+                        retire.push(l.authorization());
+                    }
+                    Some(_) => kept.push(l.view.to_string()),
+                    None => retire.push(l.authorization()),
                 }
-                retire.push(l.authorization());
             }
             let others: Vec<Loaded> = all.iter().filter(|l| !same(l, &obj.key)).cloned().collect();
-            apply_acls(ctx, obj, &others, &retire).await?;
+            apply_acls(ctx, obj, &others, &retire, &[]).await?;
             let d = &it.spec.destination;
             let table = crate::cloud::bqtypes::TableRef::new(&d.project, &d.dataset, &d.table);
-            bq.delete_table(&table).await?;
-            removed.push(table.to_string());
-            format!("deleted {}", removed.join(", "))
+            match bq.get_table(&table).await? {
+                Some(info)
+                    if info.kind != "VIEW"
+                        && info.labels.get(crate::cloud::bqtypes::LABEL_OWNER)
+                            == Some(&crate::cloud::bqtypes::owner_value(&resource)) =>
+                {
+                    bq.delete_table(&table).await?;
+                    removed.push(table.to_string());
+                }
+                Some(_) => kept.push(table.to_string()),
+                None => {}
+            }
+            let mut said = format!("deleted {}", removed.join(", "));
+            if !kept.is_empty() {
+                said.push_str(&format!("; kept {} (not this resource's)", kept.join(", ")));
+            }
+            said
         }
         Resource::DatasetAccess(da) => {
             let identity = ctx
@@ -659,7 +756,7 @@ async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, Reconc
                 .map(|e| (key.clone(), e))
                 .collect();
             let others: Vec<Loaded> = all.iter().filter(|l| !same(l, &obj.key)).cloned().collect();
-            match apply_acls(ctx, obj, &others, &retire).await {
+            match apply_acls(ctx, obj, &others, &retire, &[]).await {
                 Ok(_) => format!("removed the declared entries from {key}"),
                 Err(ReconcileError::Failed(why)) => format!("kept the declared entries of {key}: {why}"),
                 Err(e) => return Err(e),

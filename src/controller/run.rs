@@ -282,8 +282,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         requeue: args.requeue,
         backoff: FailureBackoff::new(Duration::from_secs(5), Duration::from_secs(15 * 60)),
         call_backoff: Backoff::default(),
+        pacer: Default::default(),
+        tenants: super::reconcile::tenant_clients(&args.policy, &endpoints).await?,
     };
     let metrics = Arc::new(Metrics::new());
+    crate::cloud::observe_calls(metrics.call_observer());
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(serve(args.listen, metrics.clone(), ready.clone()));
 

@@ -50,6 +50,8 @@ pub struct Seen {
     pub path: String,
     pub body: String,
     pub status: u16,
+    /// The `Authorization` header, as sent.
+    pub authorization: Option<String>,
 }
 
 #[derive(Default)]
@@ -142,7 +144,7 @@ impl Proxy {
             };
             let (status, resp_body) = match fault {
                 Some(Fault::Reset) => {
-                    self.record(&method, &path, &body, 0);
+                    self.record(&method, &path, &headers, &body, 0);
                     return; // drop the socket: connection reset / closed without an answer
                 }
                 Some(Fault::Status(code, reason)) => (code, error_body(code, reason)),
@@ -152,7 +154,7 @@ impl Proxy {
                 }
                 Some(Fault::ResetAfterForward) => {
                     let (status, _) = self.forward(&http, &method, &path, &headers, &body).await;
-                    self.record(&method, &path, &body, status);
+                    self.record(&method, &path, &headers, &body, status);
                     return;
                 }
                 Some(Fault::ConcurrentAccessEntry(entry)) => {
@@ -161,19 +163,23 @@ impl Proxy {
                 }
                 None => self.forward(&http, &method, &path, &headers, &body).await,
             };
-            self.record(&method, &path, &body, status);
+            self.record(&method, &path, &headers, &body, status);
             if !super::http1::write_json(&mut sock, status, &resp_body).await {
                 return;
             }
         }
     }
 
-    fn record(&self, method: &str, path: &str, body: &[u8], status: u16) {
+    fn record(&self, method: &str, path: &str, headers: &[(String, String)], body: &[u8], status: u16) {
         self.state.lock().unwrap().seen.push(Seen {
             method: method.to_string(),
             path: path.to_string(),
             body: String::from_utf8_lossy(body).into_owned(),
             status,
+            authorization: headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .map(|(_, v)| v.clone()),
         });
     }
 
