@@ -82,7 +82,8 @@ impl Resource {
         }
     }
 
-    fn meta(&self) -> &kube::core::ObjectMeta {
+    /// The object's metadata.
+    pub fn metadata(&self) -> &kube::core::ObjectMeta {
         match self {
             Resource::IngestedTable(r) => &r.metadata,
             Resource::DatasetAccess(r) => &r.metadata,
@@ -93,17 +94,28 @@ impl Resource {
 
     /// The namespace, `default` when the manifest names none.
     pub fn namespace(&self) -> &str {
-        self.meta().namespace.as_deref().unwrap_or("default")
+        self.metadata().namespace.as_deref().unwrap_or("default")
     }
 
     /// `namespace/name`.
     pub fn qualified_name(&self) -> String {
-        format!("{}/{}", self.namespace(), self.meta().name.as_deref().unwrap_or(""))
+        format!("{}/{}", self.namespace(), self.metadata().name.as_deref().unwrap_or(""))
+    }
+
+    /// The whole object as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Resource::IngestedTable(r) => serde_json::to_value(r),
+            Resource::DatasetAccess(r) => serde_json::to_value(r),
+            Resource::ConsumerProject(r) => serde_json::to_value(r),
+            Resource::GroupMembership(r) => serde_json::to_value(r),
+        }
+        .unwrap_or_default()
     }
 
     /// The value of an annotation, if set.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.meta().annotations.as_ref()?.get(key).map(String::as_str)
+        self.metadata().annotations.as_ref()?.get(key).map(String::as_str)
     }
 }
 

@@ -43,6 +43,7 @@ async fn ctx(kube: Arc<RealCluster>) -> (Ctx, BigQueryRest, GcsRest) {
         },
         tenants: Default::default(),
         pacer: Default::default(),
+        cache: Default::default(),
     };
     (ctx, bq, gcs)
 }

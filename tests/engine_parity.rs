@@ -269,6 +269,7 @@ async fn apply_and_the_controller_leave_the_same_state() {
             ..Backoff::default()
         },
         pacer: Default::default(),
+        cache: Default::default(),
         tenants: Default::default(),
     };
     let reconcile_all = |both: bool| {

@@ -283,6 +283,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         backoff: FailureBackoff::new(Duration::from_secs(5), Duration::from_secs(15 * 60)),
         call_backoff: Backoff::default(),
         pacer: Default::default(),
+        cache: Default::default(),
         tenants: super::reconcile::tenant_clients(&args.policy, &endpoints).await?,
     };
     let metrics = Arc::new(Metrics::new());

@@ -1,4 +1,5 @@
-//! Observe → plan → apply for one IngestedTable.
+//! Applying the plan of one IngestedTable (the target, observation and plan are in
+//! [`super::target`], re-exported here; the job configurations in [`super::job_config`]).
 //!
 //! Per batch: (1) its files are written to the ledger as PLANNED (so a crash resumes exactly
 //! this batch); (2) a load job with a deterministic id fills a staging table (`WRITE_TRUNCATE`,
@@ -11,18 +12,17 @@
 
 use super::classify::Failure;
 use super::jobs::{Finished, RunError, Runner};
-use super::ledger::{BatchEvent, FileEvent, LedgerTables, Stats};
-use super::model::{Batch, BatchKind, BatchMeta, Category, FileState, Ledger, SourceFile, short_hash};
-use super::plan::{LoadPlan, Settings, plan};
-use super::reload::Reload;
-use super::source::Discovery;
-use super::table::{self, BATCH_COLUMN, LOADED_AT_COLUMN, SchemaChange};
+use super::ledger::{BatchEvent, FileEvent};
+use super::model::{Batch, BatchKind, BatchMeta, Category, FileState, SourceFile, short_hash};
+use super::table::{self, SchemaChange};
 use crate::cloud::CloudError;
 use crate::cloud::bigquery::BigQuery;
-use crate::cloud::bqtypes::{Field, LABEL_MANAGED_BY, Param, TableDef, TableInfo, TableRef, ident};
-use crate::cloud::storage::Storage;
-use crate::crd::ingested_table::{IngestedTableSpec, SourceFormat};
+use crate::cloud::bqtypes::{LABEL_MANAGED_BY, TableDef, TableInfo, TableRef, ident};
 use std::collections::BTreeMap;
+
+use super::job_config::query_config;
+pub use super::job_config::{load_config, move_sql};
+pub use super::target::{Observed, TablePlan, Target, observe, plan_table};
 
 /// A step after which the crash tests stop a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,182 +35,6 @@ pub enum Step {
     Moved,
     /// The ledger records the batch.
     LedgerWritten,
-}
-
-/// One IngestedTable, resolved.
-#[derive(Clone, Debug)]
-pub struct Target {
-    /// `namespace/name` of the resource.
-    pub name: String,
-    /// The spec.
-    pub spec: IngestedTableSpec,
-    /// Destination.
-    pub table: TableRef,
-    /// Ledger (and staging) of the destination's project and location.
-    pub ledger: LedgerTables,
-    /// Source.
-    pub discovery: Discovery,
-    /// Load columns.
-    pub load_fields: Vec<Field>,
-    /// Hash of the declared schema.
-    pub schema_hash: String,
-    /// Re-ingestion request.
-    pub reload: Option<Reload>,
-    /// The resource adopts an existing table bqsteward did not create (annotation
-    /// `bqsteward.dev/adopt: "true"`).
-    pub adopt: bool,
-    /// Columns once in `piiColumns` that the resource releases to the clean view (annotation
-    /// `bqsteward.dev/allow-pii`), lowercase.
-    pub released_pii: Vec<String>,
-}
-
-impl Target {
-    /// Sets [`Target::adopt`] from the resource's annotation `bqsteward.dev/adopt: "true"`.
-    pub fn adopting(mut self, resource: &crate::manifest::Resource) -> Target {
-        self.adopt = resource.annotation(table::ANNOTATION_ADOPT) == Some("true");
-        self.released_pii = resource
-            .annotation(crate::crd::ANNOTATION_ALLOW_PII)
-            .unwrap_or("")
-            .split(',')
-            .map(|x| x.trim().to_lowercase())
-            .filter(|x| !x.is_empty())
-            .collect();
-        self
-    }
-
-    /// Resolves a validated spec.
-    pub fn new(name: &str, spec: &IngestedTableSpec, reload: Option<Reload>) -> Result<Target, String> {
-        let d = &spec.destination;
-        let load_fields = table::load_fields(spec);
-        Ok(Target {
-            name: name.into(),
-            table: TableRef::new(&d.project, &d.dataset, &d.table),
-            ledger: LedgerTables::new(&d.project, &d.location),
-            discovery: Discovery::new(&spec.source)?,
-            schema_hash: short_hash(&serde_json::to_string(&load_fields).unwrap_or_default()),
-            load_fields,
-            adopt: false,
-            released_pii: Vec::new(),
-            spec: spec.clone(),
-            reload,
-        })
-    }
-
-    fn settings(&self, jobs_today: u32, now_ms: i64) -> Settings {
-        let lp = &self.spec.load_policy;
-        Settings {
-            table: self.table.to_string(),
-            mode: self.spec.mode,
-            max_files_per_job: lp.max_files_per_job as usize,
-            max_bytes_per_job: lp.max_bytes_per_job,
-            daily_job_budget: lp.daily_job_budget,
-            jobs_today,
-            reuploads: lp.reuploaded_files,
-            schema_hash: self.schema_hash.clone(),
-            snapshot_marker: self.discovery.marker.clone(),
-            source_prefix: self.discovery.uri_prefix(),
-            reload: self.reload.clone(),
-            now_ms,
-        }
-    }
-
-    fn staging(&self, batch_id: &str) -> TableRef {
-        self.ledger.table(&format!("stg_{batch_id}"))
-    }
-
-    fn meta(&self, b: &Batch) -> BatchMeta {
-        BatchMeta {
-            id: b.id.clone(),
-            kind: b.kind,
-            reload_id: b.reload_id.clone(),
-            replaces: b.replaces.clone(),
-            schema_hash: self.schema_hash.clone(),
-        }
-    }
-}
-
-/// What was read.
-#[derive(Clone, Debug, Default)]
-pub struct Observed {
-    /// Source files.
-    pub listing: Vec<SourceFile>,
-    /// Ledger of the table.
-    pub ledger: Ledger,
-    /// Destination table, if it exists.
-    pub table: Option<TableInfo>,
-    /// Ledger aggregates.
-    pub stats: Stats,
-}
-
-/// The plan of one table.
-#[derive(Clone, Debug)]
-pub struct TablePlan {
-    /// Destination schema change.
-    pub schema: SchemaChange,
-    /// Loads.
-    pub loads: LoadPlan,
-    /// The live table gets this resource's owner label first, and why (see [`table::claim`]).
-    pub claim: Option<String>,
-    /// PII columns the live table gets a mark for (see [`table::pii_label`]).
-    pub mark_pii: Vec<String>,
-}
-
-impl TablePlan {
-    /// Whether applying changes anything.
-    pub fn is_empty(&self) -> bool {
-        self.schema == SchemaChange::None && self.loads.is_empty() && self.claim.is_none() && self.mark_pii.is_empty()
-    }
-}
-
-/// Reads everything the plan needs. Read-only: a missing ledger reads as empty.
-pub async fn observe(bq: &dyn BigQuery, storage: &dyn Storage, t: &Target) -> Result<Observed, CloudError> {
-    let listing = t.discovery.discover(storage).await?;
-    let table = bq.get_table(&t.table).await?;
-    let (ledger, stats) = if t.ledger.exists(bq).await? {
-        let table_ref = t.table.to_string();
-        let ledger = t
-            .ledger
-            .read(bq, &table_ref, t.reload.as_ref().map(|r| r.id.as_str()))
-            .await?;
-        (ledger, t.ledger.stats(bq, &table_ref).await?)
-    } else {
-        (Ledger::default(), Stats::default())
-    };
-    Ok(Observed {
-        listing,
-        ledger,
-        table,
-        stats,
-    })
-}
-
-/// Plans one table (pure). A destination the resource does not own plans as incompatible: nothing
-/// is loaded or changed (see [`table::ownership`]).
-pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
-    let desired = table::table_fields(&t.spec);
-    let schema = match table::ownership(&t.name, t.adopt, &t.table, o.table.as_ref()) {
-        Some(refusal) => SchemaChange::Incompatible(vec![refusal]),
-        None => table::diff_schema(&desired, o.table.as_ref().map(|i| i.schema.fields.as_slice())),
-    };
-    let settings = t.settings(u32::try_from(o.stats.jobs_today).unwrap_or(u32::MAX), now_ms);
-    let mut loads = plan(&settings, &o.listing, &o.ledger);
-    if matches!(schema, SchemaChange::Incompatible(_)) {
-        // Nothing loads into a table whose schema cannot hold the files.
-        loads.deferred_files += loads.files_to_load();
-        loads.new.clear();
-        loads.resumed.clear();
-    }
-    let claim = table::claim(&t.name, t.adopt, &t.table, o.table.as_ref());
-    let mark_pii = match (&schema, &o.table) {
-        (SchemaChange::Incompatible(_), _) | (_, None) => Vec::new(),
-        (_, Some(live)) => table::unmarked_pii(&t.spec, live),
-    };
-    TablePlan {
-        schema,
-        loads,
-        claim,
-        mark_pii,
-    }
 }
 
 /// What an apply did.
@@ -590,19 +414,6 @@ impl<'a> Executor<'a> {
     }
 }
 
-/// The `JobConfiguration` of a GoogleSQL query job with named parameters.
-fn query_config(sql: &str, params: &[Param]) -> serde_json::Value {
-    serde_json::json!({
-        "query": {
-            "query": sql,
-            "useLegacySql": false,
-            "parameterMode": "NAMED",
-            "queryParameters": params.iter().map(Param::to_api).collect::<Vec<_>>(),
-        },
-        "labels": { "managed-by": "bqsteward" },
-    })
-}
-
 /// A job that finished with an error no new attempt or bisection can fix, as an error.
 fn job_failed(what: &str, job: crate::cloud::bqtypes::Job, f: &Failure) -> RunError {
     RunError::Cloud(CloudError::Api {
@@ -670,109 +481,5 @@ fn batch_event<'a>(
         load_jobs,
         job_id,
         message,
-    }
-}
-
-/// The load job configuration of a batch.
-pub fn load_config(spec: &IngestedTableSpec, fields: &[Field], b: &Batch, staging: &TableRef) -> serde_json::Value {
-    let mut load = serde_json::json!({
-        "sourceUris": b.files.iter().map(|f| f.uri.as_str()).collect::<Vec<_>>(),
-        "sourceFormat": spec.source.format.as_bigquery(),
-        "destinationTable": staging.to_api(),
-        "writeDisposition": "WRITE_TRUNCATE",
-        "createDisposition": "CREATE_IF_NEEDED",
-        "schema": { "fields": fields },
-        "maxBadRecords": spec.load_policy.max_bad_records,
-        // Excluded columns are dropped by ignoring every undeclared field; otherwise an
-        // undeclared field is an error (quarantined as IncompatibleSchema).
-        "ignoreUnknownValues": !spec.excluded_columns.is_empty(),
-    });
-    if spec.source.format == SourceFormat::Csv {
-        let csv = spec.source.csv.clone().unwrap_or_default();
-        load["skipLeadingRows"] = csv.skip_leading_rows.into();
-        load["allowQuotedNewlines"] = csv.allow_quoted_newlines.into();
-        if let Some(d) = csv.field_delimiter {
-            load["fieldDelimiter"] = d.into();
-        }
-    }
-    serde_json::json!({ "load": load, "labels": { "managed-by": "bqsteward", "bqsteward-batch": b.id } })
-}
-
-/// The statement that moves staging rows into the destination, adding lineage:
-/// append (`INSERT … SELECT`), reload (`MERGE` deleting the replaced batches' rows) or snapshot
-/// (`MERGE` deleting every row). Column names are validated identifiers, quoted; values are
-/// parameters.
-pub fn move_sql(dest: &TableRef, fields: &[Field], b: &Batch, stagings: &[TableRef]) -> (String, Vec<Param>) {
-    let cols: Vec<String> = fields.iter().map(|f| ident(&f.name)).collect();
-    let list = cols.join(", ");
-    let source = stagings
-        .iter()
-        .map(|s| {
-            format!(
-                "SELECT {list}, @batch_id AS {BATCH_COLUMN}, CURRENT_TIMESTAMP() AS {LOADED_AT_COLUMN} FROM {}",
-                s.sql()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\nUNION ALL\n");
-    let all = format!("{list}, {BATCH_COLUMN}, {LOADED_AT_COLUMN}");
-    let mut params = vec![Param::string("batch_id", &b.id)];
-    let sql = match b.kind {
-        BatchKind::Append => format!("INSERT INTO {} ({all})\n{source}", dest.sql()),
-        BatchKind::Reload | BatchKind::Snapshot => {
-            let values = std::iter::once(&list)
-                .flat_map(|_| cols.iter().map(|c| format!("S.{c}")))
-                .chain([format!("S.{BATCH_COLUMN}"), format!("S.{LOADED_AT_COLUMN}")])
-                .collect::<Vec<_>>()
-                .join(", ");
-            let delete = if b.kind == BatchKind::Reload {
-                params.push(Param::strings("replaces", &b.replaces));
-                format!("WHEN NOT MATCHED BY SOURCE AND T.{BATCH_COLUMN} IN UNNEST(@replaces) THEN DELETE")
-            } else {
-                "WHEN NOT MATCHED BY SOURCE THEN DELETE".to_string()
-            };
-            format!(
-                "MERGE {} AS T\nUSING (\n{source}\n) AS S\nON FALSE\n{delete}\nWHEN NOT MATCHED THEN INSERT ({all}) VALUES ({values})",
-                dest.sql()
-            )
-        }
-    };
-    (sql, params)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ingest::model::SourceFile;
-
-    #[test]
-    fn excluded_columns_are_not_in_the_load_schema_and_unknown_fields_are_dropped() {
-        let spec: IngestedTableSpec = serde_yaml::from_str(
-            r#"
-source: {uri: "gs://b/p/", format: NEWLINE_DELIMITED_JSON}
-destination: {project: proj-1, dataset: pay, table: payments}
-schema: [{name: id, type: INT64}, {name: email, type: STRING}]
-excludedColumns: [card_number]
-"#,
-        )
-        .unwrap();
-        let fields = table::load_fields(&spec);
-        let file = SourceFile {
-            uri: "gs://b/p/a.json".into(),
-            generation: 1,
-            size: 10,
-            updated_ms: 0,
-        };
-        let b = Batch::new("t", BatchKind::Append, vec![file], "", Vec::new());
-        let cfg = load_config(&spec, &fields, &b, &TableRef::new("proj-1", "_bqsteward_us", "stg_x"));
-        let names: Vec<&str> = cfg["load"]["schema"]["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["id", "email"]);
-        assert_eq!(cfg["load"]["ignoreUnknownValues"], true);
-        assert_eq!(cfg["load"]["destinationTable"]["tableId"], "stg_x");
     }
 }

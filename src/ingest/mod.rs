@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod classify;
 pub mod exec;
+pub mod job_config;
 pub mod jobs;
 pub mod ledger;
 pub mod model;
@@ -19,3 +20,4 @@ pub mod report;
 pub mod source;
 pub mod status;
 pub mod table;
+pub mod target;

@@ -2,6 +2,7 @@
 //! duplicates across resources. Pure: no I/O. Every problem is a [`Diagnostic`] with a field path
 //! and a sentence saying how to fix it; all of them are reported, not just the first.
 
+mod consumer;
 pub mod ident;
 mod kinds;
 mod tenancy;
@@ -45,7 +46,7 @@ pub fn validate(report: &LoadReport, policy: &Policy) -> Vec<Diagnostic> {
         match &loaded.resource {
             Resource::IngestedTable(r) => kinds::ingested_table(&mut c, &r.spec),
             Resource::DatasetAccess(r) => kinds::dataset_access(&mut c, &r.spec, policy),
-            Resource::ConsumerProject(r) => kinds::consumer_project(&mut c, &r.spec, policy, &report.resources),
+            Resource::ConsumerProject(r) => consumer::consumer_project(&mut c, &r.spec, policy, &report.resources),
             Resource::GroupMembership(r) => kinds::group_membership(&mut c, &r.spec, policy),
         }
     }

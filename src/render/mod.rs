@@ -1,6 +1,8 @@
 //! Rendering plans for people and tools: a unified diff per dataset (coloured on a terminal),
 //! Markdown for a pull-request comment, and JSON. Pure: returns strings.
 
+pub mod plan;
+
 use crate::access::DatasetPlan;
 use similar::TextDiff;
 use std::fmt::Write;

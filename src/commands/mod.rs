@@ -1,0 +1,152 @@
+//! `plan` and `apply`: the command-line front end of the engine. Load and validate the manifests,
+//! resolve the [`World`](crate::engine::World), make the clients, run the engine — read-only for
+//! `plan`, everything for `apply` — print what happened and choose the exit status. The phases
+//! themselves live in [`crate::engine`], shared with the controller.
+
+mod printer;
+
+use crate::cli::{LiveArgs, PlanOutput};
+use crate::cloud::Endpoints;
+use crate::cloud::bigquery::BigQueryRest;
+use crate::cloud::groups::{Groups, GroupsRest};
+use crate::cloud::iam::{IamRest, ProjectIam};
+use crate::cloud::retry::{Backoff, Pacer};
+use crate::cloud::storage::GcsRest;
+use crate::engine::{self, Clients, Scope, World};
+use crate::ingest::reload::Reload;
+use crate::manifest;
+use crate::policy::Policy;
+use crate::render;
+use std::io::IsTerminal;
+
+/// Exit status: no changes.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: an error or a refusal.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit status of `plan`: changes pending.
+pub const EXIT_CHANGES: i32 = 2;
+
+/// Loads, validates and resolves; prints every problem and returns `Err(exit code)` when there is
+/// one.
+fn prepare(args: &LiveArgs) -> Result<World, i32> {
+    let policy = Policy::load(args.policy.as_deref()).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_ERROR
+    })?;
+    if args.identity.is_none() {
+        tracing::warn!(
+            "no --identity / BQSTEWARD_IDENTITY configured: bqsteward cannot keep its own OWNER entry on datasets it writes"
+        );
+    }
+    let report = manifest::load_paths(&args.paths);
+    let errors = crate::validate::validate(&report, &policy);
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{} errors in the manifests: nothing was read or written", errors.len());
+        return Err(EXIT_ERROR);
+    }
+    let reload = args.reload.as_deref().map(Reload::parse).transpose().map_err(|e| {
+        eprintln!("error: --reload: {e}");
+        EXIT_ERROR
+    })?;
+    let (world, problems) = World::build(report.resources, policy, args.identity.as_deref(), reload.as_ref());
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {}", p.message);
+        }
+        return Err(EXIT_ERROR);
+    }
+    Ok(world)
+}
+
+/// The production clients, for the configured endpoints.
+struct Owned {
+    bq: BigQueryRest,
+    gcs: GcsRest,
+    groups: Option<GroupsRest>,
+    iam: Option<IamRest>,
+    pacer: Pacer,
+}
+
+impl Owned {
+    /// Clients for `w`: Cloud Identity only when there are groups, Resource Manager only when there
+    /// are ConsumerProjects.
+    async fn new(w: &World) -> Result<Owned, i32> {
+        let endpoints = Endpoints::from_env();
+        let fail = |e: crate::cloud::CloudError| {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        };
+        Ok(Owned {
+            bq: BigQueryRest::new(&endpoints).await.map_err(fail)?,
+            gcs: GcsRest::new(&endpoints).map_err(fail)?,
+            groups: if w.groups.is_empty() {
+                None
+            } else {
+                Some(GroupsRest::from_env().map_err(fail)?)
+            },
+            iam: if w.consumers.is_empty() {
+                None
+            } else {
+                Some(IamRest::from_env().map_err(fail)?)
+            },
+            pacer: Pacer::default(),
+        })
+    }
+
+    fn clients(&self) -> Clients<'_> {
+        Clients {
+            bq: &self.bq,
+            gcs: &self.gcs,
+            groups: self.groups.as_ref().map(|g| g as &dyn Groups),
+            iam: self.iam.as_ref().map(|i| i as &dyn ProjectIam),
+            pacer: &self.pacer,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// `bqsteward plan`: every kind observed and planned, nothing written. Exit 0 = no changes,
+/// 2 = changes pending, 1 = an error or a refusal.
+pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
+    let mut world = match prepare(args) {
+        Ok(w) => w,
+        Err(code) => return code,
+    };
+    let owned = match Owned::new(&world).await {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let set = engine::plan(&mut world, &owned.clients()).await;
+    let rendered = match output {
+        PlanOutput::Text => render::plan::text(&world, &set, std::io::stdout().is_terminal()),
+        PlanOutput::Markdown => render::plan::markdown(&world, &set),
+        PlanOutput::Json => format!("{}\n", render::plan::json(&world, &set)),
+    };
+    print!("{rendered}");
+    if set.failed() {
+        EXIT_ERROR
+    } else if set.changes() {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    }
+}
+
+/// `bqsteward apply`: tables and their view layers first (they create the datasets that access
+/// lists and authorizations refer to), consumer views, access lists, consumer IAM, groups.
+pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
+    let mut world = match prepare(args) {
+        Ok(w) => w,
+        Err(code) => return code,
+    };
+    let owned = match Owned::new(&world).await {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let mut out = printer::Printer::new(std::io::stdout().is_terminal());
+    let summary = engine::apply(&mut world, &owned.clients(), &Scope::All, allow_large_removal, &mut out).await;
+    if summary.failed { EXIT_ERROR } else { EXIT_OK }
+}

@@ -1,0 +1,161 @@
+//! One object's reconcile through the engine, turned into what the controller writes: status
+//! fields, conditions, the changes to announce as events, and when to look again.
+
+use super::context::Ctx;
+use super::reconcile::{Object, ReconcileError};
+use crate::access::DesiredAcl;
+use crate::access::apply::Outcome;
+use crate::cloud::CloudError;
+use crate::consumer::iam::IamPlan;
+use crate::consumer::layout::ConsumerTarget;
+use crate::engine::tables::{TableApplied, TableState};
+use crate::engine::{Reporter, Scope, World};
+use crate::groups::{DesiredGroup, GroupPlan};
+use crate::ingest::exec::Target;
+use crate::manifest::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// What the kind-specific work produced.
+pub struct Work {
+    /// Kind-specific status fields (without `conditions` / `observedGeneration`).
+    pub fields: Value,
+    /// Conditions: (type, true?, reason, message).
+    pub conditions: Vec<(String, bool, String, String)>,
+    /// Changes made, for events.
+    pub changes: Vec<String>,
+    /// When to look again.
+    pub requeue: Duration,
+}
+
+/// Collects what the engine did to one object.
+#[derive(Default)]
+struct Collect {
+    changes: Vec<String>,
+    table_status: Option<Value>,
+    members: Option<i64>,
+}
+
+impl Reporter for Collect {
+    fn table_applied(&mut self, _t: &Target, state: &TableState, applied: &TableApplied) {
+        let report = applied.loads.as_ref().and_then(|r| r.as_ref().ok());
+        if let Some(r) = report {
+            if r.files_loaded > 0 {
+                self.changes
+                    .push(format!("loaded {} files ({} rows)", r.files_loaded, r.rows_loaded));
+            }
+            for (uri, g, cat, _) in &r.quarantined {
+                self.changes.push(format!("quarantined {uri}#{g} ({})", cat.as_str()));
+            }
+        }
+        if let Ok(done) = &applied.views_done {
+            self.changes.extend(done.iter().cloned());
+        }
+        let st = crate::ingest::status::status(&state.observed, &state.plan, report, None, chrono::Utc::now());
+        self.table_status = Some(serde_json::to_value(&st).unwrap_or_default());
+    }
+
+    fn consumer_applied(&mut self, _t: &ConsumerTarget, done: &Result<Vec<String>, CloudError>) {
+        if let Ok(done) = done {
+            self.changes.extend(done.iter().cloned());
+        }
+    }
+
+    fn list_applied(&mut self, d: &DesiredAcl, outcome: &Outcome) {
+        if let Outcome::Applied { plan, .. } = outcome {
+            self.changes.push(format!(
+                "access list of {}: +{} \u{2212}{}",
+                d.key,
+                plan.add.len(),
+                plan.remove.len()
+            ));
+        }
+    }
+
+    fn iam_applied(&mut self, _t: &ConsumerTarget, result: &Result<IamPlan, CloudError>) {
+        if let Ok(p) = result
+            && p.has_changes()
+        {
+            self.changes
+                .push(format!("jobUser binding: +{} \u{2212}{}", p.add.len(), p.remove.len()));
+        }
+    }
+
+    fn group_planned(&mut self, _d: &DesiredGroup, plan: &GroupPlan) {
+        self.members = Some(plan.after.len() as i64);
+        if plan.has_changes() && !plan.is_refused() {
+            let (a, c, r) = plan.counts();
+            self.changes
+                .push(format!("group {}: +{a} ~{c} \u{2212}{r}", plan.group));
+        }
+    }
+}
+
+/// Reconciles `obj` (valid, in `world`) through the engine, scoped to it.
+pub async fn work(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, ReconcileError> {
+    let name = format!("{}/{}", obj.key.namespace, obj.key.name);
+    let scope = Scope::Object {
+        kind: obj.key.kind,
+        name: name.clone(),
+    };
+    let clients = ctx.clients_for(&obj.key.namespace);
+    let mut collect = Collect::default();
+    let summary = crate::engine::apply(&mut world, &clients, &scope, false, &mut collect).await;
+    match summary.error {
+        // The table's status says why nothing loads (Ready=False with the reason).
+        Some(crate::engine::Error::Incompatible(_)) if collect.table_status.is_some() => {}
+        Some(e) => return Err(e.into()),
+        None => {}
+    }
+    let mut requeue = ctx.requeue;
+    let (fields, conditions) = match &obj.loaded.resource {
+        Resource::IngestedTable(it) => {
+            let mut fields = collect.table_status.unwrap_or_else(|| json!({}));
+            let conditions = take_conditions(&mut fields);
+            requeue = it
+                .spec
+                .schedule
+                .every
+                .parse::<kube::core::Duration>()
+                .map(Duration::from)
+                .unwrap_or(ctx.requeue);
+            (fields, conditions)
+        }
+        Resource::DatasetAccess(da) => {
+            let entries = clients
+                .bq
+                .get_dataset(&da.spec.project, &da.spec.dataset)
+                .await?
+                .map(|i| i.access.len() as i64);
+            (json!({ "entries": entries }), ready("access list as declared"))
+        }
+        Resource::ConsumerProject(cp) => (
+            json!({ "views": cp.spec.views.len() as i64 }),
+            ready("dataset, views, access and billing as declared"),
+        ),
+        Resource::GroupMembership(_) => (json!({ "members": collect.members }), ready("members as declared")),
+    };
+    Ok(Work {
+        fields,
+        conditions,
+        changes: collect.changes,
+        requeue,
+    })
+}
+
+fn ready(message: &str) -> Vec<(String, bool, String, String)> {
+    vec![("Ready".into(), true, "Applied".into(), message.into())]
+}
+
+/// Moves the conditions out of a serialized status (they are merged separately).
+fn take_conditions(fields: &mut Value) -> Vec<(String, bool, String, String)> {
+    let list: Vec<Condition> = serde_json::from_value(fields["conditions"].take()).unwrap_or_default();
+    if let Some(o) = fields.as_object_mut() {
+        o.remove("conditions");
+        o.remove("observedGeneration");
+    }
+    list.into_iter()
+        .map(|c| (c.type_, c.status == "True", c.reason, c.message))
+        .collect()
+}

@@ -1,0 +1,105 @@
+//! The IngestedTable adapter: observe and plan the loads and the view layers, apply them, and say
+//! which authorizations of deleted views to retire.
+
+use super::Clients;
+use crate::access::{AclEntry, DatasetKey};
+use crate::cloud::CloudError;
+use crate::ingest::exec::{Executor, Observed, Report, TablePlan, Target, observe, plan_table};
+use crate::ingest::jobs::RunError;
+use crate::views::{self, LayoutPlan};
+
+/// One IngestedTable, observed and planned: loads and view layers.
+pub struct TableState {
+    /// What was read.
+    pub observed: Observed,
+    /// Schema change and loads.
+    pub plan: TablePlan,
+    /// The view layers as planned against the table as read.
+    pub views: LayoutPlan,
+}
+
+/// What applying one IngestedTable did.
+pub struct TableApplied {
+    /// The load report (`None` when there was nothing to load), or why loading failed.
+    pub loads: Option<Result<Report, RunError>>,
+    /// The view layers as planned again after the loads (new columns reach the views in the same
+    /// apply), or why they could not be read.
+    pub views: Result<LayoutPlan, CloudError>,
+    /// What writing the views did (empty when refused or not reached), or why it failed.
+    pub views_done: Result<Vec<String>, CloudError>,
+    /// Authorizations of the views it deleted, with the dataset each is on.
+    pub retired: Vec<(DatasetKey, AclEntry)>,
+}
+
+impl TableApplied {
+    /// Whether anything failed or was refused (the table's own schema refusal included).
+    pub fn failed(&self, plan: &TablePlan) -> bool {
+        let loads = match &self.loads {
+            Some(Ok(r)) => {
+                r.stopped.is_some() && matches!(plan.schema, crate::ingest::table::SchemaChange::Incompatible(_))
+            }
+            Some(Err(_)) => true,
+            None => false,
+        };
+        loads || self.views.as_ref().map_or(true, LayoutPlan::is_refused) || self.views_done.is_err()
+    }
+
+    /// The failure, when [`TableApplied::failed`]: the load error, the schema refusal, the view
+    /// refusals or the views' cloud error, first of these.
+    pub fn into_error(self, plan: &TablePlan) -> super::Error {
+        if let Some(Err(e)) = self.loads {
+            return e.into();
+        }
+        match (self.views, self.views_done) {
+            (Err(e), _) | (_, Err(e)) => e.into(),
+            (Ok(p), _) if p.is_refused() => super::Error::Failed(format!("views: {}", p.refusals.join("; "))),
+            _ => match &plan.schema {
+                crate::ingest::table::SchemaChange::Incompatible(why) => super::Error::Incompatible(why.join("; ")),
+                _ => super::Error::Failed("failed".into()),
+            },
+        }
+    }
+}
+
+/// Observes and plans one IngestedTable.
+pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState, String> {
+    let observed = observe(c.bq, c.gcs, t)
+        .await
+        .map_err(|e| format!("IngestedTable {}: cannot read {} or its source: {e}", t.name, t.table))?;
+    let plan = plan_table(t, &observed, now_ms);
+    let views = views::apply::plan_for_table(c.bq, t, observed.table.as_ref())
+        .await
+        .map_err(|e| format!("IngestedTable {}: cannot read its view layers: {e}", t.name))?;
+    Ok(TableState { observed, plan, views })
+}
+
+/// Applies one planned IngestedTable: the loads, then its view layers planned again against the
+/// table as the loads left it. A refused view plan writes nothing.
+pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableApplied {
+    let loads = if state.plan.is_empty() {
+        None
+    } else {
+        Some(
+            Executor::new(c.bq, t, state.plan.loads.budget_left)
+                .apply(&state.plan, &state.observed)
+                .await,
+        )
+    };
+    let views = match c.bq.get_table(&t.table).await {
+        Ok(table) => views::apply::plan_for_table(c.bq, t, table.as_ref()).await,
+        Err(e) => Err(e),
+    };
+    let (views_done, retired) = match &views {
+        Ok(p) if !p.is_refused() => match views::apply::apply(c.bq, p).await {
+            Ok(done) => (Ok(done), views::layout::retired_entries(&t.spec, &p.delete)),
+            Err(e) => (Err(e), Vec::new()),
+        },
+        _ => (Ok(Vec::new()), Vec::new()),
+    };
+    TableApplied {
+        loads,
+        views,
+        views_done,
+        retired,
+    }
+}

@@ -1,0 +1,144 @@
+//! The world the engine reconciles: every valid resource, resolved once — IngestedTable targets,
+//! ConsumerProject targets, desired groups and the compiled access lists — from the manifests
+//! (`plan`/`apply`) or from the cluster's objects (the controller). Pure: no I/O.
+
+use crate::access::entry::{identity_email, identity_entry};
+use crate::access::{AclEntry, DesiredAcl, compile};
+use crate::consumer::layout::ConsumerTarget;
+use crate::groups::DesiredGroup;
+use crate::ingest::exec::Target;
+use crate::ingest::reload::{ANNOTATION_RELOAD, Reload};
+use crate::manifest::{Loaded, Resource};
+use crate::policy::Policy;
+
+/// A resource the world could not resolve.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// `Kind namespace/name` (empty for a problem of the configuration).
+    pub resource: String,
+    /// What is wrong, with where it was read.
+    pub message: String,
+}
+
+/// Everything resolved from a set of valid resources.
+#[derive(Clone)]
+pub struct World {
+    /// Guardrails.
+    pub policy: Policy,
+    /// bqsteward's own principal (OWNER on every list it writes).
+    pub identity: Option<AclEntry>,
+    /// bqsteward's own email, lowercased.
+    pub identity_email: Option<String>,
+    /// The resources (all valid).
+    pub resources: Vec<Loaded>,
+    /// IngestedTables, in manifest order.
+    pub tables: Vec<Target>,
+    /// ConsumerProjects.
+    pub consumers: Vec<ConsumerTarget>,
+    /// GroupMemberships.
+    pub groups: Vec<DesiredGroup>,
+    /// The desired access list of every dataset bqsteward writes (retirements added by the phases
+    /// that delete views).
+    pub desired: Vec<DesiredAcl>,
+}
+
+impl World {
+    /// Resolves `resources` (already validated). `identity` is `serviceAccount:EMAIL` (or
+    /// `user:`/`group:`); `reload` overrides every IngestedTable's reload annotation. A resource
+    /// that cannot be resolved is left out of the world and named in the problems (`Kind
+    /// namespace/name`, message), all of them.
+    pub fn build(
+        resources: Vec<Loaded>,
+        policy: Policy,
+        identity: Option<&str>,
+        reload: Option<&Reload>,
+    ) -> (World, Vec<Problem>) {
+        let mut errors = Vec::new();
+        let owner = match identity.map(identity_entry).transpose() {
+            Ok(i) => i,
+            Err(e) => {
+                errors.push(Problem {
+                    resource: String::new(),
+                    message: format!("--identity / BQSTEWARD_IDENTITY: {e}"),
+                });
+                None
+            }
+        };
+        let (mut tables, mut consumers, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+        for l in &resources {
+            let name = l.resource.qualified_name();
+            let mut problem = |message: String| {
+                errors.push(Problem {
+                    resource: format!("{} {name}", l.resource.kind()),
+                    message: format!("{}: {} {name}: {message}", l.origin, l.resource.kind()),
+                })
+            };
+            match &l.resource {
+                Resource::ConsumerProject(cp) => {
+                    match ConsumerTarget::resolve(&name, l.resource.namespace(), &cp.spec, &resources) {
+                        Ok(t) => consumers.push(t.adopting(&l.resource)),
+                        Err(e) => problem(e),
+                    }
+                }
+                Resource::DatasetAccess(_) => {}
+                Resource::GroupMembership(gm) => groups.push(DesiredGroup::new(
+                    &name,
+                    &gm.spec,
+                    l.resource.annotation(crate::crd::ANNOTATION_ALLOW_LARGE_REMOVAL),
+                )),
+                Resource::IngestedTable(it) => {
+                    let reload = match (reload, l.resource.annotation(ANNOTATION_RELOAD)) {
+                        (Some(r), _) => Some(r.clone()),
+                        (None, Some(text)) => match Reload::parse(text) {
+                            Ok(r) => Some(r),
+                            Err(e) => {
+                                problem(format!("metadata.annotations[{ANNOTATION_RELOAD}]: {e}"));
+                                continue;
+                            }
+                        },
+                        (None, None) => None,
+                    };
+                    match Target::new(&name, &it.spec, reload) {
+                        Ok(t) => tables.push(t.adopting(&l.resource)),
+                        Err(e) => problem(e),
+                    }
+                }
+            }
+        }
+        let mut desired = compile(&resources, owner.as_ref());
+        crate::access::compile::add_tenant_identities(&mut desired, &policy);
+        let world = World {
+            identity_email: identity.and_then(identity_email),
+            identity: owner,
+            policy,
+            resources,
+            tables,
+            consumers,
+            groups,
+            desired,
+        };
+        (world, errors)
+    }
+
+    /// Adds entries of views bqsteward deleted to the lists it plans: to the dataset named
+    /// (creating a list that only retires), or — when the dataset is not known — to every list.
+    pub fn retire(&mut self, entries: impl IntoIterator<Item = (Option<crate::access::DatasetKey>, AclEntry)>) {
+        for (key, entry) in entries {
+            match key {
+                Some(key) => {
+                    if !self.desired.iter().any(|d| d.key == key) {
+                        self.desired.push(DesiredAcl::new(key.clone()));
+                    }
+                    for d in self.desired.iter_mut().filter(|d| d.key == key) {
+                        d.retire.insert(entry.clone());
+                    }
+                }
+                None => {
+                    for d in &mut self.desired {
+                        d.retire.insert(entry.clone());
+                    }
+                }
+            }
+        }
+    }
+}

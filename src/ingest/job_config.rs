@@ -1,0 +1,125 @@
+//! The job configurations of a batch: the load job into staging and the query job that moves the
+//! staging rows into the destination with the lineage columns. Pure.
+
+use super::model::{Batch, BatchKind};
+use super::table::{BATCH_COLUMN, LOADED_AT_COLUMN};
+use crate::cloud::bqtypes::{Field, Param, TableRef, ident};
+use crate::crd::ingested_table::{IngestedTableSpec, SourceFormat};
+
+/// The `JobConfiguration` of a GoogleSQL query job with named parameters.
+pub fn query_config(sql: &str, params: &[Param]) -> serde_json::Value {
+    serde_json::json!({
+        "query": {
+            "query": sql,
+            "useLegacySql": false,
+            "parameterMode": "NAMED",
+            "queryParameters": params.iter().map(Param::to_api).collect::<Vec<_>>(),
+        },
+        "labels": { "managed-by": "bqsteward" },
+    })
+}
+
+/// The load job configuration of a batch.
+pub fn load_config(spec: &IngestedTableSpec, fields: &[Field], b: &Batch, staging: &TableRef) -> serde_json::Value {
+    let mut load = serde_json::json!({
+        "sourceUris": b.files.iter().map(|f| f.uri.as_str()).collect::<Vec<_>>(),
+        "sourceFormat": spec.source.format.as_bigquery(),
+        "destinationTable": staging.to_api(),
+        "writeDisposition": "WRITE_TRUNCATE",
+        "createDisposition": "CREATE_IF_NEEDED",
+        "schema": { "fields": fields },
+        "maxBadRecords": spec.load_policy.max_bad_records,
+        // Excluded columns are dropped by ignoring every undeclared field; otherwise an
+        // undeclared field is an error (quarantined as IncompatibleSchema).
+        "ignoreUnknownValues": !spec.excluded_columns.is_empty(),
+    });
+    if spec.source.format == SourceFormat::Csv {
+        let csv = spec.source.csv.clone().unwrap_or_default();
+        load["skipLeadingRows"] = csv.skip_leading_rows.into();
+        load["allowQuotedNewlines"] = csv.allow_quoted_newlines.into();
+        if let Some(d) = csv.field_delimiter {
+            load["fieldDelimiter"] = d.into();
+        }
+    }
+    serde_json::json!({ "load": load, "labels": { "managed-by": "bqsteward", "bqsteward-batch": b.id } })
+}
+
+/// The statement that moves staging rows into the destination, adding lineage:
+/// append (`INSERT … SELECT`), reload (`MERGE` deleting the replaced batches' rows) or snapshot
+/// (`MERGE` deleting every row). Column names are validated identifiers, quoted; values are
+/// parameters.
+pub fn move_sql(dest: &TableRef, fields: &[Field], b: &Batch, stagings: &[TableRef]) -> (String, Vec<Param>) {
+    let cols: Vec<String> = fields.iter().map(|f| ident(&f.name)).collect();
+    let list = cols.join(", ");
+    let source = stagings
+        .iter()
+        .map(|s| {
+            format!(
+                "SELECT {list}, @batch_id AS {BATCH_COLUMN}, CURRENT_TIMESTAMP() AS {LOADED_AT_COLUMN} FROM {}",
+                s.sql()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\nUNION ALL\n");
+    let all = format!("{list}, {BATCH_COLUMN}, {LOADED_AT_COLUMN}");
+    let mut params = vec![Param::string("batch_id", &b.id)];
+    let sql = match b.kind {
+        BatchKind::Append => format!("INSERT INTO {} ({all})\n{source}", dest.sql()),
+        BatchKind::Reload | BatchKind::Snapshot => {
+            let values = std::iter::once(&list)
+                .flat_map(|_| cols.iter().map(|c| format!("S.{c}")))
+                .chain([format!("S.{BATCH_COLUMN}"), format!("S.{LOADED_AT_COLUMN}")])
+                .collect::<Vec<_>>()
+                .join(", ");
+            let delete = if b.kind == BatchKind::Reload {
+                params.push(Param::strings("replaces", &b.replaces));
+                format!("WHEN NOT MATCHED BY SOURCE AND T.{BATCH_COLUMN} IN UNNEST(@replaces) THEN DELETE")
+            } else {
+                "WHEN NOT MATCHED BY SOURCE THEN DELETE".to_string()
+            };
+            format!(
+                "MERGE {} AS T\nUSING (\n{source}\n) AS S\nON FALSE\n{delete}\nWHEN NOT MATCHED THEN INSERT ({all}) VALUES ({values})",
+                dest.sql()
+            )
+        }
+    };
+    (sql, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::model::SourceFile;
+    use crate::ingest::table;
+
+    #[test]
+    fn excluded_columns_are_not_in_the_load_schema_and_unknown_fields_are_dropped() {
+        let spec: IngestedTableSpec = serde_yaml::from_str(
+            r#"
+source: {uri: "gs://b/p/", format: NEWLINE_DELIMITED_JSON}
+destination: {project: proj-1, dataset: pay, table: payments}
+schema: [{name: id, type: INT64}, {name: email, type: STRING}]
+excludedColumns: [card_number]
+"#,
+        )
+        .unwrap();
+        let fields = table::load_fields(&spec);
+        let file = SourceFile {
+            uri: "gs://b/p/a.json".into(),
+            generation: 1,
+            size: 10,
+            updated_ms: 0,
+        };
+        let b = Batch::new("t", BatchKind::Append, vec![file], "", Vec::new());
+        let cfg = load_config(&spec, &fields, &b, &TableRef::new("proj-1", "_bqsteward_us", "stg_x"));
+        let names: Vec<&str> = cfg["load"]["schema"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["id", "email"]);
+        assert_eq!(cfg["load"]["ignoreUnknownValues"], true);
+        assert_eq!(cfg["load"]["destinationTable"]["tableId"], "stg_x");
+    }
+}

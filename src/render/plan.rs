@@ -1,0 +1,163 @@
+//! A whole plan — every kind — for people and tools: text (what `plan` prints), Markdown (one
+//! section per kind, for a pull-request comment) and JSON. Pure: returns strings.
+
+use crate::consumer;
+use crate::engine::tables::TableState;
+use crate::engine::{PlanSet, World};
+use crate::ingest::exec::Target;
+use crate::ingest::report as ingest_report;
+use crate::views::{self, LayoutPlan};
+use std::fmt::Write;
+
+/// The text `plan` prints: access lists (a diff per dataset), then tables and their views,
+/// consumers and groups.
+pub fn text(w: &World, p: &PlanSet, color: bool) -> String {
+    let mut out = String::new();
+    if !p.lists.is_empty() || (w.tables.is_empty() && w.groups.is_empty()) {
+        out.push_str(&super::text(&p.lists, color));
+    }
+    out.push_str(&details(w, p));
+    out
+}
+
+/// Tables, consumers and groups as text (the part after the access lists).
+fn details(w: &World, p: &PlanSet) -> String {
+    let mut out = String::new();
+    for (t, s) in w.tables.iter().zip(&p.tables) {
+        match s {
+            Ok(s) => out.push_str(&table_text(t, s)),
+            Err(e) => {
+                let _ = writeln!(out, "error: {e}");
+            }
+        }
+    }
+    for (t, c) in w.consumers.iter().zip(&p.consumers) {
+        match c {
+            Ok(c) => out.push_str(&consumer::reconcile::plan_text(t, c)),
+            Err(e) => {
+                let _ = writeln!(out, "error: ConsumerProject {}: {e}", t.resource);
+            }
+        }
+    }
+    for (g, _) in &p.groups {
+        out.push_str(&crate::groups::plan_text(g));
+    }
+    out
+}
+
+/// One table's plan: loads, then views.
+pub fn table_text(t: &Target, s: &TableState) -> String {
+    format!(
+        "{}{}",
+        ingest_report::plan_text(t, &s.plan, &s.observed),
+        views::report::plan_text(&s.views)
+    )
+}
+
+/// Markdown for a pull-request comment: the access lists as diffs, then one section per other
+/// kind with its plan in a code block.
+pub fn markdown(w: &World, p: &PlanSet) -> String {
+    let mut out = super::markdown(&p.lists);
+    let mut section = |title: &str, body: String| {
+        if !body.trim().is_empty() {
+            let _ = writeln!(out, "\n#### {title}\n\n```\n{}```", body.replace("```", "'''"));
+        }
+    };
+    let tables: String = w
+        .tables
+        .iter()
+        .zip(&p.tables)
+        .map(|(t, s)| match s {
+            Ok(s) => table_text(t, s),
+            Err(e) => format!("error: {e}\n"),
+        })
+        .collect();
+    section("Tables and views", tables);
+    let consumers: String = w
+        .consumers
+        .iter()
+        .zip(&p.consumers)
+        .map(|(t, c)| match c {
+            Ok(c) => consumer::reconcile::plan_text(t, c),
+            Err(e) => format!("error: ConsumerProject {}: {e}\n", t.resource),
+        })
+        .collect();
+    section("Consumer projects", consumers);
+    let groups: String = p.groups.iter().map(|(g, _)| crate::groups::plan_text(g)).collect();
+    section("Group memberships", groups);
+    out
+}
+
+/// JSON for tools: the access-list report plus `tables`, `consumers` and `groups`.
+pub fn json(w: &World, p: &PlanSet) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(&super::json(&p.lists)).unwrap_or_default();
+    doc["tables"] = w.tables.iter().zip(&p.tables).map(|(t, s)| table_json(t, s)).collect();
+    doc["consumers"] = w
+        .consumers
+        .iter()
+        .zip(&p.consumers)
+        .map(|(t, c)| match c {
+            Ok(c) => serde_json::json!({
+                "resource": t.resource,
+                "dataset": format!("{}.{}", t.spec.project, t.spec.dataset),
+                "views": views_json(&c.views),
+                "iam": c.iam.as_ref().map(|i| serde_json::json!({"project": i.project, "add": i.add, "remove": i.remove})),
+            }),
+            Err(e) => serde_json::json!({"resource": t.resource, "error": e}),
+        })
+        .collect();
+    doc["groups"] = serde_json::to_value(p.groups.iter().map(|(g, _)| g).collect::<Vec<_>>()).unwrap_or_default();
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// A view-layer plan for tools.
+fn views_json(p: &LayoutPlan) -> serde_json::Value {
+    serde_json::json!({
+        "createDatasets": p.create_datasets,
+        "createSalt": p.create_salt.as_ref().map(|t| t.to_string()),
+        "views": p.views.iter().map(|v| serde_json::json!({
+            "view": v.view.def.table.to_string(),
+            "layer": v.view.layer.layer.as_str(),
+            "change": match &v.change {
+                views::ViewChange::Create => "create",
+                views::ViewChange::Update { adopt: true, .. } => "adopt",
+                views::ViewChange::Update { .. } => "update",
+                views::ViewChange::Relabel => "relabel",
+                views::ViewChange::Unchanged => "unchanged",
+            },
+            "sql": v.view.def.sql,
+        })).collect::<Vec<_>>(),
+        "delete": p.delete.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "refusals": p.refusals,
+        "notes": p.notes,
+    })
+}
+
+/// A table plan for tools.
+fn table_json(t: &Target, p: &Result<TableState, String>) -> serde_json::Value {
+    use crate::ingest::table::SchemaChange;
+    match p {
+        Ok(s) => {
+            let l = &s.plan.loads;
+            serde_json::json!({
+                "resource": t.name,
+                "table": t.table.to_string(),
+                "schema": match &s.plan.schema {
+                    SchemaChange::Create => serde_json::json!("create"),
+                    SchemaChange::None => serde_json::json!("unchanged"),
+                    SchemaChange::Additive { add, relax } => serde_json::json!({
+                        "add": add.iter().map(|f| &f.name).collect::<Vec<_>>(), "relax": relax }),
+                    SchemaChange::Incompatible(why) => serde_json::json!({"incompatible": why}),
+                },
+                "claim": s.plan.claim,
+                "markPii": s.plan.mark_pii,
+                "newBatches": l.new.len(),
+                "newFiles": l.new.iter().map(|b| b.files.len()).sum::<usize>(),
+                "resumedBatches": l.resumed.len(),
+                "deferredFiles": l.deferred_files,
+                "views": views_json(&s.views),
+            })
+        }
+        Err(e) => serde_json::json!({"resource": t.name, "table": t.table.to_string(), "error": e}),
+    }
+}
