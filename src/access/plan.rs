@@ -337,4 +337,50 @@ mod tests {
         assert_eq!(p.remove, vec![public]);
         assert!(!p.is_refused());
     }
+
+    /// The pure planner over random lists (no emulator): for an exact list the planned result is
+    /// exactly the declared entries plus bqsteward's identity; for a list no resource owns, live
+    /// plus the declared; the result planned again has no changes; nothing is both added and
+    /// removed. (`tests/dataset_access.rs` checks the same against the emulator through the writes.)
+    #[test]
+    fn planning_converges_in_one_step() {
+        use proptest::prelude::*;
+        let pool: Vec<AclEntry> = (0..12)
+            .flat_map(|i| {
+                ["READER", "WRITER", "OWNER"].map(|r| match i % 3 {
+                    0 => e(r, Principal::User(format!("u{i}@acme.com"))),
+                    1 => e(r, Principal::Group(format!("g{i}@acme.com"))),
+                    _ => e(r, Principal::Domain(format!("d{i}.acme.com"))),
+                })
+            })
+            .collect();
+        let owner = e("OWNER", Principal::SpecialGroup("projectOwners".into()));
+        let id = identity_entry("serviceAccount:bqsteward@p.iam.gserviceaccount.com").unwrap();
+        let n = pool.len();
+        proptest!(ProptestConfig::with_cases(200), |(
+            live_idx in proptest::collection::btree_set(0..n, 0..n),
+            declared_idx in proptest::collection::btree_set(0..n, 0..n),
+            exact in any::<bool>(),
+        )| {
+            let live_entries: Vec<AclEntry> = live_idx.iter().map(|i| pool[*i].clone()).collect();
+            let mut d = desired(
+                std::iter::once(owner.clone()).chain(declared_idx.iter().map(|i| pool[*i].clone())).collect(),
+                exact,
+            );
+            d.entries.insert(id.clone(), Reason::Identity);
+            d.allow_large_removal = true;
+            let p = plan_dataset(&d, Some(&live(live_entries.clone())), &Policy::default(), true);
+            prop_assert!(!p.is_refused(), "{:?}", p.refusals);
+            let after: std::collections::BTreeSet<AclEntry> = p.after.iter().cloned().collect();
+            let want: std::collections::BTreeSet<AclEntry> = if exact {
+                d.entries.keys().cloned().collect()
+            } else {
+                d.entries.keys().cloned().chain(live_entries.iter().cloned()).collect()
+            };
+            prop_assert_eq!(&after, &want);
+            prop_assert!(p.add.iter().all(|a| !p.remove.contains(a)));
+            let again = plan_dataset(&d, Some(&live(p.after.clone())), &Policy::default(), true);
+            prop_assert!(!again.has_changes(), "{:?}", again);
+        });
+    }
 }

@@ -91,6 +91,8 @@ impl Rest {
     }
 
     /// Sends `req` (adding the bearer token) and returns the response if its status is a success.
+    /// One `tracing` span per call (api, operation), inside the reconcile's span.
+    #[tracing::instrument(level = "debug", skip_all, fields(api = self.api, operation = %operation))]
     pub(crate) async fn send(
         &self,
         operation: &str,

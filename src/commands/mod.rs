@@ -1,7 +1,8 @@
 //! `plan` and `apply`: the command-line front end of the engine. Load and validate the manifests,
 //! resolve the [`World`](crate::engine::World), make the clients, run the engine — read-only for
 //! `plan`, everything for `apply` — print what happened and choose the exit status. The phases
-//! themselves live in [`crate::engine`], shared with the controller.
+//! themselves live in [`crate::engine`], shared with the controller. May touch: stdout/stderr, the
+//! environment (endpoints, credentials); the cloud only through the engine.
 
 mod printer;
 

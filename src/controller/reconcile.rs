@@ -3,7 +3,8 @@
 //! through the engine (`crate::engine`, the same phases as `plan`/`apply`), scoped to the object;
 //! status is written (server-side apply) only when it changed, with conditions keeping their
 //! `lastTransitionTime` while their status holds. This module holds only the controller's own part:
-//! finalizers, status, events and errors.
+//! finalizers, status, events and errors. May touch: Kubernetes (through [`super::cluster`]); the
+//! cloud only through the engine.
 
 use super::cluster::{FINALIZER, Note, ObjectKey};
 pub use super::context::{Ctx, FailureBackoff, TenantClients, tenant_clients};

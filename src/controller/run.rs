@@ -1,10 +1,10 @@
 //! Wiring of `bqsteward run`: one kube-runtime Controller per kind over the same [`reconcile`],
-//! reflector stores so every reconcile sees all objects (the ACL compiler needs them), leader
+//! reflector stores so every reconcile sees all objects (the ACL compiler needs them), cross-kind
+//! triggers (a changed IngestedTable reconciles the objects that depend on it), leader
 //! election on a Lease (kube-lease-manager) so only one replica writes, `/metrics`, `/healthz`,
 //! `/readyz`, and graceful shutdown on SIGTERM.
 //!
-//! Verified without a cluster: the reconcile it drives (tests/controller.rs). This wiring itself
-//! needs an API server; see the README for a kind/k3d recipe.
+//! Verified against a real API server by `tests/cluster.rs` (the binary as a process).
 
 use super::cluster::{KubeCluster, ObjectKey};
 use super::metrics::{FailureLabels, KindLabels, Metrics, TableLabels};
@@ -326,15 +326,45 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let controller = |ar: ApiResource| {
         Controller::new_with(Api::<DynamicObject>::all_with(client.clone(), &ar), cfg.clone(), ar).shutdown_on_signal()
     };
-    let it = controller(ApiResource::erase::<IngestedTable>(&()));
-    let da = controller(ApiResource::erase::<DatasetAccess>(&()));
-    let cp = controller(ApiResource::erase::<ConsumerProject>(&()));
-    let gm = controller(ApiResource::erase::<GroupMembership>(&()));
     let shared = Arc::new(Shared {
         ctx,
         metrics,
         stores: OnceLock::new(),
     });
+    // A change to an IngestedTable also reconciles the ConsumerProjects and DatasetAccess lists
+    // that depend on it (see `engine::world::dependents`), instead of waiting for their requeue.
+    let it_ar = ApiResource::erase::<IngestedTable>(&());
+    let dependents_of = |kind: &'static str| {
+        let shared = shared.clone();
+        let ar = match kind {
+            "ConsumerProject" => ApiResource::erase::<ConsumerProject>(&()),
+            _ => ApiResource::erase::<DatasetAccess>(&()),
+        };
+        move |obj: DynamicObject| {
+            let Ok(table) = typed::<IngestedTable>(&obj) else {
+                return Vec::new();
+            };
+            crate::engine::world::dependents(&loaded(table.resource()), &shared.all())
+                .into_iter()
+                .filter(|(k, _, _)| *k == kind)
+                .map(|(_, ns, name)| kube::runtime::reflector::ObjectRef::new_with(&name, ar.clone()).within(&ns))
+                .collect::<Vec<_>>()
+        }
+    };
+    let it = controller(it_ar.clone());
+    let da = controller(ApiResource::erase::<DatasetAccess>(&())).watches_with(
+        Api::<DynamicObject>::all_with(client.clone(), &it_ar),
+        it_ar.clone(),
+        cfg.clone(),
+        dependents_of("DatasetAccess"),
+    );
+    let cp = controller(ApiResource::erase::<ConsumerProject>(&())).watches_with(
+        Api::<DynamicObject>::all_with(client.clone(), &it_ar),
+        it_ar.clone(),
+        cfg.clone(),
+        dependents_of("ConsumerProject"),
+    );
+    let gm = controller(ApiResource::erase::<GroupMembership>(&()));
     let _ = shared.stores.set(Stores {
         it: it.store(),
         da: da.store(),
@@ -418,5 +448,98 @@ mod tests {
         let e = typed::<DatasetAccess>(&bad).unwrap_err();
         assert!(e.contains("spec.access[0].role"), "{e}");
         assert_eq!(key_of::<DatasetAccess>(&bad).to_string(), "DatasetAccess n/b");
+    }
+
+    /// The delay of an `Action` (its field is private; its Debug form is `Action { requeue_after:
+    /// Some(1.02s) }`).
+    fn delay(a: &Action) -> Duration {
+        let d = format!("{a:?}");
+        let inner = d
+            .split("Some(")
+            .nth(1)
+            .and_then(|x| x.split(')').next())
+            .expect("a requeue");
+        if let Some(ms) = inner.strip_suffix("ms") {
+            Duration::from_secs_f64(ms.parse::<f64>().unwrap() / 1000.0)
+        } else {
+            Duration::from_secs_f64(inner.strip_suffix('s').unwrap().parse().unwrap())
+        }
+    }
+
+    /// `error_policy` as the controllers call it: exponential backoff per object with ±20 % jitter,
+    /// capped, reset by a success; each failure counted by kind and by the category of its cause.
+    #[tokio::test]
+    async fn error_policy_backs_off_counts_by_category_and_resets() {
+        let endpoints = Endpoints::from_vars(Some("127.0.0.1:9".into()), Some("127.0.0.1:9".into()));
+        let (service, _handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let client = kube::Client::new(service, "default");
+        let ctx = Ctx {
+            bq: Arc::new(BigQueryRest::new(&endpoints).await.unwrap()),
+            gcs: Arc::new(GcsRest::new(&endpoints).unwrap()),
+            groups: None,
+            iam: None,
+            cluster: Arc::new(KubeCluster::new(client, None)),
+            policy: crate::policy::Policy::default(),
+            identity: None,
+            requeue: Duration::from_secs(600),
+            backoff: FailureBackoff::new(Duration::from_secs(1), Duration::from_secs(4)),
+            call_backoff: Backoff::default(),
+            pacer: Default::default(),
+            cache: Default::default(),
+            tenants: Default::default(),
+        };
+        let shared = Arc::new(Shared {
+            ctx,
+            metrics: Arc::new(Metrics::new()),
+            stores: OnceLock::new(),
+        });
+        let obj: Arc<DynamicObject> = Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "bqsteward.dev/v1alpha1", "kind": "DatasetAccess",
+                "metadata": {"name": "a", "namespace": "n"}, "spec": {}
+            }))
+            .unwrap(),
+        );
+        let transient = ReconcileError::Cloud(crate::cloud::CloudError::Api {
+            api: "bigquery",
+            operation: "datasets.patch".into(),
+            status: 503,
+            reason: "backendError".into(),
+            message: "try again".into(),
+        });
+        let within = |d: Duration, base: f64| {
+            let s = d.as_secs_f64();
+            assert!(
+                s >= base * 0.8 - 1e-3 && s <= base * 1.2 + 1e-3,
+                "{s} not within 20 % of {base}"
+            );
+        };
+        for base in [1.0, 2.0, 4.0, 4.0] {
+            within(
+                delay(&error_policy::<DatasetAccess>(obj.clone(), &transient, shared.clone())),
+                base,
+            );
+        }
+        // A success resets the object's backoff (what `reconcile` does when it succeeds).
+        shared.ctx.backoff.succeeded(&key_of::<DatasetAccess>(&obj));
+        let refused = ReconcileError::Failed("refused by a guardrail".into());
+        within(
+            delay(&error_policy::<DatasetAccess>(obj.clone(), &refused, shared.clone())),
+            1.0,
+        );
+        let budget = ReconcileError::Load(crate::ingest::jobs::RunError::Budget { budget: 0 });
+        within(
+            delay(&error_policy::<IngestedTable>(obj.clone(), &budget, shared.clone())),
+            1.0,
+        );
+        let text = shared.metrics.encode();
+        for needle in [
+            "bqsteward_reconcile_failures_total{kind=\"DatasetAccess\",category=\"retryable\"} 4",
+            "bqsteward_reconcile_failures_total{kind=\"DatasetAccess\",category=\"refused\"} 1",
+            "bqsteward_reconcile_failures_total{kind=\"IngestedTable\",category=\"quota\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing:\n{text}");
+        }
     }
 }

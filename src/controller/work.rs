@@ -1,5 +1,6 @@
 //! One object's reconcile through the engine, turned into what the controller writes: status
-//! fields, conditions, the changes to announce as events, and when to look again.
+//! fields, conditions, the changes to announce as events, and when to look again. May touch: the
+//! cloud through the engine (and one dataset read for a DatasetAccess's entry count).
 
 use super::context::Ctx;
 use super::reconcile::{Object, ReconcileError};

@@ -152,6 +152,7 @@ impl Summary {
 
 /// Applies the world (or one object of it), phase by phase. `approved`: large removals are allowed
 /// (`--allow-large-removal`).
+#[tracing::instrument(skip_all, fields(scope = ?scope))]
 pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool, r: &mut dyn Reporter) -> Summary {
     let mut summary = Summary::default();
     let now = chrono::Utc::now().timestamp_millis();
@@ -287,6 +288,7 @@ impl PlanSet {
 }
 
 /// Observes and plans the whole world, read-only, in the phase order of [`apply`].
+#[tracing::instrument(skip_all)]
 pub async fn plan(w: &mut World, c: &Clients<'_>) -> PlanSet {
     let now = chrono::Utc::now().timestamp_millis();
     let mut tables_planned = Vec::new();

@@ -62,6 +62,7 @@ impl TableApplied {
 }
 
 /// Observes and plans one IngestedTable.
+#[tracing::instrument(skip_all, fields(table = %t.name))]
 pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState, String> {
     let observed = observe(c.bq, c.gcs, t)
         .await
@@ -75,6 +76,7 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
 
 /// Applies one planned IngestedTable: the loads, then its view layers planned again against the
 /// table as the loads left it. A refused view plan writes nothing.
+#[tracing::instrument(skip_all, fields(table = %t.name))]
 pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableApplied {
     let loads = if state.plan.is_empty() {
         None

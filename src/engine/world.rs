@@ -142,3 +142,62 @@ impl World {
         }
     }
 }
+
+/// The objects whose reconcile depends on IngestedTable `it` (`kind`, `namespace`, `name`):
+/// ConsumerProjects of its namespace with a view over it, and DatasetAccess lists of a dataset it
+/// creates (its own or a view layer's, where its authorizations live). The controller
+/// re-reconciles them when the table changes, instead of waiting for their next requeue.
+pub fn dependents(it: &Loaded, all: &[Loaded]) -> Vec<(&'static str, String, String)> {
+    let Resource::IngestedTable(table) = &it.resource else {
+        return Vec::new();
+    };
+    let ns = it.resource.namespace();
+    let name = table.metadata.name.as_deref().unwrap_or_default();
+    let datasets = crate::access::compile::creates(&it.resource);
+    let mut out = Vec::new();
+    for l in all {
+        let r = &l.resource;
+        let depends = match r {
+            Resource::ConsumerProject(cp) => {
+                r.namespace() == ns
+                    && cp
+                        .spec
+                        .views
+                        .iter()
+                        .any(|v| v.source.ingested_table.as_deref() == Some(name))
+            }
+            Resource::DatasetAccess(da) => datasets
+                .iter()
+                .any(|k| k.project == da.spec.project && k.dataset == da.spec.dataset),
+            _ => false,
+        };
+        if depends {
+            let n = r.metadata().name.clone().unwrap_or_default();
+            out.push((r.kind(), r.namespace().to_string(), n));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_s_dependents_are_its_consumers_and_the_lists_of_its_datasets() {
+        let text = "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {name: orders, namespace: shop}\nspec:\n  source: {uri: 'gs://b/o/', format: NEWLINE_DELIMITED_JSON}\n  destination: {project: p, dataset: sales, table: orders}\n  schema: [{name: id, type: INT64}]\n  primaryKey: [id]\n  versionColumn: id\n  views: {full: true, clean: true}\n---\napiVersion: bqsteward.dev/v1alpha1\nkind: ConsumerProject\nmetadata: {name: mkt, namespace: shop}\nspec:\n  project: c\n  dataset: d\n  readers: [{group: r@acme.com}]\n  views: [{name: v, source: {ingestedTable: orders, layer: clean}, columns: [id]}]\n---\napiVersion: bqsteward.dev/v1alpha1\nkind: ConsumerProject\nmetadata: {name: other-ns, namespace: elsewhere}\nspec:\n  project: c\n  dataset: e\n  readers: [{group: r@acme.com}]\n  views: [{name: v, source: {ingestedTable: orders, layer: clean}, columns: [id]}]\n---\napiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {name: clean, namespace: ops}\nspec:\n  project: p\n  dataset: sales__views_clean\n  access: [{role: OWNER, specialGroup: projectOwners}]\n---\napiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {name: unrelated, namespace: shop}\nspec:\n  project: p\n  dataset: hr\n  access: [{role: OWNER, specialGroup: projectOwners}]\n";
+        let mut report = crate::manifest::LoadReport::default();
+        crate::manifest::load_str("t.yaml", text, &mut report);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let all = report.resources;
+        let deps = dependents(&all[0], &all);
+        assert_eq!(
+            deps,
+            vec![
+                ("ConsumerProject", "shop".to_string(), "mkt".to_string()),
+                ("DatasetAccess", "ops".to_string(), "clean".to_string()),
+            ]
+        );
+        assert!(dependents(&all[1], &all).is_empty(), "only tables have dependents");
+    }
+}

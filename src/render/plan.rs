@@ -1,5 +1,5 @@
 //! A whole plan — every kind — for people and tools: text (what `plan` prints), Markdown (one
-//! section per kind, for a pull-request comment) and JSON. Pure: returns strings.
+//! section per kind, for a pull-request comment) and JSON. Pure: returns strings, touches nothing.
 
 use crate::consumer;
 use crate::engine::tables::TableState;
