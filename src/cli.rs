@@ -187,6 +187,15 @@ struct ValidateReport<'a> {
     errors: &'a [Diagnostic],
 }
 
+/// `n word` or `n words`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 /// `bqsteward validate`: returns the process exit code (0 valid, 1 errors).
 pub fn validate(paths: &[PathBuf], policy: Option<PathBuf>, output: Output) -> anyhow::Result<i32> {
     let policy = Policy::load(policy.as_deref())?;
@@ -218,11 +227,12 @@ pub fn validate(paths: &[PathBuf], policy: Option<PathBuf>, output: Output) -> a
                     report.skipped.len()
                 )?;
             } else {
+                let documents = report.resources.len() + report.skipped.len() + report.errors.len();
                 writeln!(
                     stdout,
-                    "{} errors in {} documents checked",
-                    errors.len(),
-                    report.resources.len() + report.skipped.len() + report.errors.len()
+                    "{} in {} checked",
+                    plural(errors.len(), "error"),
+                    plural(documents, "document")
                 )?;
             }
         }

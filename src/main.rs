@@ -88,9 +88,35 @@ fn main() {
     };
     match result {
         Ok(code) => std::process::exit(code),
+        // The reader went away (`bqsteward crds | head`): stop quietly, as other tools do.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::exit(0)
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_text(&e));
             std::process::exit(1);
         }
     }
+}
+
+/// An error and its causes, `: `-separated, each cause said once (libraries often repeat their
+/// source's text in their own message).
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

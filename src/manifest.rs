@@ -23,7 +23,12 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{} (document {})", self.file, self.line, self.document)
+        // Whole-file problems (unreadable, too large, empty) have no line or document.
+        if self.line == 0 && self.document == 0 {
+            write!(f, "{}", self.file)
+        } else {
+            write!(f, "{}:{} (document {})", self.file, self.line, self.document)
+        }
     }
 }
 
@@ -179,6 +184,26 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
                 Err(e) => report.errors.push(file_error(&name, format!("cannot read file: {e}"))),
             }
         }
+    }
+    // Nothing at all is a mistake (a wrong path, an empty file, a pipe that produced nothing), not
+    // a healthy "0 resources valid".
+    if report.resources.is_empty() && report.skipped.is_empty() && report.errors.is_empty() {
+        let named: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                if p.as_os_str() == "-" {
+                    "<stdin>".to_string()
+                } else {
+                    p.display().to_string()
+                }
+            })
+            .collect();
+        report.errors.push(file_error(
+            &named.join(", "),
+            "no YAML documents found: nothing to check; point -f at the files or directories holding your manifests \
+             (an empty file, directory or stdin is an error)"
+                .to_string(),
+        ));
     }
     report
 }

@@ -218,3 +218,73 @@ fn hostile_input_is_refused_before_parsing() {
     assert!(stdout.contains("big.yaml:1 (document 1): the document is"), "{stdout}");
     assert!(stdout.contains("split it into several resources"), "{stdout}");
 }
+
+/// An empty file, an empty directory and empty stdin are errors (nothing was checked), not
+/// "0 resources valid"; `plan` refuses them the same way before reading anything.
+#[test]
+fn empty_input_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_file = dir.path().join("empty.yaml");
+    std::fs::write(&empty_file, "").unwrap();
+    let empty_dir = dir.path().join("nothing");
+    std::fs::create_dir(&empty_dir).unwrap();
+    for path in [empty_file.display().to_string(), empty_dir.display().to_string()] {
+        let (code, stdout, stderr) = bqsteward(&["validate", "-f", &path]);
+        assert_eq!(code, 1, "{path}: {stdout}{stderr}");
+        assert!(stdout.contains("no YAML documents found"), "{path}: {stdout}");
+        assert!(stdout.contains("1 error in 1 document checked"), "{path}: {stdout}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_bqsteward"))
+        .args(["validate", "-f", "-"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<stdin>: no YAML documents found"));
+    let (code, _, stderr) = bqsteward(&["plan", "-f", &empty_dir.display().to_string()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no YAML documents found") && stderr.contains("1 error in the manifests"),
+        "{stderr}"
+    );
+}
+
+/// `bqsteward crds | head` stops quietly when the reader goes away.
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bqsteward"))
+        .arg("crds")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the pipe before it writes (what `head` does once it has its lines; the CRDs would
+    // fit in the pipe's buffer, so reading first would let every write succeed).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
+
+/// `bqsteward run` without any Kubernetes configuration says so once, with the fix.
+#[test]
+fn run_without_a_cluster_says_what_is_missing_once() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bqsteward"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .env("HOME", home.path())
+        .env("KUBECONFIG", home.path().join("missing"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach a Kubernetes API server") && stderr.contains("set KUBECONFIG"),
+        "{stderr}"
+    );
+    let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "{stderr}");
+}

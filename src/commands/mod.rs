@@ -45,7 +45,10 @@ fn prepare(args: &LiveArgs) -> Result<World, i32> {
         for e in &errors {
             eprintln!("error: {e}");
         }
-        eprintln!("{} errors in the manifests: nothing was read or written", errors.len());
+        eprintln!(
+            "{} in the manifests: nothing was read or written",
+            crate::cli::plural(errors.len(), "error")
+        );
         return Err(EXIT_ERROR);
     }
     let reload = args.reload.as_deref().map(Reload::parse).transpose().map_err(|e| {

@@ -254,7 +254,12 @@ async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>
 /// Runs the controller until SIGTERM (or until leadership is lost, which exits so the pod restarts
 /// as a candidate — only the leader ever writes).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await?;
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach a Kubernetes API server ({e}): set KUBECONFIG (or ~/.kube/config), or run in a pod with a \
+             service account"
+        )
+    })?;
     let endpoints = Endpoints::from_env();
     let groups = match GroupsRest::from_env() {
         Ok(g) => Some(Arc::new(g) as Arc<dyn crate::cloud::groups::Groups>),
