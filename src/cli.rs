@@ -227,7 +227,13 @@ pub fn validate(paths: &[PathBuf], policy: Option<PathBuf>, output: Output) -> a
                     report.skipped.len()
                 )?;
             } else {
-                let documents = report.resources.len() + report.skipped.len() + report.errors.len();
+                // Documents that failed to parse may carry several errors each: count them once.
+                let broken: std::collections::BTreeSet<(&str, usize)> = report
+                    .errors
+                    .iter()
+                    .map(|e| (e.origin.file.as_str(), e.origin.document))
+                    .collect();
+                let documents = report.resources.len() + report.skipped.len() + broken.len();
                 writeln!(
                     stdout,
                     "{} in {} checked",

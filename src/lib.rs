@@ -18,5 +18,6 @@ pub mod input_limits;
 pub mod manifest;
 pub mod policy;
 pub mod render;
+pub mod schema_check;
 pub mod validate;
 pub mod views;

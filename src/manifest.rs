@@ -349,11 +349,13 @@ fn load_document(origin: Origin, doc: &str, report: &mut LoadReport) {
         report.errors.push(diag(Some(kind), qualified, "apiVersion", message));
         return;
     }
-    if let Some(message) = check_name(name_of("name")) {
+    // Every problem of the document at once: the name, then the whole schema (serde stops at
+    // the first problem; the schema walk does not).
+    let name_problem = check_name(name_of("name"));
+    if let Some(message) = &name_problem {
         report
             .errors
-            .push(diag(Some(kind), qualified, "metadata.name", message));
-        return;
+            .push(diag(Some(kind), qualified.clone(), "metadata.name", message.clone()));
     }
     let parsed = match kind {
         "IngestedTable" => typed(doc).map(Resource::IngestedTable),
@@ -362,8 +364,20 @@ fn load_document(origin: Origin, doc: &str, report: &mut LoadReport) {
         _ => typed(doc).map(Resource::GroupMembership),
     };
     match parsed {
-        Ok(resource) => report.resources.push(Loaded { resource, origin }),
-        Err((field, message)) => report.errors.push(diag(Some(kind), qualified, &field, message)),
+        Ok(resource) if name_problem.is_none() => report.resources.push(Loaded { resource, origin }),
+        Ok(_) => {}
+        Err((field, message)) => {
+            let walked = serde_json::to_value(&value)
+                .map(|v| crate::schema_check::check(kind, &v))
+                .unwrap_or_default();
+            if walked.is_empty() {
+                report.errors.push(diag(Some(kind), qualified, &field, message));
+            } else {
+                for (field, message) in walked {
+                    report.errors.push(diag(Some(kind), qualified.clone(), &field, message));
+                }
+            }
+        }
     }
 }
 
