@@ -32,7 +32,10 @@ pub fn check(kind: &str, doc: &Value) -> Vec<Problem> {
     let mut out = Vec::new();
     let Some(schema) = schemas().get(kind) else { return out };
     let Some(obj) = doc.as_object() else {
-        out.push((String::new(), format!("expected a mapping (the {kind} object), found {}", describe(doc))));
+        out.push((
+            String::new(),
+            format!("expected a mapping (the {kind} object), found {}", describe(doc)),
+        ));
         return out;
     };
     let top = ["apiVersion", "kind", "metadata", "spec", "status"];
@@ -58,19 +61,32 @@ fn walk(path: &str, value: &Value, schema: &Value, out: &mut Vec<Problem>) {
     if let Some(allowed) = schema["enum"].as_array()
         && !allowed.contains(value)
     {
-        let list: Vec<String> = allowed.iter().map(|v| v.as_str().map_or(v.to_string(), str::to_string)).collect();
+        let list: Vec<String> = allowed
+            .iter()
+            .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
+            .collect();
         let hint = value
             .as_str()
             .and_then(|s| closest(s, list.iter().map(String::as_str)))
             .map(|c| format!(" (did you mean {c}?)"))
             .unwrap_or_default();
-        out.push((path.into(), format!("{} is not allowed; use one of {}{hint}", describe(value), list.join(", "))));
+        out.push((
+            path.into(),
+            format!(
+                "{} is not allowed; use one of {}{hint}",
+                describe(value),
+                list.join(", ")
+            ),
+        ));
         return;
     }
     match schema["type"].as_str() {
         Some("object") => {
             let Some(obj) = value.as_object() else {
-                out.push((path.into(), format!("expected {}, found {}", expected(schema), describe(value))));
+                out.push((
+                    path.into(),
+                    format!("expected {}, found {}", expected(schema), describe(value)),
+                ));
                 return;
             };
             let props = schema["properties"].as_object();
@@ -82,12 +98,19 @@ fn walk(path: &str, value: &Value, schema: &Value, out: &mut Vec<Problem>) {
                     None if extra.is_object() => walk(&child, v, extra, out),
                     None if extra == &Value::Bool(true) || props.is_none() => {}
                     None => {
-                        let names: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                        let names: Vec<&str> = props
+                            .map(|p| p.keys().map(String::as_str).collect())
+                            .unwrap_or_default();
                         out.push((child, unknown(key, &names)));
                     }
                 }
             }
-            for r in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            for r in schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
                 if !obj.contains_key(r) {
                     out.push((format!("{path}.{r}"), "missing: this field is required".into()));
                 }
@@ -101,7 +124,10 @@ fn walk(path: &str, value: &Value, schema: &Value, out: &mut Vec<Problem>) {
             if let Some(max) = schema["maxItems"].as_u64()
                 && items.len() as u64 > max
             {
-                out.push((path.into(), format!("has {} items; at most {max} are allowed", items.len())));
+                out.push((
+                    path.into(),
+                    format!("has {} items; at most {max} are allowed", items.len()),
+                ));
             }
             for (i, v) in items.iter().enumerate() {
                 walk(&format!("{path}[{i}]"), v, &schema["items"], out);
@@ -109,19 +135,34 @@ fn walk(path: &str, value: &Value, schema: &Value, out: &mut Vec<Problem>) {
         }
         Some("string") => {
             if !value.is_string() && schema["x-kubernetes-int-or-string"] != Value::Bool(true) {
-                out.push((path.into(), format!("expected {}, found {}", expected(schema), describe(value))));
+                out.push((
+                    path.into(),
+                    format!("expected {}, found {}", expected(schema), describe(value)),
+                ));
             }
         }
         Some("integer") => match integer_range(schema) {
-            (lo, hi) if value.as_i64().is_some_and(|v| i128::from(v) >= lo && i128::from(v) <= hi) => {}
-            (lo, hi) if value.as_u64().is_some_and(|v| i128::from(v) >= lo && i128::from(v) <= hi) => {}
-            _ => out.push((path.into(), format!("expected {}, found {}", expected(schema), describe(value)))),
+            (lo, hi)
+                if value
+                    .as_i64()
+                    .is_some_and(|v| i128::from(v) >= lo && i128::from(v) <= hi) => {}
+            (lo, hi)
+                if value
+                    .as_u64()
+                    .is_some_and(|v| i128::from(v) >= lo && i128::from(v) <= hi) => {}
+            _ => out.push((
+                path.into(),
+                format!("expected {}, found {}", expected(schema), describe(value)),
+            )),
         },
         Some("number") if !value.is_number() => {
             out.push((path.into(), format!("expected a number, found {}", describe(value))));
         }
         Some("boolean") if !value.is_boolean() => {
-            out.push((path.into(), format!("expected true or false, found {}", describe(value))));
+            out.push((
+                path.into(),
+                format!("expected true or false, found {}", describe(value)),
+            ));
         }
         _ => {}
     }

@@ -823,7 +823,11 @@ fn the_demo_runs_its_cluster_part() {
         assert!(line.contains(want), "{line}\n{part}");
     }
     // The drift granted by hand was removed by the controller: plan exits 0 again.
-    assert!(part.contains("No changes: 3 datasets as declared"), "{part}");
+    assert!(
+        part.contains("Access lists: no changes (3 datasets as declared)"),
+        "{part}"
+    );
+    assert!(part.contains("Plan: no changes"), "{part}");
     assert!(
         part.contains("ingestedtable.bqsteward.dev \"payments\" deleted"),
         "{part}"

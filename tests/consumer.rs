@@ -346,6 +346,19 @@ async fn injection_dry_run_and_pii_are_refused_before_anything_is_written() {
     );
     assert!(env.bq.get_dataset(CONSUMER, &env.consumer_ds).await.unwrap().is_none());
     assert_eq!(env.iam.sets(), 0);
+    // The refusal is said once: no second error from the access step about the consumer dataset
+    // that was never created, and the rest of the apply went through.
+    assert!(
+        !r.stdout
+            .contains(&format!("dataset {CONSUMER}.{} does not exist", env.consumer_ds)),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("notFound") && !r.stdout.contains("404"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[tokio::test]

@@ -242,6 +242,28 @@ async fn forbidden_principal_and_missing_dataset_write_nothing() {
         0,
         "plan never writes, and never creates datasets"
     );
+
+    // A dataset that cannot be read (no permission) is reported as unreadable — never as missing
+    // or "created by this apply" — and the summary and exit code say so.
+    let unreadable = manifest("unreadable", &ds, OWNERS, "");
+    proxy.inject("GET", &format!("/datasets/{ds}"), Fault::Status(403, "accessDenied"));
+    let r = bqsteward(&proxy.url, &["plan"], &unreadable, true).await;
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("cannot read dataset {PROJECT}.{ds}")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("created by this apply") && !r.stdout.contains("does not exist"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("refused or unreadable: 1 access list"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[tokio::test]

@@ -100,5 +100,8 @@ fn json_plan() {
 #[test]
 fn summary_line() {
     let s = render::Summary::of(&plans());
-    assert_eq!(s.line(), "1 dataset to change: +1 \u{2212}1 entries; 1 refused");
+    assert_eq!(
+        s.line(),
+        "Access lists: 1 dataset to change: +1 \u{2212}1 entries; 1 refused"
+    );
 }

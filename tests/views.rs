@@ -182,6 +182,12 @@ async fn dedup_and_clean_views_authorized_restored_and_evolving() {
 
     let r = env.bqsteward(&["plan"], &m).await;
     ok(&r, 2);
+    // The last line tells the same story as the exit code, for every kind.
+    assert!(
+        r.stdout.trim_end().ends_with("Plan: 1 table to load or change (1 file); 1 table with view changes; access lists: 3 datasets to change (+8 \u{2212}0 entries)"),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout
             .contains(&format!("+ dataset {PROJECT}.{}__views_full (US)", env.dataset)),
@@ -200,6 +206,7 @@ async fn dedup_and_clean_views_authorized_restored_and_evolving() {
     assert!(r.stdout.contains(&format!("created salt table {salt}")), "{}", r.stdout);
     let r = env.bqsteward(&["plan"], &m).await;
     ok(&r, 0);
+    assert!(r.stdout.trim_end().ends_with("Plan: no changes"), "{}", r.stdout);
 
     // Exactly one row per key: greatest version; equal versions in one batch broken by row
     // content (stable); a NULL version loses.

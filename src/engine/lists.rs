@@ -45,7 +45,11 @@ pub async fn plan(c: &Clients<'_>, policy: &Policy, lists: &[DesiredAcl], approv
         let plan = match observe(c.bq, desired, &c.backoff).await {
             Ok(observed) => plan_dataset(desired, observed.as_ref(), policy, approved),
             Err(e) => {
+                // Unreadable is not missing: never "created by this apply", nothing to add.
                 let mut p = plan_dataset(desired, None, policy, approved);
+                p.will_be_created = false;
+                p.add.clear();
+                p.after.clear();
                 p.refusals = vec![format!("cannot read dataset {}: {e}", desired.key)];
                 p
             }

@@ -181,6 +181,7 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
 
     // 2. Consumer datasets and views (their sources exist now).
     let mut applied_consumers = Vec::new();
+    let mut not_applied: Vec<String> = Vec::new();
     let mut retire_anywhere = Vec::new();
     for t in w
         .consumers
@@ -193,11 +194,13 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
             Ok(p) => p,
             Err(e) => {
                 summary.fail(Error::Failed(format!("ConsumerProject {}: {e}", t.resource)));
+                not_applied.push(t.resource.clone());
                 continue;
             }
         };
         if plan.views.is_refused() {
             summary.fail(Error::Failed(plan.views.refusals.join("; ")));
+            not_applied.push(t.resource.clone());
             continue;
         }
         let done = consumers::apply_views(c, &plan).await;
@@ -208,12 +211,18 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
                 retire_anywhere.extend(plan.retire.iter().cloned());
                 applied_consumers.push(t.clone());
             }
-            Err(e) => summary.fail(e.into()),
+            Err(e) => {
+                summary.fail(e.into());
+                not_applied.push(t.resource.clone());
+            }
         }
     }
 
     // 3. Access lists: the ones in scope, the authorizations of deleted views retired.
     let mut lists = lists::in_scope(w, scope, &retire_anywhere);
+    // The list of a consumer dataset whose ConsumerProject was refused or failed waits with it (its
+    // dataset may not exist; the refusal was reported once, above).
+    lists.retain(|d| !(d.owner_kind == "ConsumerProject" && d.owner.as_ref().is_some_and(|o| not_applied.contains(o))));
     if !lists.is_empty() {
         for note in crate::access::apply::drop_missing_views(c.bq, &mut lists).await {
             r.note(&note);

@@ -41,13 +41,18 @@ impl Summary {
         s
     }
 
-    /// E.g. `2 datasets to change: +3 −5 entries`.
+    /// E.g. `Access lists: 2 datasets to change: +3 −5 entries` (only about access lists: the
+    /// plan's last line sums up every kind).
     pub fn line(&self) -> String {
         let mut line = if self.datasets_to_change == 0 {
-            format!("No changes: {} datasets as declared", self.unchanged)
+            format!(
+                "Access lists: no changes ({} dataset{} as declared)",
+                self.unchanged,
+                if self.unchanged == 1 { "" } else { "s" }
+            )
         } else {
             format!(
-                "{} dataset{} to change: +{} \u{2212}{} entries",
+                "Access lists: {} dataset{} to change: +{} \u{2212}{} entries",
                 self.datasets_to_change,
                 if self.datasets_to_change == 1 { "" } else { "s" },
                 self.add,

@@ -10,14 +10,108 @@ use crate::views::{self, LayoutPlan};
 use std::fmt::Write;
 
 /// The text `plan` prints: access lists (a diff per dataset), then tables and their views,
-/// consumers and groups.
+/// consumers and groups, and one last line summing up every kind (the same story as the exit
+/// code: changes ⇔ 2, refused or unreadable ⇔ 1).
 pub fn text(w: &World, p: &PlanSet, color: bool) -> String {
     let mut out = String::new();
     if !p.lists.is_empty() || (w.tables.is_empty() && w.groups.is_empty()) {
         out.push_str(&super::text(&p.lists, color));
     }
     out.push_str(&details(w, p));
+    out.push_str(&summary_line(p));
+    out.push('\n');
     out
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Every kind in one line: `Plan: 1 table to load (3 files); access lists: 2 datasets to change
+/// (+3 −1 entries)`, or `Plan: no changes`, with what is refused or unreadable.
+pub fn summary_line(p: &PlanSet) -> String {
+    let mut changes = Vec::new();
+    let mut refused = Vec::new();
+    let (mut loads, mut files, mut views, mut tables_refused) = (0, 0, 0, 0);
+    for t in &p.tables {
+        match t {
+            Ok(s) => {
+                if !s.plan.is_empty() {
+                    loads += 1;
+                    files += s.plan.loads.files_to_load();
+                }
+                if s.views.has_changes() {
+                    views += 1;
+                }
+                if s.views.is_refused() || matches!(s.plan.schema, crate::ingest::table::SchemaChange::Incompatible(_))
+                {
+                    tables_refused += 1;
+                }
+            }
+            Err(_) => tables_refused += 1,
+        }
+    }
+    if loads > 0 {
+        changes.push(format!(
+            "{} to load or change ({})",
+            count(loads, "table", "tables"),
+            count(files, "file", "files")
+        ));
+    }
+    if views > 0 {
+        changes.push(format!("{} with view changes", count(views, "table", "tables")));
+    }
+    if tables_refused > 0 {
+        refused.push(count(tables_refused, "table", "tables"));
+    }
+    let consumers_changing = p
+        .consumers
+        .iter()
+        .filter(|c| c.as_ref().is_ok_and(|c| c.has_changes()))
+        .count();
+    let consumers_refused = p
+        .consumers
+        .iter()
+        .filter(|c| c.as_ref().map_or(true, |c| c.views.is_refused()))
+        .count();
+    if consumers_changing > 0 {
+        changes.push(format!(
+            "{} to change",
+            count(consumers_changing, "consumer project", "consumer projects")
+        ));
+    }
+    if consumers_refused > 0 {
+        refused.push(count(consumers_refused, "consumer project", "consumer projects"));
+    }
+    let lists = super::Summary::of(&p.lists);
+    if lists.datasets_to_change > 0 {
+        changes.push(format!(
+            "access lists: {} to change (+{} \u{2212}{} entries)",
+            count(lists.datasets_to_change, "dataset", "datasets"),
+            lists.add,
+            lists.remove
+        ));
+    }
+    if lists.refused > 0 {
+        refused.push(count(lists.refused, "access list", "access lists"));
+    }
+    let groups_changing = p.groups.iter().filter(|(g, _)| g.has_changes()).count();
+    let groups_refused = p.groups.iter().filter(|(g, _)| g.is_refused()).count();
+    if groups_changing > 0 {
+        changes.push(format!("{} to change", count(groups_changing, "group", "groups")));
+    }
+    if groups_refused > 0 {
+        refused.push(count(groups_refused, "group", "groups"));
+    }
+    let mut line = if changes.is_empty() {
+        "Plan: no changes".to_string()
+    } else {
+        format!("Plan: {}", changes.join("; "))
+    };
+    if !refused.is_empty() {
+        line.push_str(&format!("; refused or unreadable: {}", refused.join(", ")));
+    }
+    line
 }
 
 /// Tables, consumers and groups as text (the part after the access lists).
@@ -57,7 +151,8 @@ pub fn table_text(t: &Target, s: &TableState) -> String {
 /// Markdown for a pull-request comment: the access lists as diffs, then one section per other
 /// kind with its plan in a code block.
 pub fn markdown(w: &World, p: &PlanSet) -> String {
-    let mut out = super::markdown(&p.lists);
+    let mut out = format!("**{}**\n\n", summary_line(p));
+    out.push_str(&super::markdown(&p.lists));
     let mut section = |title: &str, body: String| {
         if !body.trim().is_empty() {
             let _ = writeln!(out, "\n#### {title}\n\n```\n{}```", body.replace("```", "'''"));
@@ -107,6 +202,7 @@ pub fn json(w: &World, p: &PlanSet) -> String {
         })
         .collect();
     doc["groups"] = serde_json::to_value(p.groups.iter().map(|(g, _)| g).collect::<Vec<_>>()).unwrap_or_default();
+    doc["plan"] = serde_json::json!({"changes": p.changes(), "failed": p.failed(), "line": summary_line(p)});
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
