@@ -133,13 +133,11 @@ fn walk(path: &str, value: &Value, schema: &Value, out: &mut Vec<Problem>) {
                 walk(&format!("{path}[{i}]"), v, &schema["items"], out);
             }
         }
-        Some("string") => {
-            if !value.is_string() && schema["x-kubernetes-int-or-string"] != Value::Bool(true) {
-                out.push((
-                    path.into(),
-                    format!("expected {}, found {}", expected(schema), describe(value)),
-                ));
-            }
+        Some("string") if !value.is_string() && schema["x-kubernetes-int-or-string"] != Value::Bool(true) => {
+            out.push((
+                path.into(),
+                format!("expected {}, found {}", expected(schema), describe(value)),
+            ));
         }
         Some("integer") => match integer_range(schema) {
             (lo, hi)
