@@ -288,3 +288,24 @@ fn run_without_a_cluster_says_what_is_missing_once() {
     let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(error_lines.len(), 1, "{stderr}");
 }
+
+/// Without any credentials or emulator variables, `plan` says once what is missing and how to
+/// provide it, before reading anything.
+#[test]
+fn no_credentials_is_one_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bqsteward"));
+    cmd.args(["plan", "-f", "config/samples"]).env_clear();
+    cmd.env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", home.path());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    for needle in ["gcloud auth application-default login", "GOOGLE_APPLICATION_CREDENTIALS", "Workload Identity", "BIGQUERY_EMULATOR_HOST"] {
+        assert!(errors[0].contains(needle), "{needle}: {stderr}");
+    }
+    assert!(!stderr.contains("transient errors"), "{stderr}");
+    assert!(stdout.is_empty(), "nothing was read: {stdout}");
+}

@@ -26,6 +26,29 @@ impl Auth {
             .map_err(|e| CloudError::Auth(format!("no Application Default Credentials: {e}")))
     }
 
+    /// Fetches one token now, so a missing credential is one clear error up front (what is missing
+    /// and the ways to provide it) instead of the auth library's message repeated for every call.
+    pub async fn check(&self) -> Result<(), CloudError> {
+        match self.token().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(CloudError::Auth(format!(
+                "none usable: {}. Provide Application Default Credentials: \
+                 `gcloud auth application-default login` on a workstation, GOOGLE_APPLICATION_CREDENTIALS=<key \
+                 file>, or Workload Identity on GKE (the pod's Kubernetes service account bound to a Google \
+                 service account). To use the local emulators instead, set BIGQUERY_EMULATOR_HOST and \
+                 STORAGE_EMULATOR_HOST (and CLOUD_IDENTITY_EMULATOR_HOST / RESOURCE_MANAGER_EMULATOR_HOST for \
+                 groups and consumer projects): `scripts/emulators.sh start` prints them",
+                // The auth library's own words for "nothing found" are confusing ("transient
+                // errors … might succeed"); say what it means.
+                if e.to_string().contains("transient errors") {
+                    "no key file, no gcloud login, and no metadata server answered".to_string()
+                } else {
+                    e.to_string().trim_start_matches("credentials: ").to_string()
+                }
+            ))),
+        }
+    }
+
     /// No credentials when `emulated`, ADC otherwise.
     pub fn for_endpoint(emulated: bool) -> Result<Auth, CloudError> {
         if emulated {

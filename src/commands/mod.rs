@@ -83,6 +83,14 @@ impl Owned {
             eprintln!("error: {e}");
             EXIT_ERROR
         };
+        // Credentials first: one clear error before anything is read.
+        let needs_adc = !endpoints.bigquery_emulated
+            || !endpoints.storage_emulated
+            || (!w.groups.is_empty() && crate::cloud::emulator_host("CLOUD_IDENTITY_EMULATOR_HOST").is_none())
+            || (!w.consumers.is_empty() && crate::cloud::emulator_host("RESOURCE_MANAGER_EMULATOR_HOST").is_none());
+        if needs_adc {
+            crate::cloud::Auth::application_default().map_err(fail)?.check().await.map_err(fail)?;
+        }
         Ok(Owned {
             bq: BigQueryRest::new(&endpoints).await.map_err(fail)?,
             gcs: GcsRest::new(&endpoints).map_err(fail)?,

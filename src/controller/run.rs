@@ -261,6 +261,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
     })?;
     let endpoints = Endpoints::from_env();
+    if !endpoints.bigquery_emulated || !endpoints.storage_emulated {
+        // One clear error at startup instead of the same auth failure in every reconcile.
+        crate::cloud::Auth::application_default()?.check().await?;
+    }
     let groups = match GroupsRest::from_env() {
         Ok(g) => Some(Arc::new(g) as Arc<dyn crate::cloud::groups::Groups>),
         Err(e) => {
