@@ -79,3 +79,32 @@ async fn api_errors_are_classified() {
     assert_eq!(err.status(), Some(404), "{err}");
     assert_eq!(err.category(), bqsteward::cloud::ErrorCategory::Terminal);
 }
+
+/// `scripts/upload.sh` puts a directory's files into the local Cloud Storage (bucket created),
+/// keeping relative paths; the production client lists them back with generations.
+#[tokio::test]
+async fn the_upload_helper_puts_files_where_bqsteward_lists_them() {
+    let endpoints = support::emulators();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("2026-01-02")).unwrap();
+    std::fs::write(dir.path().join("a.json"), "{\"id\": 1}\n").unwrap();
+    std::fs::write(dir.path().join("2026-01-02/b.json"), "{\"id\": 2}\n").unwrap();
+    let bucket = support::unique("upload").replace('_', "-");
+    let out = std::process::Command::new("scripts/upload.sh")
+        .arg(format!("gs://{bucket}/orders"))
+        .arg(dir.path())
+        .env("STORAGE_EMULATOR_HOST", &endpoints.storage)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains(&format!("gs://{bucket}/orders/2026-01-02/b.json (generation ")),
+        "{stdout}"
+    );
+    let gcs = GcsRest::new(&endpoints).unwrap();
+    let listed = gcs.list(&bucket, "orders/").await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["orders/2026-01-02/b.json", "orders/a.json"]);
+    assert!(listed.iter().all(|o| o.generation > 0));
+}

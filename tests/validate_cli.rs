@@ -296,14 +296,20 @@ fn no_credentials_is_one_clear_error() {
     let home = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bqsteward"));
     cmd.args(["plan", "-f", "config/samples"]).env_clear();
-    cmd.env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", home.path());
+    cmd.env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path());
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    for needle in ["gcloud auth application-default login", "GOOGLE_APPLICATION_CREDENTIALS", "Workload Identity", "BIGQUERY_EMULATOR_HOST"] {
+    for needle in [
+        "gcloud auth application-default login",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "Workload Identity",
+        "BIGQUERY_EMULATOR_HOST",
+    ] {
         assert!(errors[0].contains(needle), "{needle}: {stderr}");
     }
     assert!(!stderr.contains("transient errors"), "{stderr}");

@@ -89,7 +89,11 @@ impl Owned {
             || (!w.groups.is_empty() && crate::cloud::emulator_host("CLOUD_IDENTITY_EMULATOR_HOST").is_none())
             || (!w.consumers.is_empty() && crate::cloud::emulator_host("RESOURCE_MANAGER_EMULATOR_HOST").is_none());
         if needs_adc {
-            crate::cloud::Auth::application_default().map_err(fail)?.check().await.map_err(fail)?;
+            crate::cloud::Auth::application_default()
+                .map_err(fail)?
+                .check()
+                .await
+                .map_err(fail)?;
         }
         Ok(Owned {
             bq: BigQueryRest::new(&endpoints).await.map_err(fail)?,
