@@ -315,3 +315,24 @@ fn no_credentials_is_one_clear_error() {
     assert!(!stderr.contains("transient errors"), "{stderr}");
     assert!(stdout.is_empty(), "nothing was read: {stdout}");
 }
+
+/// An access list larger than BigQuery allows is refused by `validate`, before any read.
+#[test]
+fn an_access_list_beyond_bigquery_s_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries: String = (0..2501)
+        .map(|i| format!("    - {{role: READER, user: u{i}@acme.com}}\n"))
+        .collect();
+    let path = dir.path().join("big.yaml");
+    std::fs::write(
+        &path,
+        format!("apiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {{name: big, namespace: t}}\nspec:\n  project: acme-data\n  dataset: big\n  access:\n    - {{role: OWNER, specialGroup: projectOwners}}\n{entries}"),
+    )
+    .unwrap();
+    let (code, stdout, _) = bqsteward(&["validate", "-f", &path.display().to_string()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("spec.access: 2502 entries; bqsteward accepts at most 2500"),
+        "{stdout}"
+    );
+}

@@ -72,6 +72,9 @@ impl DatasetPlan {
     }
 }
 
+/// BigQuery's limit on authorized resources (views, routines, datasets) in one access list.
+pub const MAX_AUTHORIZED: usize = 2500;
+
 /// Plans one dataset. `approved` is `apply --allow-large-removal`.
 pub fn plan_dataset(desired: &DesiredAcl, observed: Option<&Observed>, policy: &Policy, approved: bool) -> DatasetPlan {
     let mut plan = DatasetPlan {
@@ -136,6 +139,23 @@ pub fn plan_dataset(desired: &DesiredAcl, observed: Option<&Observed>, policy: &
             }
             _ => {}
         }
+    }
+    // BigQuery's documented limit: 2,500 authorized views, routines and datasets per list.
+    let authorized = after
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.principal,
+                Principal::View(_) | Principal::Routine(_) | Principal::Dataset(_)
+            )
+        })
+        .count();
+    if authorized > MAX_AUTHORIZED {
+        plan.refusals.push(format!(
+            "the list of {} would hold {authorized} authorized views, routines and datasets; BigQuery allows at most \
+             {MAX_AUTHORIZED}: authorize a dataset of views instead of each view",
+            desired.key
+        ));
     }
     // A dataset created without a DatasetAccess gets BigQuery's default entries (project owners
     // as OWNER), which this list keeps.
@@ -382,5 +402,26 @@ mod tests {
             let again = plan_dataset(&d, Some(&live(p.after.clone())), &Policy::default(), true);
             prop_assert!(!again.has_changes(), "{:?}", again);
         });
+    }
+
+    #[test]
+    fn more_authorized_resources_than_bigquery_allows_is_refused() {
+        let owner = e("OWNER", Principal::SpecialGroup("projectOwners".into()));
+        let views: Vec<AclEntry> = (0..=MAX_AUTHORIZED)
+            .map(|i| e("READER", Principal::View(format!("p.v.t{i}"))))
+            .collect();
+        let p = plan_dataset(
+            &desired(std::iter::once(owner).chain(views).collect(), true),
+            Some(&live(Vec::new())),
+            &Policy::default(),
+            true,
+        );
+        assert!(
+            p.refusals
+                .iter()
+                .any(|r| r.contains("2501 authorized views") && r.contains("at most 2500")),
+            "{:?}",
+            p.refusals
+        );
     }
 }

@@ -157,12 +157,108 @@ pub fn gcs_uri(uri: &str) -> Result<(String, String), String> {
             "{uri:?} contains a wildcard: give the prefix in uri and the pattern in source.include"
         ));
     }
+    if prefix.is_empty() {
+        return Err(format!(
+            "{uri:?} names a whole bucket: give the prefix the files are under, e.g. gs://{bucket}/orders/ (every \
+             object of the bucket would be loaded, whatever wrote it)"
+        ));
+    }
+    if prefix.split('/').any(|seg| seg == ".." || seg == ".") || prefix.contains("//") {
+        return Err(format!(
+            "{uri:?}: object names are literal, so '.', '..' and '//' are not path steps and match nothing; write \
+             the prefix as the objects are named"
+        ));
+    }
     Ok((bucket.to_string(), prefix.to_string()))
+}
+
+/// BigQuery's locations: the two multi-regions and the regions (cloud.google.com/bigquery/docs/locations).
+pub const LOCATIONS: [&str; 44] = [
+    "US",
+    "EU",
+    "africa-south1",
+    "asia-east1",
+    "asia-east2",
+    "asia-northeast1",
+    "asia-northeast2",
+    "asia-northeast3",
+    "asia-south1",
+    "asia-south2",
+    "asia-southeast1",
+    "asia-southeast2",
+    "australia-southeast1",
+    "australia-southeast2",
+    "europe-central2",
+    "europe-north1",
+    "europe-north2",
+    "europe-southwest1",
+    "europe-west1",
+    "europe-west2",
+    "europe-west3",
+    "europe-west4",
+    "europe-west6",
+    "europe-west8",
+    "europe-west9",
+    "europe-west10",
+    "europe-west12",
+    "me-central1",
+    "me-central2",
+    "me-west1",
+    "northamerica-northeast1",
+    "northamerica-northeast2",
+    "northamerica-south1",
+    "southamerica-east1",
+    "southamerica-west1",
+    "us-central1",
+    "us-east1",
+    "us-east4",
+    "us-east5",
+    "us-south1",
+    "us-west1",
+    "us-west2",
+    "us-west3",
+    "us-west4",
+];
+
+/// A BigQuery location (case-insensitive).
+pub fn location(loc: &str) -> Result<(), String> {
+    if LOCATIONS.iter().any(|l| l.eq_ignore_ascii_case(loc)) {
+        return Ok(());
+    }
+    let hint = LOCATIONS
+        .iter()
+        .map(|l| (strsim::jaro_winkler(&loc.to_lowercase(), &l.to_lowercase()), *l))
+        .filter(|(s, _)| *s >= 0.9)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, l)| format!(" (did you mean {l}?)"))
+        .unwrap_or_default();
+    Err(format!(
+        "{loc:?} is not a BigQuery location{hint}: use US, EU or a region such as europe-west1 (see \
+         cloud.google.com/bigquery/docs/locations)"
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_storage_uris() {
+        assert!(gcs_uri("gs://acme-raw/orders/").is_ok());
+        assert!(gcs_uri("gs://acme-raw").unwrap_err().contains("whole bucket"));
+        assert!(gcs_uri("gs://acme-raw/").unwrap_err().contains("whole bucket"));
+        assert!(gcs_uri("gs://acme-raw/a/../b/").unwrap_err().contains("literal"));
+        assert!(gcs_uri("gs://acme-raw/a//b/").unwrap_err().contains("literal"));
+    }
+
+    /// BigQuery locations: the multi-regions and the regions BigQuery lists.
+    #[test]
+    fn locations() {
+        assert!(location("US").is_ok() && location("eu").is_ok() && location("europe-west1").is_ok());
+        let e = location("europe-west-1").unwrap_err();
+        assert!(e.contains("did you mean europe-west1"), "{e}");
+        assert!(location("mars-1").unwrap_err().contains("not a BigQuery location"));
+    }
 
     #[test]
     fn projects() {

@@ -6,6 +6,9 @@ use crate::crd::{AccessEntry, ColumnMode, DatasetAccessSpec, GroupMembershipSpec
 use crate::policy::Policy;
 use std::collections::{HashMap, HashSet};
 
+/// Entries one DatasetAccess may declare (the CRD's `maxItems` too).
+const MAX_ENTRIES: usize = 2500;
+
 /// Special groups BigQuery access entries accept.
 const SPECIAL_GROUPS: [&str; 4] = [
     "projectOwners",
@@ -281,13 +284,7 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
 }
 
 pub(super) fn location(c: &mut Checker, field: &str, loc: &str) {
-    let ok = !loc.is_empty() && loc.len() <= 64 && loc.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-');
-    if !ok {
-        c.err(
-            field,
-            format!("{loc:?} is not a BigQuery location such as US, EU or europe-west1"),
-        );
-    }
+    c.check(field, ident::location(loc));
 }
 
 /// The principals set on an access entry: `(field name, value)`.
@@ -380,6 +377,16 @@ pub(super) fn principal(c: &mut Checker, field: &str, key: &str, value: &str, po
 pub(super) fn dataset_access(c: &mut Checker, spec: &DatasetAccessSpec, policy: &Policy) {
     c.check("spec.project", ident::project_id(&spec.project));
     c.check("spec.dataset", ident::dataset_id(&spec.dataset));
+    if spec.access.len() > MAX_ENTRIES {
+        c.err(
+            "spec.access",
+            format!(
+                "{} entries; bqsteward accepts at most {MAX_ENTRIES} per dataset (BigQuery's limit on authorized \
+                 resources, and far beyond a reviewable list): grant groups instead of individual users",
+                spec.access.len()
+            ),
+        );
+    }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, e) in spec.access.iter().enumerate() {
         let base = format!("spec.access[{i}]");
