@@ -214,7 +214,7 @@ async fn consumer_views_authorizations_access_and_billing() {
     let expected: BTreeSet<String> = [
         "READER group:marketing@acme.com",
         "READER user:ana@acme.com",
-        "OWNER user:bqsteward@bqsteward-data.iam.gserviceaccount.com",
+        "OWNER serviceAccount:bqsteward@bqsteward-data.iam.gserviceaccount.com",
     ]
     .map(String::from)
     .into();

@@ -191,7 +191,7 @@ async fn finalizers_status_deletion_policies_invalid_objects_and_backoff() {
     assert!(
         access(&bq, &ds_a)
             .await
-            .contains(&format!("user:{}", IDENTITY.split_once(':').unwrap().1))
+            .contains(&format!("serviceAccount:{}", IDENTITY.split_once(':').unwrap().1))
     );
 
     // Second pass: nothing changed, so nothing is written (no status churn, no events).
@@ -254,7 +254,7 @@ async fn finalizers_status_deletion_policies_invalid_objects_and_backoff() {
     let left = access(&bq, &ds_b).await;
     assert!(!left.contains(&"group:deleted@acme.com".to_string()), "{left:?}");
     assert!(
-        left.contains(&format!("user:{}", IDENTITY.split_once(':').unwrap().1)),
+        left.contains(&format!("serviceAccount:{}", IDENTITY.split_once(':').unwrap().1)),
         "{left:?}"
     );
     // Idempotent: a repeated delete pass finds no finalizer and does nothing.

@@ -26,7 +26,7 @@ fn the_demo_tells_the_whole_story() {
     has("uploaded to gs://acme-raw/: 4 payment files (210 rows), 302 event files (2 corrupt)");
     // 2. plan showed the views and authorizations, apply created them.
     has("+ full view acme-data-eng.payments__views_full.transactions");
-    has("-      view:acme-data-eng.payments__views_full.transactions");
+    has("AUTHORIZED view:acme-data-eng.payments__views_full.transactions");
     has("created clean view acme-data-eng.payments__views_clean.transactions");
     // 3. Dedup, no PII in clean, no PCI anywhere, quarantined files with categories.
     has("raw_rows | payments");

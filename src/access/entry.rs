@@ -201,6 +201,8 @@ impl AclEntry {
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // BigQuery keeps service accounts as `userByEmail`; say what they are.
+            Principal::User(e) if e.ends_with(".gserviceaccount.com") => write!(f, "serviceAccount:{e}"),
             Principal::User(e) => write!(f, "user:{e}"),
             Principal::Group(e) => write!(f, "group:{e}"),
             Principal::Domain(d) => write!(f, "domain:{d}"),
@@ -216,7 +218,11 @@ impl fmt::Display for Principal {
 
 impl fmt::Display for AclEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:<6} {}", self.role.as_deref().unwrap_or("-"), self.principal)
+        match self.role.as_deref() {
+            Some(role) => write!(f, "{role:<6} {}", self.principal),
+            // Authorized views, routines and datasets have no role: they are authorizations.
+            None => write!(f, "AUTHORIZED {}", self.principal),
+        }
     }
 }
 
@@ -290,5 +296,18 @@ mod tests {
         assert!(e.is_owner());
         assert!(identity_entry("bq@p.iam.gserviceaccount.com").is_err());
         assert!(identity_entry("robot:x@y.com").is_err());
+    }
+
+    #[test]
+    fn entries_are_shown_by_their_real_type() {
+        let sa = identity_entry("serviceAccount:bqsteward@p.iam.gserviceaccount.com").unwrap();
+        assert_eq!(
+            sa.to_string(),
+            "OWNER  serviceAccount:bqsteward@p.iam.gserviceaccount.com"
+        );
+        let user = identity_entry("user:ana@acme.com").unwrap();
+        assert_eq!(user.to_string(), "OWNER  user:ana@acme.com");
+        let view = AclEntry::authorized_view(&crate::cloud::bqtypes::TableRef::new("p", "d", "v"));
+        assert_eq!(view.to_string(), "AUTHORIZED view:p.d.v");
     }
 }

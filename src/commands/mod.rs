@@ -85,7 +85,7 @@ impl Owned {
         };
         // Credentials first: one clear error before anything is read.
         let needs_adc = !endpoints.bigquery_emulated
-            || !endpoints.storage_emulated
+            || (!w.tables.is_empty() && !endpoints.storage_emulated)
             || (!w.groups.is_empty() && crate::cloud::emulator_host("CLOUD_IDENTITY_EMULATOR_HOST").is_none())
             || (!w.consumers.is_empty() && crate::cloud::emulator_host("RESOURCE_MANAGER_EMULATOR_HOST").is_none());
         if needs_adc {
