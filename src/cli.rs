@@ -15,9 +15,15 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
-    /// Log filter, e.g. `info` or `bqsteward=debug` (also `RUST_LOG`).
+    /// Log filter, e.g. `info` or `bqsteward=debug` (also `RUST_LOG`). The audit trail is not
+    /// affected: see `--audit-log`.
     #[arg(long, env = "RUST_LOG", default_value = "warn", global = true)]
     pub log: String,
+    /// Where the audit trail goes — one line per change bqsteward makes (access entries, views,
+    /// tables, loads): `stderr` (default, compact, apart from the filter), a file path (appended,
+    /// one JSON object per line) or `off`.
+    #[arg(long, env = "BQSTEWARD_AUDIT_LOG", default_value = "stderr", global = true)]
+    pub audit_log: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -67,6 +73,10 @@ pub enum Command {
         /// Approve plans that remove more entries than the policy's blast-radius limit.
         #[arg(long)]
         allow_large_removal: bool,
+        /// Print the SQL of every view written (by default one line per view; `plan` shows the
+        /// SQL and its diff).
+        #[arg(long)]
+        show_sql: bool,
     },
     /// Measure the load planner (discovery filter + ledger diff + batching) on synthetic
     /// listings in-process, and print CPU seconds and peak memory.

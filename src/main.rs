@@ -3,7 +3,9 @@
 use bqsteward::cli::{self, Cli, Command, LogFormat};
 use clap::Parser;
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, filter::Targets};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -15,16 +17,9 @@ fn runtime() -> tokio::runtime::Runtime {
 fn main() {
     bqsteward::cloud::install_crypto_provider();
     let args = Cli::parse();
-    // The audit trail (one line per access change) is always on.
-    let filter = EnvFilter::try_new(format!("{},bqsteward::audit=info", args.log))
-        .unwrap_or_else(|_| EnvFilter::new("warn,bqsteward::audit=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    if let Err(e) = init_logging(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
     let result = match args.command {
         Command::Crds { out } => cli::crds(out).map(|()| 0),
@@ -84,7 +79,8 @@ fn main() {
         Command::Apply {
             common,
             allow_large_removal,
-        } => Ok(runtime().block_on(bqsteward::commands::apply(&common, allow_large_removal))),
+            show_sql,
+        } => Ok(runtime().block_on(bqsteward::commands::apply(&common, allow_large_removal, show_sql))),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -119,4 +115,59 @@ fn chain_text(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out
+}
+
+/// Logs on stderr filtered by `--log`; the audit trail (target `bqsteward::audit`) apart, where
+/// `--audit-log` says: stderr (compact, or JSON with `--log-format json`), a file (JSON lines,
+/// appended) or nowhere.
+fn init_logging(args: &Cli) -> Result<(), String> {
+    let filter = EnvFilter::try_new(format!("{},bqsteward::audit=off", args.log))
+        .unwrap_or_else(|_| EnvFilter::new("warn,bqsteward::audit=off"));
+    let ansi = std::io::stderr().is_terminal();
+    let logs = match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    }
+    .with_filter(filter);
+    let only_audit = || Targets::new().with_target("bqsteward::audit", tracing::Level::INFO);
+    let audit = match args.audit_log.as_str() {
+        "off" => None,
+        "stderr" => Some(match args.log_format {
+            LogFormat::Json => tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+                .boxed(),
+            LogFormat::Text => tracing_subscriber::fmt::layer()
+                .compact()
+                .without_time()
+                .with_target(false)
+                .with_level(false)
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .boxed(),
+        }),
+        path => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("--audit-log {path}: {e}"))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .boxed(),
+            )
+        }
+    }
+    .map(|l| l.with_filter(only_audit()));
+    tracing_subscriber::registry().with(logs).with(audit).init();
+    Ok(())
 }

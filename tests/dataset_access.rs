@@ -113,14 +113,39 @@ async fn drift_is_shown_by_plan_and_removed_by_apply() {
     let r = bqsteward(&host, &["plan"], &m, true).await;
     assert_eq!(r.code, 2, "{}", r.stdout);
     assert!(r.stdout.contains("-READER user:intruder@evil.com"), "{}", r.stdout);
-    let r = bqsteward(&host, &["apply"], &m, true).await;
+    // The audit trail where `--audit-log` says: a file of JSON lines, nothing on stderr.
+    let audit = tempfile::NamedTempFile::new().unwrap();
+    let audit_path = audit.path().display().to_string();
+    let r = bqsteward(&host, &["apply", "--audit-log", &audit_path], &m, true).await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stderr.contains("access changed"), "{}", r.stderr);
+    let lines: Vec<Value> = std::fs::read_to_string(audit.path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["fields"]["action"], "remove", "{lines:?}");
+    assert!(
+        lines[0]["fields"]["entry"]
+            .as_str()
+            .unwrap()
+            .contains("intruder@evil.com"),
+        "{lines:?}"
+    );
     assert!(
         !live(&ds)
             .await
             .iter()
             .any(|e| e.principal.to_string().contains("intruder"))
     );
+    // `off`: no audit line anywhere.
+    let mut access: Vec<Value> = live(&ds).await.iter().map(AclEntry::to_api).collect();
+    access.push(json!({"role": "READER", "userByEmail": "again@evil.com"}));
+    set_live(&ds, access).await;
+    let r = bqsteward(&host, &["apply", "--audit-log", "off"], &m, true).await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stderr.contains("access changed"), "{}", r.stderr);
     let r = bqsteward(&host, &["plan", "--output", "json"], &m, true).await;
     assert_eq!(r.code, 0, "{}", r.stdout);
     let v: Value = serde_json::from_str(&r.stdout).unwrap();

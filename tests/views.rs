@@ -204,6 +204,9 @@ async fn dedup_and_clean_views_authorized_restored_and_evolving() {
     ok(&r, 0);
     assert!(r.stdout.contains(&format!("created full view {full}")), "{}", r.stdout);
     assert!(r.stdout.contains(&format!("created salt table {salt}")), "{}", r.stdout);
+    // `apply` says what it writes in one line per view; the SQL is `plan`'s (or `--show-sql`).
+    assert!(r.stdout.contains(&format!("+ full view {full}")), "{}", r.stdout);
+    assert!(!r.stdout.contains("QUALIFY ROW_NUMBER()"), "{}", r.stdout);
     let r = env.bqsteward(&["plan"], &m).await;
     ok(&r, 0);
     assert!(r.stdout.trim_end().ends_with("Plan: no changes"), "{}", r.stdout);
@@ -360,7 +363,13 @@ async fn dedup_and_clean_views_authorized_restored_and_evolving() {
     let r = env.bqsteward(&["plan"], &evolved).await;
     ok(&r, 2);
     assert!(r.stdout.contains("+  `channel`,"), "{}", r.stdout);
-    ok(&env.bqsteward(&["apply"], &evolved).await, 0);
+    let r = env.bqsteward(&["apply", "--show-sql"], &evolved).await;
+    ok(&r, 0);
+    assert!(
+        r.stdout.contains("+  `channel`,"),
+        "--show-sql prints the SQL diff:\n{}",
+        r.stdout
+    );
     for v in [&full, &clean] {
         let rows = env
             .query(&format!(

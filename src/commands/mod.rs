@@ -153,7 +153,7 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
 
 /// `bqsteward apply`: tables and their view layers first (they create the datasets that access
 /// lists and authorizations refer to), consumer views, access lists, consumer IAM, groups.
-pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
+pub async fn apply(args: &LiveArgs, allow_large_removal: bool, show_sql: bool) -> i32 {
     let mut world = match prepare(args) {
         Ok(w) => w,
         Err(code) => return code,
@@ -162,7 +162,7 @@ pub async fn apply(args: &LiveArgs, allow_large_removal: bool) -> i32 {
         Ok(o) => o,
         Err(code) => return code,
     };
-    let mut out = printer::Printer::new(std::io::stdout().is_terminal());
+    let mut out = printer::Printer::new(std::io::stdout().is_terminal(), show_sql);
     let summary = engine::apply(&mut world, &owned.clients(), &Scope::All, allow_large_removal, &mut out).await;
     if summary.failed { EXIT_ERROR } else { EXIT_OK }
 }

@@ -16,20 +16,26 @@ use crate::ingest::report as ingest_report;
 /// Prints to stdout.
 pub struct Printer {
     color: bool,
+    show_sql: bool,
     lists_failed: usize,
 }
 
 impl Printer {
-    /// A printer; `color` for a terminal.
-    pub fn new(color: bool) -> Printer {
-        Printer { color, lists_failed: 0 }
+    /// A printer; `color` for a terminal; `show_sql` prints the SQL of every view written (`plan`
+    /// shows it anyway).
+    pub fn new(color: bool, show_sql: bool) -> Printer {
+        Printer {
+            color,
+            show_sql,
+            lists_failed: 0,
+        }
     }
 }
 
 impl Reporter for Printer {
     fn table_planned(&mut self, t: &Target, state: &Result<TableState, String>) {
         match state {
-            Ok(s) => print!("{}", crate::render::plan::table_text(t, s)),
+            Ok(s) => print!("{}", crate::render::plan::table_text(t, s, self.show_sql)),
             Err(e) => println!("error: {e}"),
         }
     }
@@ -76,7 +82,7 @@ impl Reporter for Printer {
     fn consumer_planned(&mut self, t: &ConsumerTarget, plan: &Result<ConsumerPlan, String>) {
         match plan {
             Ok(p) => {
-                print!("{}", crate::consumer::reconcile::plan_text(t, p));
+                print!("{}", crate::consumer::reconcile::plan_text_with(t, p, self.show_sql));
                 if p.views.is_refused() {
                     println!("ConsumerProject {}: refused: nothing was written", t.resource);
                 }

@@ -155,11 +155,16 @@ pub async fn apply_iam(
 
 /// Text of a plan (dataset/views via the view report, then IAM).
 pub fn plan_text(t: &ConsumerTarget, p: &ConsumerPlan) -> String {
+    plan_text_with(t, p, true)
+}
+
+/// [`plan_text`], with the SQL of each view to write only when `sql`.
+pub fn plan_text_with(t: &ConsumerTarget, p: &ConsumerPlan, sql: bool) -> String {
     let mut out = format!(
         "ConsumerProject {} \u{2192} {}.{} ({})\n",
         t.resource, t.spec.project, t.spec.dataset, t.spec.location
     );
-    out.push_str(&views::report::plan_text(&p.views));
+    out.push_str(&views::report::plan_text_with(&p.views, sql));
     match &p.iam {
         Some(ip) if ip.has_changes() => {
             for m in &ip.add {

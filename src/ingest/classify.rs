@@ -21,11 +21,15 @@ pub fn failure(job: &Job) -> Failure {
     let Some(top) = &job.error else {
         return Failure::Other("job finished without a result".into());
     };
-    let text = std::iter::once(top)
-        .chain(&job.errors)
-        .map(|e| e.message.as_str())
-        .collect::<Vec<_>>()
-        .join(" | ");
+    // BigQuery repeats the top error in `errors`: each distinct message once.
+    let mut messages: Vec<&str> = Vec::new();
+    for e in std::iter::once(top).chain(&job.errors) {
+        let m = e.message.trim();
+        if !m.is_empty() && !messages.contains(&m) {
+            messages.push(m);
+        }
+    }
+    let text = messages.join(" | ");
     if classify(400, &top.reason) == ErrorCategory::Retryable || job.errors.iter().any(|e| e.reason == "backendError") {
         return Failure::Transient(text);
     }
@@ -38,6 +42,39 @@ pub fn failure(job: &Job) -> Failure {
         Some(c) => Failure::Data(c, text),
         None => Failure::Other(text),
     }
+}
+
+/// A load error in one short line for people (the full text stays in the ledger and the status):
+/// BigQuery's boilerplate prefix dropped, local file paths (the emulator's) replaced by "the file",
+/// only the first of several messages, cut at 160 characters on a word.
+pub fn short(message: &str) -> String {
+    let first = message.split(" | ").next().unwrap_or(message).trim();
+    let first = first
+        .strip_prefix("Error while reading data, error message: ")
+        .unwrap_or(first);
+    let mut out = String::new();
+    let mut rest = first;
+    while let Some(start) = rest.find("\"/") {
+        out.push_str(&rest[..start]);
+        match rest[start + 1..].find('"') {
+            Some(end) => {
+                out.push_str("the file");
+                rest = &rest[start + 1 + end + 1..];
+            }
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    let out = out.replace("in file the file", "in the file");
+    if out.chars().count() <= 160 {
+        return out.trim_end().to_string();
+    }
+    let cut: String = out.chars().take(160).collect();
+    let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(a, _)| a).to_string();
+    format!("{cut}…")
 }
 
 /// The category of a data error message, or `None` when the message is not about file content.
@@ -183,5 +220,17 @@ mod tests {
             failure(&job("invalid", "Invalid table name")),
             Failure::Other(_)
         ));
+    }
+
+    #[test]
+    fn short_messages_for_people() {
+        let m = "Error while reading data, error message: Invalid Input Error: Malformed JSON in file \"/tmp/demo.X/gcs-root/acme-raw/e/events-1.json\", at byte 38 in record/value 2: unexpected end of data. | Something else";
+        assert_eq!(
+            short(m),
+            "Invalid Input Error: Malformed JSON in the file, at byte 38 in record/value 2: unexpected end of data."
+        );
+        let long = "word ".repeat(60);
+        let s = short(&long);
+        assert!(s.chars().count() <= 161 && s.ends_with('…'), "{s}");
     }
 }

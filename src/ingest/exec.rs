@@ -229,7 +229,8 @@ impl<'a> Executor<'a> {
                         .await?;
                     self.bq.delete_table(&staging).await?;
                     tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
-                        generation = f.generation, category = category.as_str(), %message, "quarantined file");
+                        generation = f.generation, category = category.as_str(),
+                        error = %super::classify::short(&message), "quarantined file");
                     report
                         .quarantined
                         .push((f.uri.clone(), f.generation, category, message));
@@ -342,7 +343,8 @@ impl<'a> Executor<'a> {
                 .await?;
             for (f, c, m) in bad {
                 tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
-                    generation = f.generation, category = c.as_str(), message = %m, "quarantined file");
+                    generation = f.generation, category = c.as_str(),
+                    error = %super::classify::short(&m), "quarantined file");
                 report.quarantined.push((f.uri, f.generation, c, m));
             }
             report.snapshot_blocked = true;

@@ -162,8 +162,21 @@ pub fn apply_text(t: &Target, r: &Report) -> String {
         if r.schema_changed { "; schema changed" } else { "" }
     );
     for (uri, generation, cat, msg) in &r.quarantined {
-        let short: String = msg.chars().take(200).collect();
-        let _ = writeln!(out, "  quarantined {uri}#{generation} ({}): {short}", cat.as_str());
+        let _ = writeln!(
+            out,
+            "  quarantined {uri}#{generation} ({}): {}",
+            cat.as_str(),
+            super::classify::short(msg)
+        );
+    }
+    if !r.quarantined.is_empty() {
+        let _ = writeln!(
+            out,
+            "  (full errors: the ledger {}.{}.{} and the resource's status)",
+            t.ledger.project,
+            t.ledger.dataset,
+            super::ledger::FILES_TABLE
+        );
     }
     if r.snapshot_blocked {
         let _ = writeln!(out, "  snapshot not replaced: the set has quarantined files");

@@ -119,7 +119,7 @@ fn details(w: &World, p: &PlanSet) -> String {
     let mut out = String::new();
     for (t, s) in w.tables.iter().zip(&p.tables) {
         match s {
-            Ok(s) => out.push_str(&table_text(t, s)),
+            Ok(s) => out.push_str(&table_text(t, s, true)),
             Err(e) => {
                 let _ = writeln!(out, "error: {e}");
             }
@@ -139,12 +139,12 @@ fn details(w: &World, p: &PlanSet) -> String {
     out
 }
 
-/// One table's plan: loads, then views.
-pub fn table_text(t: &Target, s: &TableState) -> String {
+/// One table's plan: loads, then views (with their SQL when `sql`).
+pub fn table_text(t: &Target, s: &TableState, sql: bool) -> String {
     format!(
         "{}{}",
         ingest_report::plan_text(t, &s.plan, &s.observed),
-        views::report::plan_text(&s.views)
+        views::report::plan_text_with(&s.views, sql)
     )
 }
 
@@ -163,7 +163,7 @@ pub fn markdown(w: &World, p: &PlanSet) -> String {
         .iter()
         .zip(&p.tables)
         .map(|(t, s)| match s {
-            Ok(s) => table_text(t, s),
+            Ok(s) => table_text(t, s, true),
             Err(e) => format!("error: {e}\n"),
         })
         .collect();

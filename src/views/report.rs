@@ -5,9 +5,15 @@ use super::plan::{LayoutPlan, ViewChange};
 use similar::TextDiff;
 use std::fmt::Write;
 
-/// The plan of one IngestedTable's views, as `plan` and `apply` print it (indented under the
-/// table's own plan).
+/// The plan of one IngestedTable's views, as `plan` prints it (indented under the table's own
+/// plan), SQL and diffs included.
 pub fn plan_text(p: &LayoutPlan) -> String {
+    plan_text_with(p, true)
+}
+
+/// The plan of the views, with or without the SQL of each view to write (`apply` shows one line
+/// per view unless `--show-sql`).
+pub fn plan_text_with(p: &LayoutPlan, sql: bool) -> String {
     let mut out = String::new();
     for ds in &p.create_datasets {
         let _ = writeln!(out, "  views:  + dataset {}.{ds} ({})", p.project, p.location);
@@ -35,7 +41,9 @@ pub fn plan_text(p: &LayoutPlan) -> String {
                         ""
                     }
                 );
-                out.push_str(&indent(&v.view.def.sql, "            "));
+                if sql {
+                    out.push_str(&indent(&v.view.def.sql, "            "));
+                }
             }
             ViewChange::Relabel => {
                 let _ = writeln!(
@@ -50,6 +58,9 @@ pub fn plan_text(p: &LayoutPlan) -> String {
                     "SQL edited outside bqsteward; restore"
                 };
                 let _ = writeln!(out, "  views:  ~ {layer} view {t}: {why}");
+                if !sql {
+                    continue;
+                }
                 match live_sql {
                     Some(live) => out.push_str(&indent(
                         &sql_diff(&t.to_string(), live, &v.view.def.sql),
