@@ -145,7 +145,7 @@ fn indent(text: &str, f: impl Fn(&str) -> String) -> String {
 
 /// Markdown for a pull-request comment.
 pub fn markdown(plans: &[DatasetPlan]) -> String {
-    let mut out = format!("### bqsteward plan: {}\n\n", Summary::of(plans).line());
+    let mut out = format!("### {}\n\n", Summary::of(plans).line());
     for p in plans.iter().filter(|p| p.has_changes() || p.is_refused()) {
         let _ = writeln!(out, "#### {}\n", title(p).replace('`', "'"));
         for r in &p.refusals {

@@ -151,7 +151,7 @@ pub fn table_text(t: &Target, s: &TableState, sql: bool) -> String {
 /// Markdown for a pull-request comment: the access lists as diffs, then one section per other
 /// kind with its plan in a code block.
 pub fn markdown(w: &World, p: &PlanSet) -> String {
-    let mut out = format!("**{}**\n\n", summary_line(p));
+    let mut out = format!("## bqsteward plan\n\n**{}**\n\n", summary_line(p));
     out.push_str(&super::markdown(&p.lists));
     let mut section = |title: &str, body: String| {
         if !body.trim().is_empty() {
