@@ -16,7 +16,7 @@ fn run(manifests: &std::path::Path, plan_file: &std::path::Path) -> (i32, String
         .env("BQSTEWARD", env!("CARGO_BIN_EXE_bqsteward"))
         .env("BQSTEWARD_MANIFESTS", manifests)
         .env("BQSTEWARD_PLAN_FILE", plan_file)
-        .env("BIGQUERY_EMULATOR_HOST", &e.bigquery.replace("/bigquery/v2", ""))
+        .env("BIGQUERY_EMULATOR_HOST", e.bigquery.replace("/bigquery/v2", ""))
         .env("STORAGE_EMULATOR_HOST", &e.storage)
         .env(
             "BQSTEWARD_IDENTITY",
