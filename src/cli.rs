@@ -50,6 +50,17 @@ pub enum Output {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Serve the local stand-ins for Cloud Identity Groups and Resource Manager IAM (no public
+    /// emulator exists); `scripts/emulators.sh` starts it. Never for production.
+    #[command(hide = true)]
+    StandIns {
+        /// Loopback port of the Cloud Identity stand-in.
+        #[arg(long, default_value_t = 19054)]
+        cloud_identity_port: u16,
+        /// Loopback port of the Resource Manager stand-in.
+        #[arg(long, default_value_t = 19055)]
+        resource_manager_port: u16,
+    },
     /// Print the CustomResourceDefinitions, or write one file per kind into a directory.
     Crds {
         /// Directory to write `<plural>.<group>.yaml` files into (default: print to stdout).

@@ -19,5 +19,6 @@ pub mod manifest;
 pub mod policy;
 pub mod render;
 pub mod schema_check;
+pub mod standins;
 pub mod validate;
 pub mod views;

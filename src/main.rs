@@ -23,6 +23,13 @@ fn main() {
     }
     let result = match args.command {
         Command::Crds { out } => cli::crds(out).map(|()| 0),
+        Command::StandIns {
+            cloud_identity_port,
+            resource_manager_port,
+        } => runtime()
+            .block_on(bqsteward::standins::serve(cloud_identity_port, resource_manager_port))
+            .map(|()| 0)
+            .map_err(anyhow::Error::from),
         Command::Validate { paths, policy, output } => cli::validate(&paths, policy, output),
         Command::Plan { common, output } => Ok(runtime().block_on(bqsteward::commands::plan(&common, output))),
         Command::Bench { objects, loaded } => {

@@ -62,9 +62,22 @@ fn the_demo_tells_the_whole_story() {
     // 5. Drift found and removed.
     has("-READER user:intern@acme.com");
     has("acme-data-eng.payments__views_clean: applied +0 \u{2212}1 (1 write)");
-    // 6. Stopped what it started.
+    // 6. A consumer project queried from its own project, its readers' jobUser binding, a group
+    // made exact — on the local stand-ins for Resource Manager and Cloud Identity.
+    has(
+        "Plan: 1 consumer project to change; access lists: 2 datasets to change (+3 \u{2212}0 entries); 1 group to change",
+    );
+    has("+AUTHORIZED view:acme-marketing.shared_payments.settled_payments");
+    has("ConsumerProject demo/marketing: created consumer view acme-marketing.shared_payments.settled_payments");
+    has("4  | hotel    | 880.15 | USD");
+    has("acme-marketing.shared_payments.settled_payments: id, merchant, amount, currency, modify_time");
+    has("group marketing@acme.com: remove intern@acme.com: done");
+    has("  maria@acme.com       MEMBER OWNER\n  paul@acme.com        MEMBER\n");
+    has("roles/bigquery.jobUser       group:marketing@acme.com");
+    // Stopped what it started.
     has("emulators: stopped bq");
     has("emulators: stopped gcs");
+    has("emulators: stopped standins");
 
     let secs: u64 = all
         .split("demo: done in ")

@@ -7,12 +7,13 @@
 
 pub mod argocd;
 pub mod cli;
-pub mod cloud_identity;
 pub mod controller;
-pub mod http1;
 pub mod kube;
 pub mod proxy;
-pub mod resource_manager;
+
+// The Cloud Identity and Resource Manager stand-ins live in the crate (scripts/emulators.sh starts
+// them for the demo); the tests use them in-process.
+pub use bqsteward::standins::{cloud_identity, http1, resource_manager};
 
 use bqsteward::cloud::Endpoints;
 use std::process::Command;

@@ -13,7 +13,7 @@
 
 #![allow(dead_code)]
 
-use super::http1::{google_error, serve_json};
+use super::http1::{google_error, serve_json, serve_json_on};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,17 @@ impl FakeIam {
         let f = fake.clone();
         fake.url = serve_json(move |method, path, body| f.handle(method, path, body)).await;
         fake
+    }
+
+    /// Starts one on loopback port `port` (0: any free one).
+    pub async fn start_on(port: u16) -> std::io::Result<FakeIam> {
+        let mut fake = FakeIam {
+            url: String::new(),
+            state: Arc::default(),
+        };
+        let f = fake.clone();
+        fake.url = serve_json_on(port, move |method, path, body| f.handle(method, path, body)).await?;
+        Ok(fake)
     }
 
     /// The stored policy of a project.

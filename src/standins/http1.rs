@@ -68,7 +68,15 @@ pub async fn serve_json<F>(handle: F) -> String
 where
     F: Fn(&str, &str, serde_json::Value) -> (u16, serde_json::Value) + Send + Sync + 'static,
 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_json_on(0, handle).await.expect("a free loopback port")
+}
+
+/// [`serve_json`] on loopback port `port` (0: any free one).
+pub async fn serve_json_on<F>(port: u16, handle: F) -> std::io::Result<String>
+where
+    F: Fn(&str, &str, serde_json::Value) -> (u16, serde_json::Value) + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let url = format!("http://{}", listener.local_addr().unwrap());
     let handle = std::sync::Arc::new(handle);
     tokio::spawn(async move {
@@ -89,7 +97,7 @@ where
             });
         }
     });
-    url
+    Ok(url)
 }
 
 /// A Google API error answer: `{"error": {"code", "message", "status"}}`.

@@ -23,7 +23,7 @@
 
 #![allow(dead_code)]
 
-use super::http1::{google_error, serve_json};
+use super::http1::{google_error, serve_json, serve_json_on};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,18 @@ impl FakeGroups {
         let f = fake.clone();
         fake.url = serve_json(move |method, path, body| f.handle(method, path, &body)).await;
         fake
+    }
+
+    /// Starts one on loopback port `port` (0: any free one), with pages of at most `page_size`.
+    pub async fn start_on(port: u16, page_size: usize) -> std::io::Result<FakeGroups> {
+        let mut fake = FakeGroups {
+            url: String::new(),
+            page_size,
+            state: Arc::default(),
+        };
+        let f = fake.clone();
+        fake.url = serve_json_on(port, move |method, path, body| f.handle(method, path, &body)).await?;
+        Ok(fake)
     }
 
     /// Creates a group with these direct members (`email`, roles).
@@ -163,6 +175,23 @@ impl FakeGroups {
                 Some((gid, _)) => (200, json!({"name": format!("groups/{gid}")})),
                 None => google_error(404, "NOT_FOUND", &format!("group {email} not found")),
             };
+        }
+        if rest == "groups" && method == "POST" {
+            // groups.create: a done Operation with the group; 409 when the email is taken.
+            let email = body["groupKey"]["id"].as_str().unwrap_or_default().to_string();
+            if email.is_empty() {
+                return google_error(400, "INVALID_ARGUMENT", "groupKey.id is required");
+            }
+            if st.groups.values().any(|(e, _)| e.eq_ignore_ascii_case(&email)) {
+                return google_error(409, "ALREADY_EXISTS", &format!("group {email} already exists"));
+            }
+            st.next_id += 1;
+            let gid = format!("g{:04}", st.next_id);
+            st.groups.insert(gid.clone(), (email.clone(), BTreeMap::new()));
+            return (
+                200,
+                json!({"done": true, "response": {"name": format!("groups/{gid}"), "groupKey": {"id": email}}}),
+            );
         }
         let parts: Vec<&str> = rest.split('/').collect();
         let group_emails: BTreeSet<String> = st.groups.values().map(|(e, _)| e.to_lowercase()).collect();
