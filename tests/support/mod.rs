@@ -13,6 +13,7 @@ pub mod proxy;
 
 // The Cloud Identity and Resource Manager stand-ins live in the crate (scripts/emulators.sh starts
 // them for the demo); the tests use them in-process.
+#[allow(unused_imports)]
 pub use bqsteward::standins::{cloud_identity, http1, resource_manager};
 
 use bqsteward::cloud::Endpoints;
