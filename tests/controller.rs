@@ -9,10 +9,9 @@ mod support;
 
 use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
 use bqsteward::cloud::bqtypes::TableRef;
-use bqsteward::cloud::retry::Backoff;
 use bqsteward::cloud::storage::{GcsRest, Storage};
 use bqsteward::controller::cluster::{FINALIZER, ObjectKey};
-use bqsteward::controller::reconcile::{Ctx, FailureBackoff, Object, reconcile};
+use bqsteward::controller::reconcile::{Ctx, Object, reconcile};
 use bqsteward::manifest::{LoadReport, Loaded, Resource, load_str};
 use bqsteward::policy::Policy;
 use serde_json::{Value, json};
@@ -25,27 +24,8 @@ const IDENTITY: &str = "serviceAccount:bqsteward@bqsteward-ctl.iam.gserviceaccou
 
 async fn ctx(kube: Arc<RealCluster>) -> (Ctx, BigQueryRest, GcsRest) {
     let e = support::emulators();
-    let bq = BigQueryRest::new(&e).await.unwrap();
-    let gcs = GcsRest::new(&e).unwrap();
-    let ctx = Ctx {
-        bq: Arc::new(bq.clone()),
-        gcs: Arc::new(gcs.clone()),
-        groups: None,
-        iam: None,
-        cluster: kube,
-        policy: Policy::default(),
-        identity: Some(IDENTITY.into()),
-        requeue: Duration::from_secs(600),
-        backoff: FailureBackoff::new(Duration::from_secs(5), Duration::from_secs(300)),
-        call_backoff: Backoff {
-            initial: Duration::from_millis(10),
-            ..Backoff::default()
-        },
-        tenants: Default::default(),
-        pacer: Default::default(),
-        cache: Default::default(),
-    };
-    (ctx, bq, gcs)
+    let ctx = support::kube::test_ctx(kube, IDENTITY).await;
+    (ctx, BigQueryRest::new(&e).await.unwrap(), GcsRest::new(&e).unwrap())
 }
 
 fn load(text: &str) -> Vec<Loaded> {

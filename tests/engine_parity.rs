@@ -10,16 +10,13 @@ mod support;
 use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
 use bqsteward::cloud::groups::GroupsRest;
 use bqsteward::cloud::iam::IamRest;
-use bqsteward::cloud::retry::Backoff;
 use bqsteward::cloud::storage::{GcsRest, Storage};
 use bqsteward::controller::cluster::ObjectKey;
-use bqsteward::controller::reconcile::{Ctx, FailureBackoff, Object, reconcile};
+use bqsteward::controller::reconcile::{Object, reconcile};
 use bqsteward::manifest::{LoadReport, Loaded, load_str};
-use bqsteward::policy::Policy;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 use support::cloud_identity::FakeGroups;
 use support::kube::RealCluster;
 use support::resource_manager::FakeIam;
@@ -254,24 +251,9 @@ async fn apply_and_the_controller_leave_the_same_state() {
     let kube = Arc::new(RealCluster::new().await);
     kube.kube.namespace("par-ctl");
     kube.kube.purge("par-ctl");
-    let ctx = Ctx {
-        bq: Arc::new(bq.clone()),
-        gcs: Arc::new(gcs.clone()),
-        groups: Some(Arc::new(GroupsRest::new(Some(&ctl.groups.url)).unwrap())),
-        iam: Some(Arc::new(IamRest::new(Some(&ctl.iam.url)).unwrap())),
-        cluster: kube.clone(),
-        policy: Policy::default(),
-        identity: Some(IDENTITY.into()),
-        requeue: Duration::from_secs(600),
-        backoff: FailureBackoff::new(Duration::from_secs(5), Duration::from_secs(300)),
-        call_backoff: Backoff {
-            initial: Duration::from_millis(10),
-            ..Backoff::default()
-        },
-        pacer: Default::default(),
-        cache: Default::default(),
-        tenants: Default::default(),
-    };
+    let mut ctx = support::kube::test_ctx(kube.clone(), IDENTITY).await;
+    ctx.groups = Some(Arc::new(GroupsRest::new(Some(&ctl.groups.url)).unwrap()));
+    ctx.iam = Some(Arc::new(IamRest::new(Some(&ctl.iam.url)).unwrap()));
     let reconcile_all = |both: bool| {
         let all = load(&ctl.manifests(&bucket, both));
         let (ctx, kube) = (&ctx, &kube);

@@ -65,6 +65,13 @@ fn prepare(args: &LiveArgs) -> Result<World, i32> {
     Ok(world)
 }
 
+/// [`prepare`], then the clients.
+async fn setup(args: &LiveArgs) -> Result<(World, Owned), i32> {
+    let world = prepare(args)?;
+    let owned = Owned::new(&world).await?;
+    Ok((world, owned))
+}
+
 /// The production clients, for the configured endpoints.
 struct Owned {
     bq: BigQueryRest,
@@ -127,12 +134,8 @@ impl Owned {
 /// `bqsteward plan`: every kind observed and planned, nothing written. Exit 0 = no changes,
 /// 2 = changes pending, 1 = an error or a refusal.
 pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
-    let mut world = match prepare(args) {
-        Ok(w) => w,
-        Err(code) => return code,
-    };
-    let owned = match Owned::new(&world).await {
-        Ok(o) => o,
+    let (mut world, owned) = match setup(args).await {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let set = engine::plan(&mut world, &owned.clients()).await;
@@ -154,12 +157,8 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
 /// `bqsteward apply`: tables and their view layers first (they create the datasets that access
 /// lists and authorizations refer to), consumer views, access lists, consumer IAM, groups.
 pub async fn apply(args: &LiveArgs, allow_large_removal: bool, show_sql: bool) -> i32 {
-    let mut world = match prepare(args) {
-        Ok(w) => w,
-        Err(code) => return code,
-    };
-    let owned = match Owned::new(&world).await {
-        Ok(o) => o,
+    let (mut world, owned) = match setup(args).await {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let mut out = printer::Printer::new(std::io::stdout().is_terminal(), show_sql);

@@ -393,3 +393,35 @@ impl bqsteward::controller::cluster::Cluster for RealCluster {
         self.inner.event(key, uid, note).await
     }
 }
+
+/// A controller context for reconcile tests: the emulators' clients, `kube` as the writer, no
+/// Cloud Identity or Resource Manager client (set them when a test needs them), default policy,
+/// bqsteward's `identity`, quick call retries.
+pub async fn test_ctx(kube: std::sync::Arc<RealCluster>, identity: &str) -> bqsteward::controller::reconcile::Ctx {
+    use bqsteward::cloud::bigquery::BigQueryRest;
+    use bqsteward::cloud::retry::Backoff;
+    use bqsteward::cloud::storage::GcsRest;
+    use std::time::Duration;
+    let e = super::emulators();
+    bqsteward::controller::reconcile::Ctx {
+        bq: std::sync::Arc::new(BigQueryRest::new(&e).await.unwrap()),
+        gcs: std::sync::Arc::new(GcsRest::new(&e).unwrap()),
+        groups: None,
+        iam: None,
+        cluster: kube,
+        policy: bqsteward::policy::Policy::default(),
+        identity: Some(identity.into()),
+        requeue: Duration::from_secs(600),
+        backoff: bqsteward::controller::reconcile::FailureBackoff::new(
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+        ),
+        call_backoff: Backoff {
+            initial: Duration::from_millis(10),
+            ..Backoff::default()
+        },
+        tenants: Default::default(),
+        pacer: Default::default(),
+        cache: Default::default(),
+    }
+}
