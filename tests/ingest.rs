@@ -69,7 +69,7 @@ async fn put(env: &Env, name: &str, data: Vec<u8>) {
 async fn run(bq: &dyn BigQuery, gcs: &dyn Storage, t: &Target, crash: Option<Step>) -> Result<Report, RunError> {
     let o = observe(bq, gcs, t).await?;
     let p = plan_table(t, &o, chrono::Utc::now().timestamp_millis());
-    let mut exec = Executor::new(bq, t, p.loads.budget_left);
+    let mut exec = Executor::new(bq, t, p.loads.budget_left).with_storage(gcs);
     exec.crash_after = crash;
     exec.apply(&p, &o).await
 }
@@ -421,4 +421,60 @@ async fn transient_faults_and_lost_answers_converge_without_duplicates() {
     assert_eq!(distinct_ids(&env, &t).await, 30);
     assert_eq!(ledger_loaded(&env, &t).await, (10, 1));
     assert_nothing_to_do(&env, &t).await;
+}
+
+/// With `excludedColumns`, undeclared fields must still be caught: the load ignores unknown values
+/// (that is how excluded fields are dropped), so the first lines of each new file are read first
+/// and a file with a field that is neither declared nor excluded is quarantined — the others load,
+/// card numbers included nowhere. The read's cost is printed.
+#[tokio::test]
+async fn an_undeclared_field_is_quarantined_even_with_excluded_columns() {
+    let e = emulators();
+    let env = env(&e).await;
+    put(
+        &env,
+        "in/a.json",
+        b"{\"id\": 1, \"name\": \"a\", \"card_number\": \"4111111111111111\"}\n".to_vec(),
+    )
+    .await;
+    put(
+        &env,
+        "in/b.json",
+        b"{\"id\": 2, \"name\": \"b\", \"card_number\": \"4111111111111111\", \"coupon\": \"SUMMER\"}\n".to_vec(),
+    )
+    .await;
+    let t = Target::new(
+        "default/excl",
+        &spec(&env, "excl", "excludedColumns: [card_number]\n"),
+        None,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let r = run(&env.bq, &env.gcs, &t, None).await.unwrap();
+    println!(
+        "undeclared-field check: {} files, {} bytes read, whole run {:?}",
+        r.prechecked.0,
+        r.prechecked.1,
+        started.elapsed()
+    );
+    assert_eq!(r.prechecked.0, 2, "{r:?}");
+    assert_eq!(r.quarantined.len(), 1, "{r:?}");
+    let (uri, _, cat, msg) = &r.quarantined[0];
+    assert!(
+        uri.ends_with("in/b.json") && *cat == Category::IncompatibleSchema,
+        "{r:?}"
+    );
+    assert!(msg.contains("`coupon`") && msg.contains("excludedColumns"), "{msg}");
+    assert_eq!(row_count(&env, &t).await, 1);
+    let info = env.bq.get_table(&t.table).await.unwrap().unwrap();
+    assert!(
+        !info
+            .schema
+            .fields
+            .iter()
+            .any(|f| f.name == "card_number" || f.name == "coupon")
+    );
+    // The next run reads nothing again: the files are in the ledger.
+    let again = run(&env.bq, &env.gcs, &t, None).await.unwrap();
+    assert_eq!(again.prechecked.0, 0, "{again:?}");
 }

@@ -37,6 +37,9 @@ pub trait Storage: Send + Sync {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
+    /// The first `max_bytes` bytes of one generation of an object (a ranged read).
+    async fn read_head(&self, bucket: &str, name: &str, generation: i64, max_bytes: u64)
+    -> Result<Vec<u8>, CloudError>;
     /// Writes an object (tests, the demo and re-ingestion tooling; reconcile never writes objects).
     async fn upload(
         &self,
@@ -180,6 +183,34 @@ impl Storage for GcsRest {
             .body(data);
         let raw: RawObject = self.rest.json(&op, req).await?;
         raw.into_info(&op)
+    }
+
+    async fn read_head(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: i64,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, CloudError> {
+        let op = format!("objects.get gs://{bucket}/{name}#{generation} (first {max_bytes} bytes)");
+        let url = format!("{}/storage/v1/b/{}/o/{}", self.root, enc(bucket), enc(name));
+        let req = self
+            .rest
+            .http
+            .get(url)
+            .query(&[("alt", "media"), ("generation", &generation.to_string())])
+            .header(
+                reqwest::header::RANGE,
+                format!("bytes=0-{}", max_bytes.saturating_sub(1)),
+            );
+        let resp = self.rest.send(&op, req).await?;
+        let bytes = resp.bytes().await.map_err(|source| CloudError::Transport {
+            api: "storage",
+            operation: op.clone(),
+            source,
+        })?;
+        // A server that ignores Range sends everything: keep what was asked for.
+        Ok(bytes[..bytes.len().min(max_bytes as usize)].to_vec())
     }
 
     async fn create_bucket(&self, project: &str, bucket: &str) -> Result<(), CloudError> {

@@ -83,6 +83,7 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
     } else {
         Some(
             Executor::new(c.bq, t, state.plan.loads.budget_left)
+                .with_storage(c.gcs)
                 .apply(&state.plan, &state.observed)
                 .await,
         )

@@ -58,11 +58,16 @@ pub struct Report {
     pub stopped: Option<String>,
     /// Snapshot: set blocked by quarantined files.
     pub snapshot_blocked: bool,
+    /// Files whose first lines were read for undeclared fields, and the bytes read
+    /// ([`super::precheck`]).
+    pub prechecked: (usize, u64),
 }
 
 /// Applies a plan.
 pub struct Executor<'a> {
     bq: &'a dyn BigQuery,
+    /// Reads the first lines of new files when the source has excluded columns.
+    gcs: Option<&'a dyn crate::cloud::storage::Storage>,
     t: &'a Target,
     runner: Runner<'a>,
     /// Stop (as if the process died) right after this step — crash tests only.
@@ -77,10 +82,113 @@ impl<'a> Executor<'a> {
     pub fn new(bq: &'a dyn BigQuery, t: &'a Target, budget_left: u32) -> Executor<'a> {
         Executor {
             bq,
+            gcs: None,
             t,
             runner: Runner::new(bq, &t.table.project, &t.ledger.location, budget_left),
             crash_after: None,
         }
+    }
+
+    /// Checks new NEWLINE_DELIMITED_JSON files of a source with excluded columns for undeclared
+    /// fields before loading them ([`super::precheck`]), reading them through `gcs`.
+    pub fn with_storage(mut self, gcs: &'a dyn crate::cloud::storage::Storage) -> Executor<'a> {
+        self.gcs = Some(gcs);
+        self
+    }
+
+    /// The files of `files` carrying a field that is neither declared nor excluded, as quarantine
+    /// entries (only for NEWLINE_DELIMITED_JSON sources with excluded columns, when a storage
+    /// client was given).
+    async fn undeclared(
+        &self,
+        files: &[SourceFile],
+        report: &mut Report,
+    ) -> Result<Vec<(SourceFile, Category, String)>, RunError> {
+        let spec = &self.t.spec;
+        let Some(gcs) = self.gcs else { return Ok(Vec::new()) };
+        if spec.excluded_columns.is_empty()
+            || spec.source.format != crate::crd::ingested_table::SourceFormat::NewlineDelimitedJson
+        {
+            return Ok(Vec::new());
+        }
+        let declared: Vec<String> = spec.schema.iter().map(|c| c.name.clone()).collect();
+        let mut bad = Vec::new();
+        for f in files {
+            let Some((bucket, name)) = f.uri.strip_prefix("gs://").and_then(|r| r.split_once('/')) else {
+                continue;
+            };
+            let head = match gcs
+                .read_head(bucket, name, f.generation, super::precheck::HEAD_BYTES)
+                .await
+            {
+                Ok(h) => h,
+                // Gone: the load reports it (NotFound) like any other missing file.
+                Err(e) if e.status() == Some(404) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            report.prechecked.0 += 1;
+            report.prechecked.1 += head.len() as u64;
+            let fields = super::precheck::undeclared_fields(&head, &declared, &spec.excluded_columns);
+            if !fields.is_empty() {
+                let message = format!(
+                    "undeclared field{} {} (neither in spec.schema nor in excludedColumns): with excludedColumns set, \
+                     BigQuery would drop {} silently; declare {} in spec.schema (NULLABLE) or list {} in excludedColumns",
+                    if fields.len() == 1 { "" } else { "s" },
+                    fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+                    if fields.len() == 1 { "it" } else { "them" },
+                    if fields.len() == 1 { "it" } else { "them" },
+                    if fields.len() == 1 { "it" } else { "them" },
+                );
+                bad.push((f.clone(), Category::IncompatibleSchema, message));
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Quarantines the files of `batch` with undeclared fields before any load (recorded in the
+    /// ledger first), and returns the batch of the other files to load, if any.
+    async fn precheck(&self, batch: &Batch, report: &mut Report) -> Result<Option<Batch>, RunError> {
+        let bad = self.undeclared(&batch.files, report).await?;
+        if bad.is_empty() {
+            return Ok(Some(batch.clone()));
+        }
+        let keys: std::collections::HashSet<(&str, i64)> =
+            bad.iter().map(|(f, _, _)| (f.uri.as_str(), f.generation)).collect();
+        let rest_files: Vec<SourceFile> = batch
+            .files
+            .iter()
+            .filter(|f| !keys.contains(&(f.uri.as_str(), f.generation)))
+            .cloned()
+            .collect();
+        let rest = (!rest_files.is_empty()).then(|| {
+            Batch::new(
+                &self.t.table.to_string(),
+                batch.kind,
+                rest_files,
+                &batch.reload_id,
+                batch.replaces.clone(),
+            )
+        });
+        let meta = self.t.meta(batch);
+        let rest_meta = rest.as_ref().map(|r| self.t.meta(r));
+        let mut events: Vec<FileEvent<'_>> = bad
+            .iter()
+            .map(|(f, c, m)| event(f, FileState::Quarantined, &meta, Some(*c), Some(m)))
+            .collect();
+        if let (Some(r), Some(rm)) = (&rest, &rest_meta) {
+            events.extend(r.files.iter().map(|f| planned(f, rm)));
+        }
+        let why = "files with undeclared fields quarantined before the load";
+        let be = batch_event(batch, &meta, "SPLIT", 0, 0, "", Some(why));
+        self.ledger_write(&format!("{}_precheck", batch.id), &events, &[be])
+            .await?;
+        for (f, c, m) in bad {
+            tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
+                generation = f.generation, category = c.as_str(),
+                error = %super::classify::short(&m), "quarantined file");
+            report.quarantined.push((f.uri, f.generation, c, m));
+        }
+        Ok(rest)
     }
 
     fn crash(&self, step: Step) -> Result<(), RunError> {
@@ -196,7 +304,7 @@ impl<'a> Executor<'a> {
 
     /// One incremental or reload batch, with bisection on bad data.
     async fn incremental(&self, batch: &Batch, report: &mut Report) -> Result<(), RunError> {
-        let mut stack = vec![batch.clone()];
+        let mut stack: Vec<Batch> = self.precheck(batch, report).await?.into_iter().collect();
         while let Some(b) = stack.pop() {
             let meta = self.t.meta(&b);
             let before = self.runner.loads_inserted();
@@ -266,10 +374,20 @@ impl<'a> Executor<'a> {
         let before = self.runner.loads_inserted();
         let per_job = self.t.spec.load_policy.max_files_per_job.max(1) as usize;
         let mut stagings = Vec::new();
-        let mut bad: Vec<(SourceFile, Category, String)> = Vec::new();
+        // Files with undeclared fields make the set incomplete, like any quarantined file.
+        let mut bad: Vec<(SourceFile, Category, String)> = self.undeclared(&batch.files, report).await?;
+        let loadable: Vec<SourceFile> = batch
+            .files
+            .iter()
+            .filter(|f| {
+                !bad.iter()
+                    .any(|(b, _, _)| b.uri == f.uri && b.generation == f.generation)
+            })
+            .cloned()
+            .collect();
         let mut scratch = Vec::new();
         let mut rows = 0;
-        for files in batch.files.chunks(per_job) {
+        for files in loadable.chunks(per_job) {
             let chunk = Batch::new(&table_name, BatchKind::Snapshot, files.to_vec(), "", vec![]);
             let staging = self.t.staging(&chunk.id);
             let mut stack = vec![chunk];

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod model;
 pub mod plan;
+pub mod precheck;
 pub mod reload;
 pub mod report;
 pub mod source;

@@ -178,6 +178,15 @@ pub fn apply_text(t: &Target, r: &Report) -> String {
             super::ledger::FILES_TABLE
         );
     }
+    if r.prechecked.0 > 0 {
+        let _ = writeln!(
+            out,
+            "  checked the first lines of {} file{} for undeclared fields ({} read)",
+            r.prechecked.0,
+            if r.prechecked.0 == 1 { "" } else { "s" },
+            bytes(r.prechecked.1)
+        );
+    }
     if r.snapshot_blocked {
         let _ = writeln!(out, "  snapshot not replaced: the set has quarantined files");
     }
