@@ -82,6 +82,10 @@ q() { printf '%s$ query: %s%s\n' "$bold" "$1" "$off"; tool query "$1"; }
 step "1. Sample data uploaded through fake-gcs-server (deterministic, seeded)"
 tool upload --phase 1
 
+say "The README's samples (config/samples: all four kinds) plan against the local emulators and stand-ins"
+tool group-create analysts@acme.com
+bq 2 plan -f config/samples
+
 # --- 2 ------------------------------------------------------------------------------------------
 step "2. validate, plan, apply"
 bq 0 validate -f config/demo

@@ -24,6 +24,10 @@ fn the_demo_tells_the_whole_story() {
     let has = |needle: &str| assert!(all.contains(needle), "demo output lacks {needle:?}:\n{all}");
     // 1. Sample data.
     has("uploaded to gs://acme-raw/: 4 payment files (210 rows), 302 event files (2 corrupt)");
+    // The samples plan green on the stand-ins; an empty source prefix is a warning, not "up to date".
+    has("source: WARNING: no objects under gs://acme-raw/payments/transactions/");
+    has("Ready=False (NoSourceFiles)");
+    has("1 consumer project to change; access lists: 4 datasets to change (+14 \u{2212}0 entries); 1 group to change");
     // 2. plan showed the views and authorizations, apply created them.
     has("+ full view acme-data-eng.payments__views_full.transactions");
     has("AUTHORIZED view:acme-data-eng.payments__views_full.transactions");

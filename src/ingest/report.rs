@@ -56,6 +56,9 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
         SchemaChange::Incompatible(p) => format!("INCOMPATIBLE, nothing will load: {}", p.join("; ")),
     };
     let _ = writeln!(out, "  table:  {schema}");
+    if let Some(why) = &p.no_source_files {
+        let _ = writeln!(out, "  source: WARNING: {why}");
+    }
     if !p.mark_pii.is_empty() {
         let _ = writeln!(
             out,

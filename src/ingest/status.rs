@@ -38,6 +38,9 @@ pub fn status(
         _ => p.loads.pending_files,
     };
     let mut degraded: Vec<(&str, String)> = Vec::new();
+    if let Some(why) = &p.no_source_files {
+        degraded.push(("NoSourceFiles", why.clone()));
+    }
     if let SchemaChange::Incompatible(problems) = &p.schema {
         degraded.push(("SchemaIncompatible", problems.join("; ")));
     }
@@ -171,6 +174,7 @@ mod tests {
             loads: LoadPlan::default(),
             claim: None,
             mark_pii: Vec::new(),
+            no_source_files: None,
         };
         let s = status(&o, &idle, None, Some(3), now);
         let get = |s: &IngestedTableStatus, t: &str| s.common.conditions.iter().find(|c| c.type_ == t).unwrap().clone();
@@ -179,6 +183,18 @@ mod tests {
             ("True", "UpToDate")
         );
         assert_eq!(get(&s, "Degraded").status, "False");
+
+        // Nothing under the prefix, nothing ever loaded: not "up to date".
+        let empty = TablePlan {
+            no_source_files: Some("no objects under gs://b/typo/".into()),
+            ..idle.clone()
+        };
+        let s = status(&o, &empty, None, Some(3), now);
+        assert_eq!(
+            (get(&s, "Ready").status.as_str(), get(&s, "Ready").reason.as_str()),
+            ("False", "NoSourceFiles")
+        );
+        assert!(get(&s, "Ready").message.contains("gs://b/typo/"));
 
         let mut pending = idle.clone();
         pending.loads.pending_files = 7;
@@ -211,6 +227,7 @@ mod tests {
             loads: LoadPlan::default(),
             claim: None,
             mark_pii: Vec::new(),
+            no_source_files: None,
         };
         let s = status(&o, &incompatible, None, None, now);
         assert_eq!(get(&s, "Degraded").reason, "SchemaIncompatible");

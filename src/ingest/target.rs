@@ -129,6 +129,8 @@ pub struct TablePlan {
     pub claim: Option<String>,
     /// PII columns the live table gets a mark for (see [`table::pii_label`]).
     pub mark_pii: Vec<String>,
+    /// Why the source looks wrong, when nothing is under its prefix and nothing was ever loaded.
+    pub no_source_files: Option<String>,
 }
 
 impl TablePlan {
@@ -181,10 +183,24 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
         (SchemaChange::Incompatible(_), _) | (_, None) => Vec::new(),
         (_, Some(live)) => table::unmarked_pii(&t.spec, live),
     };
+    // Nothing under the prefix and nothing ever loaded: most likely a wrong uri, not "up to date".
+    let no_source_files = (o.listing.is_empty() && o.stats.files_loaded == 0 && o.stats.quarantined == 0).then(|| {
+        format!(
+            "no objects under {}{}: nothing has ever been loaded; check spec.source.uri (and source.include) if \
+             files are expected there",
+            t.spec.source.uri,
+            if t.spec.source.include.is_none() {
+                ""
+            } else {
+                " matching source.include"
+            }
+        )
+    });
     TablePlan {
         schema,
         loads,
         claim,
         mark_pii,
+        no_source_files,
     }
 }
