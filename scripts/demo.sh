@@ -145,9 +145,29 @@ say "Marketing's project: the group may run queries (and pays for them)"
 tool iam acme-marketing
 bq 0 plan -f config/demo -f config/demo-more
 
-# --- 7 (optional) --------------------------------------------------------------------------------
+# --- 7 ------------------------------------------------------------------------------------------
+step "7. A snapshot table and a re-ingestion"
+all=(-f config/demo -f config/demo-more -f config/demo-snapshot)
+tool upload-fx 2026-11-21
+tool upload-fx 2026-11-22 --incomplete
+say "Snapshot mode: the newest *complete* set (2026-11-21) replaces the table; 2026-11-22 has no _SUCCESS yet"
+bq 0 apply "${all[@]}"
+q 'SELECT currency, usd_rate FROM `acme-data-eng.reference.fx_rates` ORDER BY currency'
+tool upload-fx 2026-11-22
+say "2026-11-22 is complete now: it replaces the whole table in one statement"
+bq 0 apply "${all[@]}"
+q 'SELECT currency, usd_rate FROM `acme-data-eng.reference.fx_rates` ORDER BY currency'
+say "Re-ingestion: reload the payments of 2026-11-21 once (e.g. after a fix upstream). Rows are replaced, not"
+say "added: the batch that loaded that day is reloaded whole, and its old rows go in the same statement"
+q 'SELECT COUNT(*) AS raw_rows_before FROM `acme-data-eng.payments.transactions`'
+bq 0 apply "${all[@]}" --reload 'id=fix-2026-11-21 prefix=gs://acme-raw/payments/dt=2026-11-21/'
+q 'SELECT COUNT(*) AS raw_rows_after FROM `acme-data-eng.payments.transactions`'
+say "The same request again does nothing (its id already ran)"
+bq 0 apply "${all[@]}" --reload 'id=fix-2026-11-21 prefix=gs://acme-raw/payments/dt=2026-11-21/'
+
+# --- 8 (optional) --------------------------------------------------------------------------------
 if [ "$cluster" = 1 ]; then
-  step "7. The same manifests in Kubernetes: bqsteward run on a local API server"
+  step "8. The same manifests in Kubernetes: bqsteward run on a local API server"
   if ! scripts/kube.sh status >/dev/null 2>&1; then kube_started=1; fi
   eval "$(scripts/kube.sh start)"
   kc() { printf '%s$ kubectl %s%s\n' "$bold" "$*" "$off"; kubectl "$@"; }

@@ -195,6 +195,16 @@ def grant_reader(ref, email):
     print(f"granted READER on {ref} to {email} directly through the BigQuery API")
 
 
+def upload_fx(day, rates, complete=True):
+    """One daily set of exchange rates under fx/<day>/, with the _SUCCESS marker when complete."""
+    ensure_bucket()
+    rows = [{"currency": c, "usd_rate": r} for c, r in rates]
+    put_object(f"fx/{day}/rates.json", ndjson(rows))
+    if complete:
+        put_object(f"fx/{day}/_SUCCESS", b"")
+    print(f"uploaded the fx set of {day} ({len(rows)} rates{'' if complete else ', no _SUCCESS yet'})")
+
+
 def identity_base():
     return os.environ["CLOUD_IDENTITY_EMULATOR_HOST"].rstrip("/")
 
@@ -237,6 +247,9 @@ def main():
     g = sub.add_parser("grant-reader")
     g.add_argument("dataset")
     g.add_argument("email")
+    fx = sub.add_parser("upload-fx")
+    fx.add_argument("day")
+    fx.add_argument("--incomplete", action="store_true")
     gc = sub.add_parser("group-create")
     gc.add_argument("email")
     gc.add_argument("members", nargs="*")
@@ -245,7 +258,12 @@ def main():
     ib = sub.add_parser("iam")
     ib.add_argument("project")
     a = p.parse_args()
-    if a.cmd == "group-create":
+    if a.cmd == "upload-fx":
+        rates = {"2026-11-21": [("EUR", 1.05), ("GBP", 1.26), ("JPY", 0.0066)],
+                 "2026-11-22": [("EUR", 1.04), ("GBP", 1.25), ("JPY", 0.0067), ("CHF", 1.13)],
+                 "2026-11-23": [("EUR", 9.99)]}[a.day]
+        upload_fx(a.day, rates, complete=not a.incomplete)
+    elif a.cmd == "group-create":
         group_create(a.email, a.members)
     elif a.cmd == "group-members":
         group_members(a.email)

@@ -78,6 +78,14 @@ fn the_demo_tells_the_whole_story() {
     has("group marketing@acme.com: remove intern@acme.com: done");
     has("  maria@acme.com       MEMBER OWNER\n  paul@acme.com        MEMBER\n");
     has("roles/bigquery.jobUser       group:marketing@acme.com");
+    // 7. Snapshot: the newest complete set replaces the table; a re-ingestion replaces rows once.
+    has("snapshot: replace the table with set \"2026-11-21\"");
+    has("  JPY      | 0.0066  \n  (3 rows)");
+    has("snapshot: replace the table with set \"2026-11-22\"");
+    has("  CHF      | 1.13    \n  EUR      | 1.04    ");
+    has("1 of them re-ingestion");
+    has("  raw_rows_before\n  ---------------\n  221");
+    has("  raw_rows_after\n  --------------\n  221");
     // Stopped what it started.
     has("emulators: stopped bq");
     has("emulators: stopped gcs");

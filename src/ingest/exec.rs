@@ -510,7 +510,7 @@ impl<'a> Executor<'a> {
         match self.runner.run(&base, &config, false, || Ok(())).await? {
             Finished::Ok(job) => {
                 tracing::info!(target: "bqsteward::audit", resource = %self.t.name, table = %self.t.table,
-                    batch = %b.id, kind = b.kind.as_str(), files = b.files.len(), rows = job.dml_rows.unwrap_or(0), job = %job.id, "loaded batch");
+                    batch = %b.id, kind = b.kind.as_str(), files = b.files.len(), rows_affected = job.dml_rows.unwrap_or(0), job = %job.id, "loaded batch");
                 Ok((job.id, job.dml_rows.unwrap_or(0)))
             }
             Finished::Failed(job, f) => Err(job_failed("move job", job, &f)),
