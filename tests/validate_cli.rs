@@ -316,6 +316,25 @@ fn no_credentials_is_one_clear_error() {
     assert!(stdout.is_empty(), "nothing was read: {stdout}");
 }
 
+/// More consumer readers than an IAM policy holds are refused by `validate`.
+#[test]
+fn more_readers_than_an_iam_policy_holds_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let readers: String = (0..1501).map(|i| format!("{{user: u{i}@acme.com}}, ")).collect();
+    let path = dir.path().join("readers.yaml");
+    std::fs::write(
+        &path,
+        format!("apiVersion: bqsteward.dev/v1alpha1\nkind: ConsumerProject\nmetadata: {{name: many, namespace: t}}\nspec:\n  project: acme-mkt\n  dataset: shared\n  readers: [{readers}]\n  views: []\n"),
+    )
+    .unwrap();
+    let (code, stdout, _) = bqsteward(&["validate", "-f", &path.display().to_string()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("spec.readers: 1501 readers; an IAM policy holds at most 1500"),
+        "{stdout}"
+    );
+}
+
 /// An access list larger than BigQuery allows is refused by `validate`, before any read.
 #[test]
 fn an_access_list_beyond_bigquery_s_limit_is_refused() {

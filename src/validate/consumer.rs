@@ -9,10 +9,24 @@ use crate::manifest::{Loaded, Resource};
 use crate::policy::Policy;
 use std::collections::HashSet;
 
+/// Readers of one ConsumerProject (members of its jobUser binding).
+const MAX_READERS: usize = 1500;
+
 pub(super) fn consumer_project(c: &mut Checker, spec: &ConsumerProjectSpec, policy: &Policy, all: &[Loaded]) {
     c.check("spec.project", ident::project_id(&spec.project));
     c.check("spec.dataset", ident::dataset_id(&spec.dataset));
     location(c, "spec.location", &spec.location);
+    // The readers become members of one IAM binding; an allow policy holds at most 1,500 principals.
+    if spec.readers.len() > MAX_READERS {
+        c.err(
+            "spec.readers",
+            format!(
+                "{} readers; an IAM policy holds at most {MAX_READERS} principals (the jobUser binding is one of its \
+                 bindings): use groups",
+                spec.readers.len()
+            ),
+        );
+    }
     for (i, r) in spec.readers.iter().enumerate() {
         let set = reader_principals(r);
         if set.len() != 1 {
