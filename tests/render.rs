@@ -105,3 +105,27 @@ fn summary_line() {
         "Access lists: 1 dataset to change: +1 \u{2212}1 entries; 1 refused"
     );
 }
+
+/// A list no resource owns is only added to: its plan shows the additions, not the whole list.
+#[test]
+fn a_list_nobody_owns_shows_only_what_is_added() {
+    let owners = json!({"role": "OWNER", "specialGroup": "projectOwners"});
+    let someone = json!({"role": "READER", "userByEmail": "someone@acme.com"});
+    let view = json!({"view": {"projectId": "acme-data-eng", "datasetId": "payments__views_clean", "tableId": "t"}});
+    let p = plan_dataset(
+        &desired("payments__views_full", None, &[view]),
+        Some(&observed(&[owners, someone])),
+        &Policy::default(),
+        false,
+    );
+    let text = render::text(&[p], false);
+    assert!(
+        text.contains("  +AUTHORIZED view:acme-data-eng.payments__views_clean.t"),
+        "{text}"
+    );
+    assert!(!text.contains("someone@acme.com") && !text.contains("(live)"), "{text}");
+    assert!(
+        text.contains("(2 other entries left as they are: no DatasetAccess owns this list)"),
+        "{text}"
+    );
+}

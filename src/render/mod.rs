@@ -66,8 +66,17 @@ impl Summary {
     }
 }
 
-/// The unified diff of one dataset's list, live → declared.
+/// The unified diff of one dataset's list, live → declared. A list no resource owns is only added
+/// to (and rid of authorizations bqsteward retired): just those lines, not the whole list.
 fn diff(plan: &DatasetPlan) -> String {
+    if plan.resource.is_none() {
+        return plan
+            .add
+            .iter()
+            .map(|e| format!("+{e}\n"))
+            .chain(plan.remove.iter().map(|e| format!("-{e}\n")))
+            .collect();
+    }
     let text = |entries: &[crate::access::AclEntry]| entries.iter().map(|e| format!("{e}\n")).collect::<String>();
     let (before, after) = (text(&plan.before), text(&plan.after));
     TextDiff::from_lines(&before, &after)
@@ -114,7 +123,15 @@ pub fn text(plans: &[DatasetPlan], color: bool) -> String {
         } else if p.has_changes() {
             let _ = writeln!(out, "{}", paint("1", &title(p)));
             out.push_str(&indent(&diff(p), |l| colorize(l, &paint)));
-            let _ = writeln!(out, "  ({} unchanged)", p.unchanged);
+            if p.resource.is_none() {
+                let _ = writeln!(
+                    out,
+                    "  ({} other entries left as they are: no DatasetAccess owns this list)",
+                    p.unchanged
+                );
+            } else {
+                let _ = writeln!(out, "  ({} unchanged)", p.unchanged);
+            }
         } else {
             let _ = writeln!(out, "{}: no changes ({} entries)", title(p), p.unchanged);
         }
