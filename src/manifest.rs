@@ -107,6 +107,17 @@ impl Resource {
         format!("{}/{}", self.namespace(), self.metadata().name.as_deref().unwrap_or(""))
     }
 
+    /// What this resource declares to the ACL compiler (the one place that picks a kind's
+    /// implementation).
+    pub fn declares(&self) -> &dyn crate::access::declare::DeclaresAccess {
+        match self {
+            Resource::IngestedTable(r) => r,
+            Resource::DatasetAccess(r) => r,
+            Resource::ConsumerProject(r) => r,
+            Resource::GroupMembership(r) => r,
+        }
+    }
+
     /// The whole object as JSON.
     pub fn to_json(&self) -> serde_json::Value {
         match self {

@@ -100,32 +100,16 @@ pub struct Requirement {
     pub by: String,
 }
 
-/// Entries a resource needs on datasets it does not own. This is the single plug-in point for
-/// authorized views: IngestedTable view layers (and, later, ConsumerProject views) add theirs
-/// here, so a DatasetAccess apply can never remove them, and a view recreated by someone (which
-/// loses its authorization) is authorized again on the next apply.
+/// Entries a resource needs on datasets it does not own (authorized views), as it declares them
+/// ([`super::declare::DeclaresAccess::requires`]): a DatasetAccess can never remove them, and a
+/// view recreated by someone (which loses its authorization) is authorized again on the next
+/// apply.
 pub fn requirements(loaded: &Loaded, all: &[Loaded]) -> Vec<Requirement> {
     let resource = &loaded.resource;
     let by = format!("{} {}", resource.kind(), resource.qualified_name());
-    let pairs: Vec<(DatasetKey, AclEntry)> = match resource {
-        Resource::IngestedTable(it) => crate::views::layers(&it.spec)
-            .iter()
-            .map(|l| l.authorization())
-            .collect(),
-        Resource::ConsumerProject(cp) => {
-            match crate::consumer::layout::ConsumerTarget::resolve(
-                &resource.qualified_name(),
-                resource.namespace(),
-                &cp.spec,
-                all,
-            ) {
-                Ok(t) => t.authorizations(),
-                Err(_) => Vec::new(), // validation reports unresolved sources
-            }
-        }
-        Resource::DatasetAccess(_) | Resource::GroupMembership(_) => Vec::new(),
-    };
-    pairs
+    resource
+        .declares()
+        .requires(loaded, all)
         .into_iter()
         .map(|(key, entry)| Requirement {
             key,
@@ -135,27 +119,9 @@ pub fn requirements(loaded: &Loaded, all: &[Loaded]) -> Vec<Requirement> {
         .collect()
 }
 
-/// Datasets a resource creates when they are missing.
+/// Datasets a resource creates when they are missing, as it declares them.
 pub fn creates(resource: &Resource) -> Vec<DatasetKey> {
-    match resource {
-        Resource::IngestedTable(it) => {
-            let d = &it.spec.destination;
-            let mut out = vec![DatasetKey {
-                project: d.project.clone(),
-                dataset: d.dataset.clone(),
-            }];
-            out.extend(crate::views::layers(&it.spec).into_iter().map(|l| DatasetKey {
-                project: l.view.project,
-                dataset: l.view.dataset,
-            }));
-            out
-        }
-        Resource::ConsumerProject(cp) => vec![DatasetKey {
-            project: cp.spec.project.clone(),
-            dataset: cp.spec.dataset.clone(),
-        }],
-        _ => Vec::new(),
-    }
+    resource.declares().creates()
 }
 
 /// Compiles the desired list of every dataset bqsteward writes, in dataset order.
@@ -166,34 +132,14 @@ pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<Desired
     }
     let mut out: BTreeMap<DatasetKey, DesiredAcl> = BTreeMap::new();
     for loaded in resources {
-        if let Resource::DatasetAccess(da) = &loaded.resource {
-            let key = DatasetKey {
-                project: da.spec.project.clone(),
-                dataset: da.spec.dataset.clone(),
-            };
-            let acl = slot(&mut out, key);
-            acl.owner = Some(loaded.resource.qualified_name());
-            acl.allow_large_removal = loaded.resource.annotation(ANNOTATION_ALLOW_LARGE_REMOVAL) == Some("true");
-            for e in &da.spec.access {
-                acl.entries.entry(AclEntry::from_spec(e)).or_insert(Reason::Declared);
-            }
-        }
-        if let Resource::ConsumerProject(cp) = &loaded.resource {
-            // The consumer dataset's list is exact: the readers (and bqsteward's identity).
-            let key = DatasetKey {
-                project: cp.spec.project.clone(),
-                dataset: cp.spec.dataset.clone(),
-            };
-            let target = crate::consumer::layout::ConsumerTarget {
-                resource: loaded.resource.qualified_name(),
-                spec: cp.spec.clone(),
-                views: Vec::new(),
-                adopt: false,
-            };
-            let acl = slot(&mut out, key);
-            acl.owner = Some(loaded.resource.qualified_name());
-            acl.owner_kind = "ConsumerProject";
-            for e in target.reader_entries() {
+        let r = &loaded.resource;
+        if let Some(owned) = r.declares().owned_list() {
+            // The list is exact: what the owner declares (and bqsteward's identity).
+            let acl = slot(&mut out, owned.key);
+            acl.owner = Some(r.qualified_name());
+            acl.owner_kind = r.kind();
+            acl.allow_large_removal = r.annotation(ANNOTATION_ALLOW_LARGE_REMOVAL) == Some("true");
+            for e in owned.entries {
                 acl.entries.entry(e).or_insert(Reason::Declared);
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod compile;
+pub mod declare;
 pub mod entry;
 pub mod plan;
 

@@ -8,6 +8,7 @@
 //! datasets go through the ACL compiler ([`crate::access::compile`]), so a DatasetAccess never
 //! removes them.
 
+mod access;
 pub mod apply;
 pub mod layout;
 pub mod plan;
