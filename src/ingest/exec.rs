@@ -145,6 +145,15 @@ impl<'a> Executor<'a> {
         Ok(bad)
     }
 
+    /// Reports a file as quarantined (after the ledger recorded it): one audit line with the short
+    /// error, the full error in the report.
+    fn quarantined(&self, report: &mut Report, f: SourceFile, category: Category, message: String) {
+        tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
+            generation = f.generation, category = category.as_str(),
+            error = %super::classify::short(&message), "quarantined file");
+        report.quarantined.push((f.uri, f.generation, category, message));
+    }
+
     /// Quarantines the files of `batch` with undeclared fields before any load (recorded in the
     /// ledger first), and returns the batch of the other files to load, if any.
     async fn precheck(&self, batch: &Batch, report: &mut Report) -> Result<Option<Batch>, RunError> {
@@ -183,10 +192,7 @@ impl<'a> Executor<'a> {
         self.ledger_write(&format!("{}_precheck", batch.id), &events, &[be])
             .await?;
         for (f, c, m) in bad {
-            tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
-                generation = f.generation, category = c.as_str(),
-                error = %super::classify::short(&m), "quarantined file");
-            report.quarantined.push((f.uri, f.generation, c, m));
+            self.quarantined(report, f, c, m);
         }
         Ok(rest)
     }
@@ -336,12 +342,7 @@ impl<'a> Executor<'a> {
                     self.ledger_write(&format!("{}_quarantined", b.id), &events, &[be])
                         .await?;
                     self.bq.delete_table(&staging).await?;
-                    tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
-                        generation = f.generation, category = category.as_str(),
-                        error = %super::classify::short(&message), "quarantined file");
-                    report
-                        .quarantined
-                        .push((f.uri.clone(), f.generation, category, message));
+                    self.quarantined(report, f.clone(), category, message);
                 }
                 Err((_, message)) => {
                     let (left, right) = b.split(&self.t.table.to_string());
@@ -460,10 +461,7 @@ impl<'a> Executor<'a> {
             self.ledger_write(&format!("{}_abandoned", batch.id), &events, &[be])
                 .await?;
             for (f, c, m) in bad {
-                tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
-                    generation = f.generation, category = c.as_str(),
-                    error = %super::classify::short(&m), "quarantined file");
-                report.quarantined.push((f.uri, f.generation, c, m));
+                self.quarantined(report, f, c, m);
             }
             report.snapshot_blocked = true;
         }
