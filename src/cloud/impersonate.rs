@@ -20,13 +20,22 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// Lifetime asked for (the API's default maximum without an org policy exception).
 pub const LIFETIME: &str = "3600s";
 
-/// A source of access tokens for `principal`, minted with the source credentials.
-#[derive(Debug)]
+/// A source of access tokens for `principal`, minted with the source credentials. Its `Debug`
+/// never shows the cached token.
 pub struct Impersonated {
     principal: String,
     url: String,
     rest: Rest,
     cache: Mutex<Option<(String, Instant)>>,
+}
+
+impl std::fmt::Debug for Impersonated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Impersonated")
+            .field("principal", &self.principal)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(serde::Deserialize)]

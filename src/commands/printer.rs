@@ -33,7 +33,7 @@ impl Printer {
 }
 
 impl Reporter for Printer {
-    fn table_planned(&mut self, t: &Target, state: &Result<TableState, String>) {
+    fn table_planned(&mut self, t: &Target, state: &Result<TableState, crate::engine::PlanFailure>) {
         match state {
             Ok(s) => print!("{}", crate::render::plan::table_text(t, s, self.show_sql)),
             Err(e) => println!("error: {e}"),
@@ -79,7 +79,7 @@ impl Reporter for Printer {
         }
     }
 
-    fn consumer_planned(&mut self, t: &ConsumerTarget, plan: &Result<ConsumerPlan, String>) {
+    fn consumer_planned(&mut self, t: &ConsumerTarget, plan: &Result<ConsumerPlan, crate::engine::PlanFailure>) {
         match plan {
             Ok(p) => {
                 print!("{}", crate::consumer::reconcile::plan_text_with(t, p, self.show_sql));
@@ -104,6 +104,17 @@ impl Reporter for Printer {
 
     fn note(&mut self, note: &str) {
         println!("{note}");
+    }
+
+    fn views_deleted(&mut self, resource: &str, done: &Result<Vec<String>, CloudError>) {
+        match done {
+            Ok(done) => {
+                for d in done {
+                    println!("{resource}: {d}");
+                }
+            }
+            Err(e) => println!("{resource}: deleting views no longer declared failed: {e}"),
+        }
     }
 
     fn lists_planned(&mut self, plans: &[DatasetPlan]) {

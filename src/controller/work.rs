@@ -63,6 +63,12 @@ impl Reporter for Collect {
         }
     }
 
+    fn views_deleted(&mut self, _resource: &str, done: &Result<Vec<String>, CloudError>) {
+        if let Ok(done) = done {
+            self.changes.extend(done.iter().cloned());
+        }
+    }
+
     fn list_applied(&mut self, d: &DesiredAcl, outcome: &Outcome) {
         if let Outcome::Applied { plan, .. } = outcome {
             self.changes.push(format!(
@@ -103,11 +109,15 @@ pub async fn work(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, Rec
     let clients = ctx.clients_for(&obj.key.namespace);
     let mut collect = Collect::default();
     let summary = crate::engine::apply(&mut world, &clients, &scope, false, &mut collect).await;
-    match summary.error {
-        // The table's status says why nothing loads (Ready=False with the reason).
-        Some(crate::engine::Error::Incompatible(_)) if collect.table_status.is_some() => {}
-        Some(e) => return Err(e.into()),
-        None => {}
+    // An incompatible schema is the table's status (Ready=False with the reason); any other
+    // failure fails the reconcile — the first one, whatever came before it.
+    let has_status = collect.table_status.is_some();
+    if let Some(e) = summary
+        .errors
+        .into_iter()
+        .find(|e| !(has_status && matches!(e, crate::engine::Error::Incompatible(_))))
+    {
+        return Err(e.into());
     }
     let mut requeue = ctx.requeue;
     let (fields, conditions) = match &obj.loaded.resource {

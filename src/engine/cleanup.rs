@@ -24,12 +24,15 @@ async fn retire(
     entries: Vec<(DatasetKey, AclEntry)>,
 ) -> Result<Option<String>, Error> {
     w.retire(entries.into_iter().map(|(k, e)| (Some(k), e)));
-    let lists = super::lists::in_scope(w, scope, &[]);
-    match super::lists::apply(c, &w.policy, &lists, true, &mut Quiet).await.error {
-        None => Ok(None),
-        Some(Error::Failed(why)) => Ok(Some(why)),
-        Some(e) => Err(e),
+    let lists = super::lists::in_scope(w, scope, &[], None);
+    let mut refusals = Vec::new();
+    for e in super::lists::apply(c, &w.policy, &lists, true, &mut Quiet).await.errors {
+        match e {
+            Error::Failed(why) | Error::Incompatible(why) => refusals.push(why),
+            e => return Err(e),
+        }
     }
+    Ok((!refusals.is_empty()).then(|| refusals.join("; ")))
 }
 
 /// Cleans up after object `l` (`Kind namespace/name` in `scope`).

@@ -11,10 +11,13 @@ use crate::consumer::layout::ConsumerTarget;
 use crate::consumer::reconcile::{self, ConsumerPlan};
 
 /// Observes and plans one ConsumerProject.
-pub async fn plan(c: &Clients<'_>, t: &ConsumerTarget) -> Result<ConsumerPlan, String> {
+pub async fn plan(c: &Clients<'_>, t: &ConsumerTarget) -> Result<ConsumerPlan, crate::engine::PlanFailure> {
     reconcile::plan(c.bq, c.iam, t, &c.backoff)
         .await
-        .map_err(|e| format!("cannot read its dataset, views or sources: {e}"))
+        .map_err(|cause| crate::engine::PlanFailure {
+            message: "cannot read its dataset, views or sources".into(),
+            cause,
+        })
 }
 
 /// Writes the dataset and views of a plan that is not refused.

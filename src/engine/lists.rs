@@ -11,7 +11,13 @@ use crate::policy::Policy;
 /// has required entries on, plus every list holding something to retire. `retire_anywhere`:
 /// authorizations of deleted views whose dataset is not known, removed from every list (from
 /// lists the run does not otherwise cover, only those entries — nothing is added there).
-pub fn in_scope(w: &World, scope: &Scope, retire_anywhere: &[AclEntry]) -> Vec<DesiredAcl> {
+pub fn in_scope(
+    w: &World,
+    scope: &Scope,
+    retire_anywhere: &[AclEntry],
+    anywhere_keys: Option<&std::collections::BTreeSet<crate::access::DatasetKey>>,
+) -> Vec<DesiredAcl> {
+    let anywhere_here = |key: &crate::access::DatasetKey| anywhere_keys.is_none_or(|k| k.contains(key));
     let mut out: Vec<DesiredAcl> = Vec::new();
     for d in &w.desired {
         let covered = match scope {
@@ -24,13 +30,27 @@ pub fn in_scope(w: &World, scope: &Scope, retire_anywhere: &[AclEntry]) -> Vec<D
                         .any(|r| matches!(r, Reason::Required { by: b } if *b == by))
             }
         };
+        let anywhere: &[AclEntry] = if anywhere_here(&d.key) { retire_anywhere } else { &[] };
         if covered {
             let mut d = d.clone();
-            d.retire.extend(retire_anywhere.iter().cloned());
+            d.retire.extend(anywhere.iter().cloned());
             out.push(d);
-        } else if !d.retire.is_empty() || !retire_anywhere.is_empty() {
+        } else if !d.retire.is_empty() || !anywhere.is_empty() {
+            // Only retiring here — but never what another resource requires or bqsteward's identity.
             let mut only = DesiredAcl::new(d.key.clone());
-            only.retire = d.retire.iter().chain(retire_anywhere).cloned().collect();
+            only.entries = d
+                .entries
+                .iter()
+                .filter(|(_, r)| matches!(r, Reason::Required { .. } | Reason::Identity))
+                .map(|(e, r)| (e.clone(), r.clone()))
+                .collect();
+            only.retire = d
+                .retire
+                .iter()
+                .chain(anywhere)
+                .filter(|e| !only.entries.contains_key(e))
+                .cloned()
+                .collect();
             out.push(only);
         }
     }
@@ -101,4 +121,27 @@ pub async fn apply(
     }
     r.lists_done();
     summary
+}
+
+/// The datasets a ConsumerProject in `scope` reads or could have read: the datasets of every
+/// IngestedTable of its namespace (with their view layers) and of its current views' sources.
+pub fn consumer_source_datasets(w: &World, scope: &Scope) -> std::collections::BTreeSet<crate::access::DatasetKey> {
+    let mut out = std::collections::BTreeSet::new();
+    let Scope::Object {
+        kind: "ConsumerProject",
+        name,
+    } = scope
+    else {
+        return out;
+    };
+    let ns = name.split_once('/').map_or("", |(ns, _)| ns);
+    for l in &w.resources {
+        if matches!(l.resource, crate::manifest::Resource::IngestedTable(_)) && l.resource.namespace() == ns {
+            out.extend(crate::access::compile::creates(&l.resource));
+        }
+    }
+    for t in w.consumers.iter().filter(|t| &t.resource == name) {
+        out.extend(t.views.iter().map(|v| crate::access::DatasetKey::from(&v.source)));
+    }
+    out
 }

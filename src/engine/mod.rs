@@ -78,15 +78,17 @@ impl Scope {
 #[allow(unused_variables)]
 pub trait Reporter: Send {
     /// An IngestedTable was observed and planned (or could not be read).
-    fn table_planned(&mut self, t: &Target, state: &Result<tables::TableState, String>) {}
+    fn table_planned(&mut self, t: &Target, state: &Result<tables::TableState, crate::engine::PlanFailure>) {}
     /// An IngestedTable was applied.
     fn table_applied(&mut self, t: &Target, state: &tables::TableState, applied: &tables::TableApplied) {}
     /// A ConsumerProject was observed and planned (or could not be read).
-    fn consumer_planned(&mut self, t: &ConsumerTarget, plan: &Result<ConsumerPlan, String>) {}
+    fn consumer_planned(&mut self, t: &ConsumerTarget, plan: &Result<ConsumerPlan, crate::engine::PlanFailure>) {}
     /// A ConsumerProject's dataset and views were written (or failed).
     fn consumer_applied(&mut self, t: &ConsumerTarget, done: &Result<Vec<String>, crate::cloud::CloudError>) {}
     /// Authorizations dropped because their view does not exist.
     fn note(&mut self, note: &str) {}
+    /// Views no longer declared were deleted (after their authorizations were retired), or not.
+    fn views_deleted(&mut self, resource: &str, done: &Result<Vec<String>, crate::cloud::CloudError>) {}
     /// The access lists were observed and planned.
     fn lists_planned(&mut self, plans: &[DatasetPlan]) {}
     /// One access list was applied.
@@ -119,6 +121,22 @@ pub enum Error {
     Incompatible(String),
 }
 
+/// Why something could not be observed or planned: what, in words, and the cloud error (whose
+/// category says whether to retry).
+#[derive(Debug)]
+pub struct PlanFailure {
+    /// What could not be read, naming the resource.
+    pub message: String,
+    /// The error.
+    pub cause: crate::cloud::CloudError,
+}
+
+impl std::fmt::Display for PlanFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.message, self.cause)
+    }
+}
+
 /// Whether a run wrote everything it planned.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -126,27 +144,22 @@ pub struct Summary {
     pub failed: bool,
     /// Something would change (plan) or changed (apply).
     pub changes: bool,
-    /// The first failure, when something failed: a cloud or load error (with its category), or
-    /// the refusals.
-    pub error: Option<Error>,
+    /// Every failure, in order: cloud or load errors (with their category), refusals.
+    pub errors: Vec<Error>,
 }
 
 impl Summary {
-    /// Records a failure (the first one is kept).
+    /// Records a failure.
     fn fail(&mut self, e: Error) {
         self.failed = true;
-        self.error.get_or_insert(e);
+        self.errors.push(e);
     }
 
     /// Takes in another phase's summary.
     fn merge(&mut self, other: Summary) {
         self.changes |= other.changes;
-        if other.failed {
-            self.failed = true;
-            if let Some(e) = other.error {
-                self.error.get_or_insert(e);
-            }
-        }
+        self.failed |= other.failed;
+        self.errors.extend(other.errors);
     }
 }
 
@@ -159,19 +172,24 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
 
     // 1. Tables and their view layers (they create the datasets everything else refers to).
     let mut retired = Vec::new();
+    // Views to delete once the lists phase has retired their authorizations: (resource, views).
+    let mut to_delete: Vec<(String, Vec<crate::cloud::bqtypes::TableRef>)> = Vec::new();
     for t in w.tables.iter().filter(|t| scope.covers("IngestedTable", &t.name)) {
         let state = tables::plan(c, t, now).await;
         r.table_planned(t, &state);
         let state = match state {
             Ok(s) => s,
             Err(e) => {
-                summary.fail(Error::Failed(e));
+                summary.fail(Error::Cloud(e.cause));
                 continue;
             }
         };
         let applied = tables::apply(c, t, &state).await;
         summary.changes |= !state.plan.is_empty() || applied.views.as_ref().is_ok_and(|v| v.has_changes());
         retired.extend(applied.retired.iter().map(|(k, e)| (Some(k.clone()), e.clone())));
+        if !applied.to_delete.is_empty() {
+            to_delete.push((format!("IngestedTable {}", t.name), applied.to_delete.clone()));
+        }
         r.table_applied(t, &state, &applied);
         if applied.failed(&state.plan) {
             summary.fail(applied.into_error(&state.plan));
@@ -193,7 +211,7 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
         let plan = match plan {
             Ok(p) => p,
             Err(e) => {
-                summary.fail(Error::Failed(format!("ConsumerProject {}: {e}", t.resource)));
+                summary.fail(Error::Cloud(e.cause));
                 not_applied.push(t.resource.clone());
                 continue;
             }
@@ -203,12 +221,23 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
             not_applied.push(t.resource.clone());
             continue;
         }
-        let done = consumers::apply_views(c, &plan).await;
+        // Views no longer declared wait until their authorizations are retired.
+        let keep = ConsumerPlan {
+            views: crate::views::LayoutPlan {
+                delete: Vec::new(),
+                ..plan.views.clone()
+            },
+            ..plan.clone()
+        };
+        let done = consumers::apply_views(c, &keep).await;
         summary.changes |= plan.has_changes();
         r.consumer_applied(t, &done);
         match done {
             Ok(_) => {
                 retire_anywhere.extend(plan.retire.iter().cloned());
+                if !plan.views.delete.is_empty() {
+                    to_delete.push((format!("ConsumerProject {}", t.resource), plan.views.delete.clone()));
+                }
                 applied_consumers.push(t.clone());
             }
             Err(e) => {
@@ -218,8 +247,15 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
         }
     }
 
-    // 3. Access lists: the ones in scope, the authorizations of deleted views retired.
-    let mut lists = lists::in_scope(w, scope, &retire_anywhere);
+    // 3. Access lists: the ones in scope, the authorizations of deleted views retired. Where a
+    // retired authorization's dataset is unknown (a consumer view removed from the spec), only the
+    // datasets its views could have read are searched for one object: its namespace's
+    // IngestedTable datasets and its current sources — never other namespaces' lists.
+    let anywhere_keys = match scope {
+        Scope::All => None,
+        Scope::Object { .. } => Some(lists::consumer_source_datasets(w, scope)),
+    };
+    let mut lists = lists::in_scope(w, scope, &retire_anywhere, anywhere_keys.as_ref());
     // The list of a consumer dataset whose ConsumerProject was refused or failed waits with it (its
     // dataset may not exist; the refusal was reported once, above).
     lists.retain(|d| !(d.owner_kind == "ConsumerProject" && d.owner.as_ref().is_some_and(|o| not_applied.contains(o))));
@@ -228,6 +264,19 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
             r.note(&note);
         }
         summary.merge(lists::apply(c, &w.policy, &lists, approved, r).await);
+    }
+
+    // 3b. Then the views no longer declared, unless a list could not be written (they stay, and the
+    // next run retires their authorizations and deletes them).
+    if !summary.failed || summary.errors.iter().all(|e| matches!(e, Error::Incompatible(_))) {
+        for (resource, views) in &to_delete {
+            let done = crate::views::apply::delete_views(c.bq, resource, views).await;
+            r.views_deleted(resource, &done);
+            match done {
+                Ok(_) => summary.changes = true,
+                Err(e) => summary.fail(e.into()),
+            }
+        }
     }
 
     // 4. The jobUser binding of each consumer applied.
@@ -257,9 +306,9 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
 /// Everything `plan` shows: each kind observed and planned, nothing written.
 pub struct PlanSet {
     /// Per IngestedTable of the world, in order.
-    pub tables: Vec<Result<tables::TableState, String>>,
+    pub tables: Vec<Result<tables::TableState, crate::engine::PlanFailure>>,
     /// Per ConsumerProject of the world, in order.
-    pub consumers: Vec<Result<ConsumerPlan, String>>,
+    pub consumers: Vec<Result<ConsumerPlan, crate::engine::PlanFailure>>,
     /// Every access list (authorizations of views the plans delete retired).
     pub lists: Vec<DatasetPlan>,
     /// Per GroupMembership of the world, in order.
@@ -326,7 +375,7 @@ pub async fn plan(w: &mut World, c: &Clients<'_>) -> PlanSet {
         .flatten()
         .flat_map(|p| p.retire.iter().cloned())
         .collect();
-    let lists = lists::in_scope(w, &Scope::All, &anywhere);
+    let lists = lists::in_scope(w, &Scope::All, &anywhere, None);
     let lists = lists::plan(c, &w.policy, &lists, false).await;
     let all_groups: Vec<&DesiredGroup> = w.groups.iter().collect();
     let groups = if all_groups.is_empty() {

@@ -27,8 +27,12 @@ pub struct TableApplied {
     pub views: Result<LayoutPlan, CloudError>,
     /// What writing the views did (empty when refused or not reached), or why it failed.
     pub views_done: Result<Vec<String>, CloudError>,
-    /// Authorizations of the views it deleted, with the dataset each is on.
+    /// Authorizations of the views it will delete, with the dataset each is on (retired by the
+    /// lists phase first).
     pub retired: Vec<(DatasetKey, AclEntry)>,
+    /// Views no longer declared: deleted once the lists phase has retired their authorizations
+    /// (so a failed list write leaves them, and the next run retries both).
+    pub to_delete: Vec<crate::cloud::bqtypes::TableRef>,
 }
 
 impl TableApplied {
@@ -63,14 +67,18 @@ impl TableApplied {
 
 /// Observes and plans one IngestedTable.
 #[tracing::instrument(skip_all, fields(table = %t.name))]
-pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState, String> {
-    let observed = observe(c.bq, c.gcs, t)
-        .await
-        .map_err(|e| format!("IngestedTable {}: cannot read {} or its source: {e}", t.name, t.table))?;
+pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState, crate::engine::PlanFailure> {
+    let observed = observe(c.bq, c.gcs, t).await.map_err(|cause| super::PlanFailure {
+        message: format!("IngestedTable {}: cannot read {} or its source", t.name, t.table),
+        cause,
+    })?;
     let plan = plan_table(t, &observed, now_ms);
     let views = views::apply::plan_for_table(c.bq, t, observed.table.as_ref())
         .await
-        .map_err(|e| format!("IngestedTable {}: cannot read its view layers: {e}", t.name))?;
+        .map_err(|cause| super::PlanFailure {
+            message: format!("IngestedTable {}: cannot read its view layers", t.name),
+            cause,
+        })?;
     Ok(TableState { observed, plan, views })
 }
 
@@ -92,17 +100,28 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
         Ok(table) => views::apply::plan_for_table(c.bq, t, table.as_ref()).await,
         Err(e) => Err(e),
     };
-    let (views_done, retired) = match &views {
-        Ok(p) if !p.is_refused() => match views::apply::apply(c.bq, p).await {
-            Ok(done) => (Ok(done), views::layout::retired_entries(&t.spec, &p.delete)),
-            Err(e) => (Err(e), Vec::new()),
-        },
-        _ => (Ok(Vec::new()), Vec::new()),
+    let (views_done, retired, to_delete) = match &views {
+        Ok(p) if !p.is_refused() => {
+            let keep = LayoutPlan {
+                delete: Vec::new(),
+                ..p.clone()
+            };
+            match views::apply::apply(c.bq, &keep).await {
+                Ok(done) => (
+                    Ok(done),
+                    views::layout::retired_entries(&t.spec, &p.delete),
+                    p.delete.clone(),
+                ),
+                Err(e) => (Err(e), Vec::new(), Vec::new()),
+            }
+        }
+        _ => (Ok(Vec::new()), Vec::new(), Vec::new()),
     };
     TableApplied {
         loads,
         views,
         views_done,
         retired,
+        to_delete,
     }
 }

@@ -198,7 +198,7 @@ pub fn json(w: &World, p: &PlanSet) -> String {
                 "views": views_json(&c.views),
                 "iam": c.iam.as_ref().map(|i| serde_json::json!({"project": i.project, "add": i.add, "remove": i.remove})),
             }),
-            Err(e) => serde_json::json!({"resource": t.resource, "error": e}),
+            Err(e) => serde_json::json!({"resource": t.resource, "error": e.to_string()}),
         })
         .collect();
     doc["groups"] = serde_json::to_value(p.groups.iter().map(|(g, _)| g).collect::<Vec<_>>()).unwrap_or_default();
@@ -230,7 +230,7 @@ fn views_json(p: &LayoutPlan) -> serde_json::Value {
 }
 
 /// A table plan for tools.
-fn table_json(t: &Target, p: &Result<TableState, String>) -> serde_json::Value {
+fn table_json(t: &Target, p: &Result<TableState, crate::engine::PlanFailure>) -> serde_json::Value {
     use crate::ingest::table::SchemaChange;
     match p {
         Ok(s) => {
@@ -254,6 +254,6 @@ fn table_json(t: &Target, p: &Result<TableState, String>) -> serde_json::Value {
                 "views": views_json(&s.views),
             })
         }
-        Err(e) => serde_json::json!({"resource": t.name, "table": t.table.to_string(), "error": e}),
+        Err(e) => serde_json::json!({"resource": t.name, "table": t.table.to_string(), "error": e.to_string()}),
     }
 }

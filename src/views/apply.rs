@@ -103,6 +103,19 @@ async fn read_view_sql(
 /// What an apply changed, one line each (for the report).
 pub type Done = Vec<String>;
 
+/// Deletes views bqsteward made for `resource` that it no longer declares (after their
+/// authorizations were retired).
+pub async fn delete_views(bq: &dyn BigQuery, resource: &str, views: &[TableRef]) -> Result<Done, CloudError> {
+    let backoff = Backoff::default();
+    let mut done = Vec::new();
+    for t in views {
+        with_retry(&backoff, "tables.delete", || bq.delete_table(t)).await?;
+        tracing::info!(target: "bqsteward::audit", resource = %resource, view = %t, action = "deleted", "view written");
+        done.push(format!("deleted view {t} (no longer declared)"));
+    }
+    Ok(done)
+}
+
 /// Applies a layout plan: datasets first, then views in order (full before clean). A refused
 /// plan writes nothing; a plan waiting for the raw table creates only the datasets.
 pub async fn apply(bq: &dyn BigQuery, plan: &LayoutPlan) -> Result<Done, CloudError> {
