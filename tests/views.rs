@@ -512,6 +512,30 @@ async fn turning_a_layer_off_deletes_its_view_and_authorization() {
             .any(|d| d["remove"].as_array().is_some_and(|r| !r.is_empty())),
         "{doc}"
     );
+    // While any access list of the run is refused (here: another dataset's large removal), the
+    // view stays with its authorization: deleting it first would lose the retirement for good.
+    let other = format!("{}_other", env.dataset);
+    env.bq.create_dataset(PROJECT, &other, "US").await.unwrap();
+    let mut readers = vec![json!({"role": "OWNER", "specialGroup": "projectOwners"})];
+    readers.extend((0..12).map(|i| json!({"role": "READER", "userByEmail": format!("r{i}@acme.com")})));
+    env.rest(
+        reqwest::Method::PATCH,
+        &format!("datasets/{other}"),
+        json!({ "access": readers }),
+    )
+    .await;
+    let with_refusal = format!(
+        "{only_full}---\napiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {{name: other, namespace: pay}}\nspec:\n  project: {PROJECT}\n  dataset: {other}\n  access:\n    - {{role: OWNER, specialGroup: projectOwners}}\n"
+    );
+    let r = env.bqsteward(&["apply"], &with_refusal).await;
+    ok(&r, 1);
+    assert!(r.stdout.contains("Refused: nothing was written"), "{}", r.stdout);
+    assert!(
+        env.bq.get_table(&clean).await.unwrap().is_some(),
+        "deleted before its authorization was retired"
+    );
+    assert!(env.access(&full_ds).await.contains(&format!("- view:{clean}")));
+
     let r = env.bqsteward(&["apply"], &only_full).await;
     ok(&r, 0);
     assert!(env.bq.get_table(&clean).await.unwrap().is_none());
