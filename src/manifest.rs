@@ -129,6 +129,16 @@ impl Resource {
         .unwrap_or_default()
     }
 
+    /// A comma-separated annotation as its items, trimmed and lowercased (empty when unset).
+    pub fn annotation_list(&self, key: &str) -> Vec<String> {
+        self.annotation(key)
+            .unwrap_or("")
+            .split(',')
+            .map(|x| x.trim().to_lowercase())
+            .filter(|x| !x.is_empty())
+            .collect()
+    }
+
     /// The value of an annotation, if set.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.metadata().annotations.as_ref()?.get(key).map(String::as_str)

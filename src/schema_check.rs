@@ -226,9 +226,14 @@ fn unknown(key: &str, allowed: &[&str]) -> String {
 
 /// The allowed name closest to `word`, when it is close enough to be a misspelling.
 fn closest<'a>(word: &str, allowed: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    allowed
+    closest_within(word, allowed, 0.8)
+}
+
+/// The candidate most similar to `word` (case-insensitive Jaro-Winkler), if at least `min`.
+pub fn closest_within<'a>(word: &str, candidates: impl Iterator<Item = &'a str>, min: f64) -> Option<&'a str> {
+    candidates
         .map(|a| (strsim::jaro_winkler(&word.to_lowercase(), &a.to_lowercase()), a))
-        .filter(|(score, _)| *score >= 0.8)
+        .filter(|(score, _)| *score >= min)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, a)| a)
 }

@@ -44,13 +44,7 @@ impl Target {
     /// Sets [`Target::adopt`] from the resource's annotation `bqsteward.dev/adopt: "true"`.
     pub fn adopting(mut self, resource: &crate::manifest::Resource) -> Target {
         self.adopt = resource.annotation(table::ANNOTATION_ADOPT) == Some("true");
-        self.released_pii = resource
-            .annotation(crate::crd::ANNOTATION_ALLOW_PII)
-            .unwrap_or("")
-            .split(',')
-            .map(|x| x.trim().to_lowercase())
-            .filter(|x| !x.is_empty())
-            .collect();
+        self.released_pii = resource.annotation_list(crate::crd::ANNOTATION_ALLOW_PII);
         self
     }
 

@@ -137,15 +137,7 @@ pub(super) fn consumer_project(c: &mut Checker, spec: &ConsumerProjectSpec, poli
                         } else {
                             view.columns.clone()
                         };
-                        let allowed: Vec<String> = c
-                            .loaded
-                            .resource
-                            .annotation(ANNOTATION_ALLOW_PII)
-                            .unwrap_or("")
-                            .split(',')
-                            .map(|x| x.trim().to_lowercase())
-                            .filter(|x| !x.is_empty())
-                            .collect();
+                        let allowed: Vec<String> = c.loaded.resource.annotation_list(ANNOTATION_ALLOW_PII);
                         let layer_pii: Vec<String> = crate::views::layout::layer_pii(&t.spec, view_layer(layer))
                             .into_iter()
                             .filter(|p| !allowed.contains(&p.to_lowercase()))

@@ -225,12 +225,8 @@ pub fn location(loc: &str) -> Result<(), String> {
     if LOCATIONS.iter().any(|l| l.eq_ignore_ascii_case(loc)) {
         return Ok(());
     }
-    let hint = LOCATIONS
-        .iter()
-        .map(|l| (strsim::jaro_winkler(&loc.to_lowercase(), &l.to_lowercase()), *l))
-        .filter(|(s, _)| *s >= 0.9)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, l)| format!(" (did you mean {l}?)"))
+    let hint = crate::schema_check::closest_within(loc, LOCATIONS.iter().copied(), 0.9)
+        .map(|l| format!(" (did you mean {l}?)"))
         .unwrap_or_default();
     Err(format!(
         "{loc:?} is not a BigQuery location{hint}: use US, EU or a region such as europe-west1 (see \

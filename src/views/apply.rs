@@ -149,11 +149,7 @@ pub async fn apply(bq: &dyn BigQuery, plan: &LayoutPlan) -> Result<Done, CloudEr
     if plan.waiting_for_table {
         return Ok(done);
     }
-    for t in &plan.delete {
-        with_retry(&backoff, "tables.delete", || bq.delete_table(t)).await?;
-        tracing::info!(target: "bqsteward::audit", resource = %plan.resource, view = %t, action = "deleted", "view written");
-        done.push(format!("deleted view {t} (no longer declared)"));
-    }
+    done.extend(delete_views(bq, &plan.resource, &plan.delete).await?);
     for v in &plan.views {
         let def = &v.view.def;
         let what = match &v.change {
