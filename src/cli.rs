@@ -128,6 +128,22 @@ pub enum Command {
         /// over at most this long after the leader stops renewing (it renews well before).
         #[arg(long, default_value = "30s")]
         lease_duration: String,
+        /// Most connections open at once to one source database (database sources' pulls).
+        #[arg(long, default_value_t = 2)]
+        db_connections: usize,
+    },
+    /// Print the `schema:` block of an IngestedTable for a table of a MySQL/MariaDB or PostgreSQL
+    /// database (types mapped as database sources load them), so nobody writes it by hand.
+    ImportSchema {
+        /// `mysql` (MySQL, MariaDB) or `postgres`.
+        #[arg(long)]
+        engine: String,
+        /// A file holding the connection URL (e.g. a mounted Secret's key); the URL is never printed.
+        #[arg(long)]
+        url_file: PathBuf,
+        /// `schema.table` (for MySQL the schema is the database).
+        #[arg(long)]
+        table: String,
     },
     /// Check manifests offline: schema, identifiers, emails, column references, guardrails and
     /// duplicates. Exit 0 when valid, 1 when any error is found.
@@ -162,6 +178,13 @@ pub struct LiveArgs {
     /// Same syntax as the `bqsteward.dev/reload` annotation, which it overrides.
     #[arg(long)]
     pub reload: Option<String>,
+    /// Where database sources' connection Secrets are: `DIR/<secret name>/<key>` (the layout of a
+    /// mounted Secret). Needed by IngestedTables with `source.database`.
+    #[arg(long, env = "BQSTEWARD_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Most connections open at once to one source database.
+    #[arg(long, default_value_t = 2)]
+    pub db_connections: usize,
 }
 
 /// Output format of `plan`.
@@ -265,4 +288,33 @@ pub fn validate(paths: &[PathBuf], policy: Option<PathBuf>, output: Output) -> a
         }
     }
     Ok(if errors.is_empty() { 0 } else { 1 })
+}
+
+/// `bqsteward import-schema`: exit 0 with the block on stdout, 1 with the reason on stderr.
+pub async fn import_schema(engine: &str, url_file: &std::path::Path, table: &str) -> i32 {
+    let engine = match engine {
+        "mysql" | "mariadb" => crd::DatabaseEngine::Mysql,
+        "postgres" | "postgresql" => crd::DatabaseEngine::Postgres,
+        other => {
+            eprintln!("error: --engine {other:?}: use mysql or postgres");
+            return 1;
+        }
+    };
+    let url = match std::fs::read_to_string(url_file) {
+        Ok(t) => crate::dbsource::secrets::SecretText::new(&t),
+        Err(e) => {
+            eprintln!("error: cannot read --url-file {}: {}", url_file.display(), e.kind());
+            return 1;
+        }
+    };
+    match crate::dbsource::import_schema(engine, &url, table).await {
+        Ok(block) => {
+            print!("{block}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
 }

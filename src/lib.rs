@@ -11,6 +11,7 @@ pub mod commands;
 pub mod consumer;
 pub mod controller;
 pub mod crd;
+pub mod dbsource;
 pub mod engine;
 pub mod groups;
 pub mod ingest;

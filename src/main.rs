@@ -31,6 +31,9 @@ fn main() {
             .map(|()| 0)
             .map_err(anyhow::Error::from),
         Command::Validate { paths, policy, output } => cli::validate(&paths, policy, output),
+        Command::ImportSchema { engine, url_file, table } => {
+            Ok(runtime().block_on(cli::import_schema(&engine, &url_file, &table)))
+        }
         Command::Plan { common, output } => Ok(runtime().block_on(bqsteward::commands::plan(&common, output))),
         Command::Bench { objects, loaded } => {
             let f = bqsteward::ingest::bench::run(objects, loaded.min(objects));
@@ -51,6 +54,7 @@ fn main() {
             lease_namespace,
             lease_name,
             lease_duration,
+            db_connections,
         } => {
             let policy = bqsteward::policy::Policy::load(policy.as_deref()).map_err(anyhow::Error::from);
             let duration = |flag: &str, text: &str, example: &str| {
@@ -77,6 +81,7 @@ fn main() {
                         lease_namespace,
                         lease_name,
                         lease_duration,
+                        db_connections,
                     };
                     runtime().block_on(bqsteward::controller::run::run(args)).map(|()| 0)
                 }

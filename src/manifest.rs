@@ -402,6 +402,11 @@ fn load_document(origin: Origin, doc: &str, report: &mut LoadReport) {
     }
 }
 
+/// A Kubernetes object name (a Secret's, say): `Err` says what is wrong.
+pub fn k8s_name(name: &str) -> Result<(), String> {
+    check_name(Some(name)).map_or(Ok(()), Err)
+}
+
 /// A Kubernetes object name: a DNS subdomain (RFC 1123), at most 253 characters.
 fn check_name(name: Option<&str>) -> Option<String> {
     let Some(name) = name else {

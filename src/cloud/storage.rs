@@ -48,6 +48,18 @@ pub trait Storage: Send + Sync {
         data: Vec<u8>,
         content_type: &str,
     ) -> Result<ObjectInfo, CloudError>;
+    /// Creates an object only if no live object has the name (`ifGenerationMatch=0`): a second
+    /// writer gets `412 Precondition Failed` instead of overwriting. Database pulls write their
+    /// files this way, so an object, once written, is never replaced.
+    async fn create(
+        &self,
+        bucket: &str,
+        name: &str,
+        data: Vec<u8>,
+        content_type: &str,
+    ) -> Result<ObjectInfo, CloudError>;
+    /// Deletes the live generation of an object; succeeds if it is already gone.
+    async fn delete(&self, bucket: &str, name: &str) -> Result<(), CloudError>;
     /// Creates a bucket in `project`; succeeds if it already exists.
     async fn create_bucket(&self, project: &str, bucket: &str) -> Result<(), CloudError>;
 }
@@ -183,6 +195,36 @@ impl Storage for GcsRest {
             .body(data);
         let raw: RawObject = self.rest.json(&op, req).await?;
         raw.into_info(&op)
+    }
+
+    async fn create(
+        &self,
+        bucket: &str,
+        name: &str,
+        data: Vec<u8>,
+        content_type: &str,
+    ) -> Result<ObjectInfo, CloudError> {
+        let op = format!("objects.insert gs://{bucket}/{name} (ifGenerationMatch=0)");
+        let url = format!("{}/upload/storage/v1/b/{}/o", self.root, enc(bucket));
+        let req = self
+            .rest
+            .http
+            .post(url)
+            .query(&[("uploadType", "media"), ("name", name), ("ifGenerationMatch", "0")])
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(data);
+        let raw: RawObject = self.rest.json(&op, req).await?;
+        raw.into_info(&op)
+    }
+
+    async fn delete(&self, bucket: &str, name: &str) -> Result<(), CloudError> {
+        let op = format!("objects.delete gs://{bucket}/{name}");
+        let url = format!("{}/storage/v1/b/{}/o/{}", self.root, enc(bucket), enc(name));
+        match self.rest.send(&op, self.rest.http.delete(url)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn read_head(

@@ -68,7 +68,7 @@ fn prepare(args: &LiveArgs) -> Result<World, i32> {
 /// [`prepare`], then the clients.
 async fn setup(args: &LiveArgs) -> Result<(World, Owned), i32> {
     let world = prepare(args)?;
-    let owned = Owned::new(&world).await?;
+    let owned = Owned::new(&world, args).await?;
     Ok((world, owned))
 }
 
@@ -79,12 +79,13 @@ struct Owned {
     groups: Option<GroupsRest>,
     iam: Option<IamRest>,
     pacer: Pacer,
+    sources: crate::dbsource::Sources,
 }
 
 impl Owned {
     /// Clients for `w`: Cloud Identity only when there are groups, Resource Manager only when there
     /// are ConsumerProjects.
-    async fn new(w: &World) -> Result<Owned, i32> {
+    async fn new(w: &World, args: &LiveArgs) -> Result<Owned, i32> {
         let endpoints = Endpoints::from_env();
         let fail = |e: crate::cloud::CloudError| {
             eprintln!("error: {e}");
@@ -116,6 +117,13 @@ impl Owned {
                 Some(IamRest::from_env().map_err(fail)?)
             },
             pacer: Pacer::default(),
+            sources: crate::dbsource::Sources::new(
+                match &args.secrets_dir {
+                    Some(dir) => std::sync::Arc::new(crate::dbsource::secrets::DirSecrets { dir: dir.clone() }),
+                    None => std::sync::Arc::new(crate::dbsource::secrets::NoSecrets),
+                },
+                args.db_connections,
+            ),
         })
     }
 
@@ -127,6 +135,7 @@ impl Owned {
             iam: self.iam.as_ref().map(|i| i as &dyn ProjectIam),
             pacer: &self.pacer,
             backoff: Backoff::default(),
+            sources: &self.sources,
         }
     }
 }

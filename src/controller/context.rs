@@ -48,6 +48,8 @@ pub struct Ctx {
     pub tenants: BTreeMap<String, TenantClients>,
     /// The last validated and resolved object set.
     pub cache: WorldCache,
+    /// Database sources: Secrets read from the cluster, connection limits.
+    pub sources: crate::dbsource::Sources,
 }
 
 /// BigQuery and Cloud Storage clients acting as one namespace's service account.
@@ -99,6 +101,7 @@ impl Ctx {
             iam: self.iam.as_deref(),
             pacer: &self.pacer,
             backoff: self.call_backoff.clone(),
+            sources: &self.sources,
         }
     }
 

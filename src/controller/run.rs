@@ -47,6 +47,8 @@ pub struct RunArgs {
     pub lease_name: String,
     /// How long the Lease lasts without renewal (a standby takes over within it).
     pub lease_duration: Duration,
+    /// Most connections open at once to one source database.
+    pub db_connections: usize,
 }
 
 /// The controllers watch untyped objects and convert each one, so that one object that does not
@@ -294,6 +296,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pacer: Default::default(),
         cache: Default::default(),
         tenants: super::reconcile::tenant_clients(&args.policy, &endpoints).await?,
+        sources: crate::dbsource::Sources::new(
+            Arc::new(crate::dbsource::secrets::KubeSecrets { client: client.clone() }),
+            args.db_connections,
+        ),
     };
     let metrics = Arc::new(Metrics::new());
     crate::cloud::observe_calls(metrics.call_observer());
@@ -497,6 +503,7 @@ mod tests {
             pacer: Default::default(),
             cache: Default::default(),
             tenants: Default::default(),
+            sources: crate::dbsource::Sources::new(Arc::new(crate::dbsource::secrets::NoSecrets), 1),
         };
         let shared = Arc::new(Shared {
             ctx,

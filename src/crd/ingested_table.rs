@@ -89,9 +89,15 @@ pub struct IngestedTableSpec {
     /// Which view layers to manage.
     #[serde(default)]
     pub views: Views,
-    /// How often the controller looks for new files.
+    /// How often the controller looks for new files (and pulls a database source).
     #[serde(default)]
     pub schedule: Schedule,
+    /// Database sources with a time watermark: once a day, after `at`, re-pull the whole prior
+    /// day (rows whose watermark falls in it) and replace that day's rows of the raw table in one
+    /// statement — removing the duplicates overlapping pulls left and rows since deleted or moved
+    /// out of that day on the replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_reload: Option<DailyReload>,
     /// Limits on load jobs and bad data.
     #[serde(default)]
     pub load_policy: LoadPolicy,
@@ -101,18 +107,32 @@ pub struct IngestedTableSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-/// Where the files come from.
+/// Where the data comes from: files under a Cloud Storage prefix (`uri`, `format`), or a table of a
+/// MySQL/PostgreSQL read replica (`database`) that bqsteward extracts into `landing` and loads.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
-    /// A Cloud Storage prefix, `gs://BUCKET/PREFIX/`. Every object under it is a candidate.
+    /// Files: a Cloud Storage prefix, `gs://BUCKET/PREFIX/`. Every object under it is a candidate.
+    /// Not with `database`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uri: String,
+    /// A table of a MySQL (MariaDB) or PostgreSQL read replica, pulled by bqsteward into `landing`
+    /// and loaded from there exactly once. Not with `uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSource>,
+    /// With `database`: the Cloud Storage prefix (`gs://BUCKET/PREFIX/`, bucket first) the
+    /// extracted files land under, one folder per pull (`pull-<n>/`, `day-<date>/`, `snap-<n>/`),
+    /// each complete only once its `_COMPLETE` object is written. Give every table its own prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landing: Option<String>,
     /// Optional glob matched against the object name after the prefix, e.g. `*.json` or
     /// `2024-*/part-*.parquet`. `*` does not cross `/`; `**` does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include: Option<String>,
-    /// File format: NEWLINE_DELIMITED_JSON, CSV, PARQUET or AVRO.
-    pub format: SourceFormat,
+    /// File format: NEWLINE_DELIMITED_JSON, CSV, PARQUET or AVRO. Required with `uri`; with
+    /// `database` the extracted files are NEWLINE_DELIMITED_JSON and this is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SourceFormat>,
     /// Snapshot mode only: the object that marks a snapshot set complete (default `_SUCCESS`).
     /// A set is the first folder level under `uri` (e.g. `dt=2026-11-22/`); the table is replaced
     /// by the newest set that holds this marker. Set to "" to treat the newest set as complete.
@@ -121,6 +141,123 @@ pub struct Source {
     /// CSV options (only with `format: CSV`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<CsvOptions>,
+}
+
+impl Source {
+    /// The format of the files loaded: the declared one, NEWLINE_DELIMITED_JSON for a database
+    /// source (and before validation has required one).
+    pub fn format(&self) -> SourceFormat {
+        self.format.unwrap_or(SourceFormat::NewlineDelimitedJson)
+    }
+
+    /// The Cloud Storage prefix files are loaded from: `uri`, or `landing` for a database source.
+    pub fn files_uri(&self) -> &str {
+        match (&self.database, &self.landing) {
+            (Some(_), Some(l)) => l,
+            _ => &self.uri,
+        }
+    }
+}
+
+/// A table of a MySQL/PostgreSQL read replica.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatabaseSource {
+    /// `mysql` (MySQL and MariaDB) or `postgres`.
+    pub engine: DatabaseEngine,
+    /// `schema.table` on the replica (for MySQL the schema is the database).
+    pub table: String,
+    /// The Secret (in this object's namespace) and key holding the connection URL, e.g.
+    /// `mysql://user:password@host:3306/db` or `postgres://user:password@host:5432/db`. Use a
+    /// read-only user. `bqsteward run` reads it from the cluster; `plan`/`apply` from
+    /// `--secrets-dir DIR` (`DIR/<name>/<key>`). The URL never appears in logs, errors, status or
+    /// plans.
+    pub connection_secret: SecretKeyRef,
+    /// Incremental mode: the column whose value only grows — `modify_time` for tables with
+    /// updates (TIMESTAMP or DATETIME; the dedup view then wants it as `versionColumn`), or the
+    /// primary key for append-only tables (an integer). Each pull reads the rows at or after the
+    /// last pull's high mark minus `overlap`; the high mark is the database's own clock (or
+    /// greatest key) at the pull's consistent snapshot. Omit for `mode: Snapshot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<Watermark>,
+    /// How far before the last high mark each pull starts again, for delayed replicas and late
+    /// commits (default `30m`; time watermarks only). Rows read twice show once in the dedup view;
+    /// the daily reload removes the duplicates from the raw table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<String>,
+    /// Largest extracted file before the next one starts, in MiB (default 64; 1 to 1024). Memory
+    /// per running pull stays below about this much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub file_size_mib: Option<u32>,
+    /// Longest a pull's query may run on the replica, e.g. `30m` (default `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<String>,
+}
+
+/// Database engine of a database source.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseEngine {
+    /// MySQL or MariaDB.
+    Mysql,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl DatabaseEngine {
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatabaseEngine::Mysql => "mysql",
+            DatabaseEngine::Postgres => "postgres",
+        }
+    }
+}
+
+/// A key of a Kubernetes Secret in the object's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key within the Secret (default `url`).
+    #[serde(default = "default_secret_key")]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    "url".to_string()
+}
+
+/// The watermark column of an incremental database pull.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Watermark {
+    /// A declared column: TIMESTAMP, DATETIME or DATE for time watermarks, INT64 or NUMERIC for a
+    /// growing key.
+    pub column: String,
+}
+
+/// When a database source re-pulls the whole prior day.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DailyReload {
+    /// Local time of day after which the prior day is re-pulled, `HH:MM` (default `04:00`).
+    #[serde(default = "default_reload_at")]
+    pub at: String,
+    /// IANA time zone of `at` and of the day boundaries, e.g. `UTC`, `Europe/Paris` (default
+    /// `UTC`): where a day starts. Connections run in UTC, so DATETIME watermark values are read
+    /// as UTC wall-clock time, like TIMESTAMP ones.
+    #[serde(default = "default_reload_zone")]
+    pub time_zone: String,
+}
+
+fn default_reload_at() -> String {
+    "04:00".to_string()
+}
+fn default_reload_zone() -> String {
+    "UTC".to_string()
 }
 
 /// File format of the source objects.

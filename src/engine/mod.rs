@@ -47,6 +47,8 @@ pub struct Clients<'a> {
     pub pacer: &'a Pacer,
     /// Retries of single calls.
     pub backoff: Backoff,
+    /// Database sources: their Secrets and connection limits.
+    pub sources: &'a crate::dbsource::Sources,
 }
 
 /// What a run covers.

@@ -6,6 +6,7 @@ use crate::access::{AclEntry, DatasetKey};
 use crate::cloud::CloudError;
 use crate::ingest::exec::{Executor, Observed, Report, TablePlan, Target, observe, plan_table};
 use crate::ingest::jobs::RunError;
+use crate::dbsource::{PullReport, SourcePlan};
 use crate::views::{self, LayoutPlan};
 
 /// One IngestedTable, observed and planned: loads and view layers.
@@ -16,10 +17,15 @@ pub struct TableState {
     pub plan: TablePlan,
     /// The view layers as planned against the table as read.
     pub views: LayoutPlan,
+    /// A database source: its pulls as planned, or why the replica or the landing could not be
+    /// read (nothing is pulled then; complete pulls still load).
+    pub source: Option<Result<SourcePlan, String>>,
 }
 
 /// What applying one IngestedTable did.
 pub struct TableApplied {
+    /// A database source's pulls (`None` when it has none or none were due), or why they failed.
+    pub pulled: Option<Result<PullReport, String>>,
     /// The load report (`None` when there was nothing to load), or why loading failed.
     pub loads: Option<Result<Report, RunError>>,
     /// The view layers as planned again after the loads (new columns reach the views in the same
@@ -45,7 +51,10 @@ impl TableApplied {
             Some(Err(_)) => true,
             None => false,
         };
-        loads || self.views.as_ref().map_or(true, LayoutPlan::is_refused) || self.views_done.is_err()
+        loads
+            || matches!(self.pulled, Some(Err(_)))
+            || self.views.as_ref().map_or(true, LayoutPlan::is_refused)
+            || self.views_done.is_err()
     }
 
     /// The failure, when [`TableApplied::failed`]: the load error, the schema refusal, the view
@@ -53,6 +62,9 @@ impl TableApplied {
     pub fn into_error(self, plan: &TablePlan) -> super::Error {
         if let Some(Err(e)) = self.loads {
             return e.into();
+        }
+        if let Some(Err(e)) = self.pulled {
+            return super::Error::Failed(e);
         }
         match (self.views, self.views_done) {
             (Err(e), _) | (_, Err(e)) => e.into(),
@@ -73,26 +85,67 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
         cause,
     })?;
     let plan = plan_table(t, &observed, now_ms);
+    let source = match &t.spec.source.database {
+        None => None,
+        Some(_) => Some(
+            crate::dbsource::observe(c.sources, c.gcs, &t.name, &t.spec)
+                .await
+                .map(|o| {
+                    let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+                    crate::dbsource::plan(&t.spec, &o, now)
+                }),
+        ),
+    };
     let views = views::apply::plan_for_table(c.bq, t, observed.table.as_ref())
         .await
         .map_err(|cause| super::PlanFailure {
             message: format!("IngestedTable {}: cannot read its view layers", t.name),
             cause,
         })?;
-    Ok(TableState { observed, plan, views })
+    Ok(TableState {
+        observed,
+        plan,
+        views,
+        source,
+    })
 }
 
 /// Applies one planned IngestedTable: the loads, then its view layers planned again against the
 /// table as the loads left it. A refused view plan writes nothing.
 #[tracing::instrument(skip_all, fields(table = %t.name))]
 pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableApplied {
-    let loads = if state.plan.is_empty() {
+    // A database source pulls first (into its landing prefix), then loads what is complete —
+    // observed and planned again, so this apply loads the pulls it just made.
+    let pulled = match &state.source {
+        Some(Ok(p)) if p.problems.is_empty() && !p.pulls.is_empty() => {
+            Some(crate::dbsource::run(c.sources, c.gcs, &t.name, &t.spec, p).await)
+        }
+        _ => None,
+    };
+    let replanned;
+    let mut unreadable = None;
+    let (plan, observed) = match &pulled {
+        Some(_) => match observe(c.bq, c.gcs, t).await {
+            Ok(o) => {
+                replanned = (plan_table(t, &o, chrono::Utc::now().timestamp_millis()), o);
+                (&replanned.0, &replanned.1)
+            }
+            Err(e) => {
+                unreadable = Some(e);
+                (&state.plan, &state.observed)
+            }
+        },
+        None => (&state.plan, &state.observed),
+    };
+    let loads = if let Some(e) = unreadable {
+        Some(Err(e.into()))
+    } else if plan.is_empty() {
         None
     } else {
         Some(
-            Executor::new(c.bq, t, state.plan.loads.budget_left)
+            Executor::new(c.bq, t, plan.loads.budget_left)
                 .with_storage(c.gcs)
-                .apply(&state.plan, &state.observed)
+                .apply(plan, observed)
                 .await,
         )
     };
@@ -118,6 +171,7 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
         _ => (Ok(Vec::new()), Vec::new(), Vec::new()),
     };
     TableApplied {
+        pulled,
         loads,
         views,
         views_done,

@@ -55,7 +55,9 @@ pub fn run(objects: usize, loaded: usize) -> Figures {
     let source = Source {
         uri: "gs://acme-landing/orders/".into(),
         include: Some("**/*.json".into()),
-        format: SourceFormat::NewlineDelimitedJson,
+        database: None,
+        landing: None,
+        format: Some(SourceFormat::NewlineDelimitedJson),
         snapshot_marker: None,
         csv: None,
     };

@@ -107,7 +107,7 @@ impl<'a> Executor<'a> {
         let spec = &self.t.spec;
         let Some(gcs) = self.gcs else { return Ok(Vec::new()) };
         if spec.excluded_columns.is_empty()
-            || spec.source.format != crate::crd::ingested_table::SourceFormat::NewlineDelimitedJson
+            || spec.source.format() != crate::crd::ingested_table::SourceFormat::NewlineDelimitedJson
         {
             return Ok(Vec::new());
         }
@@ -265,7 +265,8 @@ impl<'a> Executor<'a> {
         }
         for b in p.loads.resumed.iter().chain(&p.loads.new) {
             match b.kind {
-                BatchKind::Snapshot => self.snapshot(b, report).await?,
+                // A day replaces its rows in one statement after all its files loaded, like a snapshot.
+                BatchKind::Snapshot | BatchKind::Day => self.snapshot(b, report).await?,
                 _ => self.incremental(b, report).await?,
             }
         }
@@ -502,7 +503,8 @@ impl<'a> Executor<'a> {
     /// Moves staging rows into the destination in one statement; returns (job id, rows changed —
     /// for a MERGE that counts deleted rows too).
     async fn move_rows(&self, b: &Batch, stagings: &[TableRef]) -> Result<(String, i64), RunError> {
-        let (sql, params) = move_sql(&self.t.table, &self.t.load_fields, b, stagings);
+        let window = self.t.day_window(b);
+        let (sql, params) = move_sql(&self.t.table, &self.t.load_fields, b, stagings, window.as_ref());
         let config = query_config(&sql, &params);
         let base = format!("bqsteward_move_{}", b.id);
         match self.runner.run(&base, &config, false, || Ok(())).await? {

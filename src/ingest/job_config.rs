@@ -23,7 +23,7 @@ pub fn query_config(sql: &str, params: &[Param]) -> serde_json::Value {
 pub fn load_config(spec: &IngestedTableSpec, fields: &[Field], b: &Batch, staging: &TableRef) -> serde_json::Value {
     let mut load = serde_json::json!({
         "sourceUris": b.files.iter().map(|f| f.uri.as_str()).collect::<Vec<_>>(),
-        "sourceFormat": spec.source.format.as_bigquery(),
+        "sourceFormat": spec.source.format().as_bigquery(),
         "destinationTable": staging.to_api(),
         "writeDisposition": "WRITE_TRUNCATE",
         "createDisposition": "CREATE_IF_NEEDED",
@@ -33,7 +33,7 @@ pub fn load_config(spec: &IngestedTableSpec, fields: &[Field], b: &Batch, stagin
         // undeclared field is an error (quarantined as IncompatibleSchema).
         "ignoreUnknownValues": !spec.excluded_columns.is_empty(),
     });
-    if spec.source.format == SourceFormat::Csv {
+    if spec.source.format() == SourceFormat::Csv {
         let csv = spec.source.csv.clone().unwrap_or_default();
         load["skipLeadingRows"] = csv.skip_leading_rows.into();
         load["allowQuotedNewlines"] = csv.allow_quoted_newlines.into();
@@ -48,7 +48,26 @@ pub fn load_config(spec: &IngestedTableSpec, fields: &[Field], b: &Batch, stagin
 /// append (`INSERT … SELECT`), reload (`MERGE` deleting the replaced batches' rows) or snapshot
 /// (`MERGE` deleting every row). Column names are validated identifiers, quoted; values are
 /// parameters.
-pub fn move_sql(dest: &TableRef, fields: &[Field], b: &Batch, stagings: &[TableRef]) -> (String, Vec<Param>) {
+/// The rows a [`BatchKind::Day`] batch replaces: `column` (of BigQuery type `type_`) in `[lo, hi)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Watermark column.
+    pub column: String,
+    /// Its BigQuery type (TIMESTAMP, DATETIME or DATE).
+    pub type_: &'static str,
+    /// First value of the day (UTC text).
+    pub lo: String,
+    /// First value after it.
+    pub hi: String,
+}
+
+pub fn move_sql(
+    dest: &TableRef,
+    fields: &[Field],
+    b: &Batch,
+    stagings: &[TableRef],
+    window: Option<&Window>,
+) -> (String, Vec<Param>) {
     let cols: Vec<String> = fields.iter().map(|f| ident(&f.name)).collect();
     let list = cols.join(", ");
     let source = stagings
@@ -65,17 +84,29 @@ pub fn move_sql(dest: &TableRef, fields: &[Field], b: &Batch, stagings: &[TableR
     let mut params = vec![Param::string("batch_id", &b.id)];
     let sql = match b.kind {
         BatchKind::Append => format!("INSERT INTO {} ({all})\n{source}", dest.sql()),
-        BatchKind::Reload | BatchKind::Snapshot => {
+        BatchKind::Reload | BatchKind::Snapshot | BatchKind::Day => {
             let values = std::iter::once(&list)
                 .flat_map(|_| cols.iter().map(|c| format!("S.{c}")))
                 .chain([format!("S.{BATCH_COLUMN}"), format!("S.{LOADED_AT_COLUMN}")])
                 .collect::<Vec<_>>()
                 .join(", ");
-            let delete = if b.kind == BatchKind::Reload {
-                params.push(Param::strings("replaces", &b.replaces));
-                format!("WHEN NOT MATCHED BY SOURCE AND T.{BATCH_COLUMN} IN UNNEST(@replaces) THEN DELETE")
-            } else {
-                "WHEN NOT MATCHED BY SOURCE THEN DELETE".to_string()
+            let delete = match (b.kind, window) {
+                (BatchKind::Reload, _) => {
+                    params.push(Param::strings("replaces", &b.replaces));
+                    format!("WHEN NOT MATCHED BY SOURCE AND T.{BATCH_COLUMN} IN UNNEST(@replaces) THEN DELETE")
+                }
+                (BatchKind::Day, Some(w)) => {
+                    params.push(Param::string("day_lo", &w.lo));
+                    params.push(Param::string("day_hi", &w.hi));
+                    let c = ident(&w.column);
+                    format!(
+                        "WHEN NOT MATCHED BY SOURCE AND T.{c} >= CAST(@day_lo AS {t}) AND T.{c} < CAST(@day_hi AS {t}) THEN DELETE",
+                        t = w.type_
+                    )
+                }
+                // A day without its window deletes nothing (never everything).
+                (BatchKind::Day, None) => String::new(),
+                _ => "WHEN NOT MATCHED BY SOURCE THEN DELETE".to_string(),
             };
             format!(
                 "MERGE {} AS T\nUSING (\n{source}\n) AS S\nON FALSE\n{delete}\nWHEN NOT MATCHED THEN INSERT ({all}) VALUES ({values})",

@@ -94,6 +94,10 @@ pub enum BatchKind {
     Reload,
     /// Replaces the whole table (snapshot mode).
     Snapshot,
+    /// Replaces the rows of one day (database sources' daily reload; `reload_id` is the day,
+    /// `YYYY-MM-DD`): rows whose watermark falls in it are deleted in the statement that inserts
+    /// the day's rows pulled again.
+    Day,
 }
 
 impl BatchKind {
@@ -103,6 +107,7 @@ impl BatchKind {
             BatchKind::Append => "APPEND",
             BatchKind::Reload => "RELOAD",
             BatchKind::Snapshot => "SNAPSHOT",
+            BatchKind::Day => "DAY",
         }
     }
 
@@ -112,6 +117,7 @@ impl BatchKind {
             "APPEND" => BatchKind::Append,
             "RELOAD" => BatchKind::Reload,
             "SNAPSHOT" => BatchKind::Snapshot,
+            "DAY" => BatchKind::Day,
             _ => return None,
         })
     }

@@ -173,7 +173,7 @@ fn incremental_candidates(
 }
 
 /// How many files from the front of `files` make one batch.
-fn take_batch(files: &[SourceFile], max_files: usize, max_bytes: Option<u64>) -> usize {
+pub(crate) fn take_batch(files: &[SourceFile], max_files: usize, max_bytes: Option<u64>) -> usize {
     let mut bytes = 0u64;
     let mut n = 0;
     for f in files.iter().take(max_files.max(1)) {
@@ -190,7 +190,7 @@ fn take_batch(files: &[SourceFile], max_files: usize, max_bytes: Option<u64>) ->
 }
 
 /// Batches whose files' latest ledger event is PLANNED, rebuilt exactly as they were written.
-fn resumed_batches(s: &Settings, ledger: &Ledger) -> Vec<Batch> {
+pub(crate) fn resumed_batches(s: &Settings, ledger: &Ledger) -> Vec<Batch> {
     let mut groups: BTreeMap<u32, Vec<SourceFile>> = BTreeMap::new();
     for (uri, generation, e) in ledger.planned() {
         groups.entry(e.batch).or_default().push(SourceFile {

@@ -15,12 +15,30 @@ pub struct Discovery {
     include: Option<globset::GlobMatcher>,
     /// Snapshot completion marker (`source.snapshotMarker`, default `_SUCCESS`; "" = none).
     pub marker: String,
+    /// Keep only files of sets (first folder level) that hold the marker (database landing).
+    pub complete_sets_only: bool,
 }
 
 impl Discovery {
     /// From a validated `source` (errors repeat validation's message).
     pub fn new(source: &Source) -> Result<Discovery, String> {
-        let (bucket, prefix) = crate::validate::ident::gcs_uri(&source.uri)?;
+        let (bucket, prefix) = crate::validate::ident::gcs_uri(source.files_uri())?;
+        if source.database.is_some() {
+            // The landing prefix: data files of sets whose pull completed, and their markers.
+            return Ok(Discovery {
+                bucket,
+                prefix,
+                include: Some(
+                    globset::GlobBuilder::new("*/part-*.jsonl")
+                        .literal_separator(true)
+                        .build()
+                        .map_err(|e| e.to_string())?
+                        .compile_matcher(),
+                ),
+                marker: crate::dbsource::landing::COMPLETE.into(),
+                complete_sets_only: true,
+            });
+        }
         let include = match &source.include {
             Some(g) => Some(
                 globset::GlobBuilder::new(g)
@@ -36,6 +54,7 @@ impl Discovery {
             prefix,
             include,
             marker: source.snapshot_marker.clone().unwrap_or_else(|| "_SUCCESS".into()),
+            complete_sets_only: false,
         })
     }
 
@@ -54,12 +73,35 @@ impl Discovery {
                 }
             })
             .await?;
+        if self.complete_sets_only {
+            out = self.complete_sets(out);
+        }
         Ok(out)
+    }
+
+    /// The files of sets that hold the marker (and the markers).
+    fn complete_sets(&self, files: Vec<SourceFile>) -> Vec<SourceFile> {
+        let root = self.uri_prefix();
+        let suffix = format!("/{}", self.marker);
+        let complete: std::collections::HashSet<String> = files
+            .iter()
+            .filter(|f| f.uri.ends_with(&suffix))
+            .map(|f| super::plan::snapshot_set(&root, &f.uri).to_string())
+            .collect();
+        files
+            .into_iter()
+            .filter(|f| complete.contains(super::plan::snapshot_set(&root, &f.uri)))
+            .collect()
     }
 
     /// Keeps the objects the source selects (see [`Discovery::select`]).
     pub fn filter(&self, objects: Vec<ObjectInfo>) -> Vec<SourceFile> {
-        objects.into_iter().filter_map(|o| self.select(o)).collect()
+        let files = objects.into_iter().filter_map(|o| self.select(o)).collect();
+        if self.complete_sets_only {
+            self.complete_sets(files)
+        } else {
+            files
+        }
     }
 
     /// The object as a source file, if the source selects it. Folder placeholders (`name/`) and
@@ -116,8 +158,10 @@ mod tests {
     fn include_is_relative_to_the_prefix() {
         let d = Discovery::new(&Source {
             uri: "gs://bkt/in/".into(),
+            database: None,
+            landing: None,
             include: Some("*.json".into()),
-            format: SourceFormat::NewlineDelimitedJson,
+            format: Some(SourceFormat::NewlineDelimitedJson),
             snapshot_marker: None,
             csv: None,
         })

@@ -84,6 +84,28 @@ impl Target {
         }
     }
 
+    /// The rows a daily-reload batch replaces (database sources with `dailyReload` and a time
+    /// watermark), from the batch's day and the spec's time zone.
+    pub(crate) fn day_window(&self, b: &Batch) -> Option<super::job_config::Window> {
+        if b.kind != super::model::BatchKind::Day {
+            return None;
+        }
+        let spec = &self.spec;
+        let wm = spec.source.database.as_ref()?.watermark.as_ref()?;
+        let col = spec.schema.iter().find(|c| c.name.eq_ignore_ascii_case(&wm.column))?;
+        let type_ = col.type_.canonical();
+        let zone = spec.daily_reload.as_ref().map_or("UTC", |r| r.time_zone.as_str());
+        let tz = crate::validate::database::time_zone(zone).ok()?;
+        let day = chrono::NaiveDate::parse_from_str(&b.reload_id, "%Y-%m-%d").ok()?;
+        let (lo, hi) = crate::dbsource::day_bounds(&tz, day, type_ == "DATE")?;
+        Some(super::job_config::Window {
+            column: col.name.clone(),
+            type_,
+            lo,
+            hi,
+        })
+    }
+
     pub(crate) fn staging(&self, batch_id: &str) -> TableRef {
         self.ledger.table(&format!("stg_{batch_id}"))
     }
@@ -165,7 +187,11 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
         None => table::diff_schema(&desired, o.table.as_ref().map(|i| i.schema.fields.as_slice())),
     };
     let settings = t.settings(u32::try_from(o.stats.jobs_today).unwrap_or(u32::MAX), now_ms);
-    let mut loads = plan(&settings, &o.listing, &o.ledger);
+    let mut loads = if t.spec.source.database.is_some() && t.spec.mode == crate::crd::LoadMode::Incremental {
+        crate::dbsource::loads::plan(&settings, &o.listing, &o.ledger)
+    } else {
+        plan(&settings, &o.listing, &o.ledger)
+    };
     if matches!(schema, SchemaChange::Incompatible(_)) {
         // Nothing loads into a table whose schema cannot hold the files.
         loads.deferred_files += loads.files_to_load();
@@ -178,7 +204,8 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
         (_, Some(live)) => table::unmarked_pii(&t.spec, live),
     };
     // Nothing under the prefix and nothing ever loaded: most likely a wrong uri, not "up to date".
-    let no_source_files = (o.listing.is_empty() && o.stats.files_loaded == 0 && o.stats.quarantined == 0).then(|| {
+    let files_source = t.spec.source.database.is_none();
+    let no_source_files = (files_source && o.listing.is_empty() && o.stats.files_loaded == 0 && o.stats.quarantined == 0).then(|| {
         format!(
             "no objects under {}{}: nothing has ever been loaded; check spec.source.uri (and source.include) if \
              files are expected there",

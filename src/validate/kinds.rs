@@ -24,7 +24,30 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
     c.check("spec.destination.table", ident::table_id(&d.table));
     location(c, "spec.destination.location", &d.location);
 
-    c.check("spec.source.uri", ident::gcs_uri(&spec.source.uri).map(|_| ()));
+    match &spec.source.database {
+        None => {
+            c.check("spec.source.uri", ident::gcs_uri(&spec.source.uri).map(|_| ()));
+            if spec.source.format.is_none() {
+                c.err(
+                    "spec.source.format",
+                    "required for files: NEWLINE_DELIMITED_JSON, CSV, PARQUET or AVRO",
+                );
+            }
+            if spec.source.landing.is_some() {
+                c.err(
+                    "spec.source.landing",
+                    "only with source.database (files are loaded from source.uri where they are); remove it",
+                );
+            }
+            if spec.daily_reload.is_some() {
+                c.err(
+                    "spec.dailyReload",
+                    "only for database sources; for files use the bqsteward.dev/reload annotation",
+                );
+            }
+        }
+        Some(db) => super::database::check(c, spec, db),
+    }
     if let Some(include) = &spec.source.include
         && let Err(e) = globset::GlobBuilder::new(include).literal_separator(true).build()
     {
@@ -34,7 +57,7 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
         );
     }
     if let Some(csv) = &spec.source.csv {
-        if spec.source.format != SourceFormat::Csv {
+        if spec.source.format() != SourceFormat::Csv {
             c.err(
                 "spec.source.csv",
                 "CSV options are only allowed with format: CSV; remove them or change the format",
@@ -187,13 +210,13 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
             );
         }
     }
-    if !spec.excluded_columns.is_empty() && !spec.source.format.can_drop_fields_during_load() {
+    if !spec.excluded_columns.is_empty() && !spec.source.format().can_drop_fields_during_load() {
         c.err(
             "spec.excludedColumns",
             format!(
                 "format {} cannot drop a field during the load, so excluded columns would reach a BigQuery table; \
                  remove them from the files before upload, or deliver NEWLINE_DELIMITED_JSON",
-                spec.source.format.as_bigquery()
+                spec.source.format().as_bigquery()
             ),
         );
     }

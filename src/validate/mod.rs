@@ -4,6 +4,7 @@
 
 mod consumer;
 pub mod ident;
+pub(crate) mod database;
 mod kinds;
 mod tenancy;
 
@@ -129,7 +130,7 @@ fn exclusions_follow_the_data(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
         let own = lower(&spec.excluded_columns);
         let mut missing: Vec<(String, &Loaded, &str)> = Vec::new();
         for (other, other_spec) in &tables {
-            let (a, b) = (spec.source.uri.as_str(), other_spec.source.uri.as_str());
+            let (a, b) = (spec.source.files_uri(), other_spec.source.files_uri());
             if std::ptr::eq(*loaded, *other) || !(a.starts_with(b) || b.starts_with(a)) {
                 continue;
             }

@@ -47,10 +47,15 @@ pub(super) fn check(resources: &[Loaded], tenancy: &Tenancy, out: &mut Vec<crate
                     };
                     need(field.into(), what, ds, "datasets", &grant.datasets);
                 }
+                let field = if r.spec.source.database.is_some() {
+                    "spec.source.landing"
+                } else {
+                    "spec.source.uri"
+                };
                 need(
-                    "spec.source.uri".into(),
+                    field.into(),
                     "source",
-                    &r.spec.source.uri,
+                    r.spec.source.files_uri(),
                     "sources",
                     &grant.sources,
                 );
