@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: format, lints, and every test, emulator- and cluster-backed ones
 # included. Installs and starts the emulators (scripts/emulators.sh) and a real Kubernetes API server
-# (scripts/kube.sh: built from Go modules on first use, cached in ~/.cache/bqsteward) itself, and
-# stops them again if it started them. Usage: scripts/test.sh [extra cargo test args]
+# (scripts/kube.sh: built from Go modules on first use, cached in ~/.cache/bqsteward) and the source
+# databases (scripts/databases.sh: MariaDB and PostgreSQL from Debian) itself, and stops them again
+# if it started them. Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,9 +18,11 @@ command -v kubectl >/dev/null 2>&1 || { echo "kubectl is needed for tests/deploy
 
 started=0
 kube_started=0
+db_started=0
 cleanup() {
   if [ "$started" = 1 ]; then scripts/emulators.sh stop; fi
   if [ "$kube_started" = 1 ]; then scripts/kube.sh stop; fi
+  if [ "$db_started" = 1 ]; then scripts/databases.sh stop; fi
 }
 trap cleanup EXIT
 if ! scripts/emulators.sh status >/dev/null 2>&1; then
@@ -33,6 +36,14 @@ if ! scripts/kube.sh status >/dev/null 2>&1; then
   t0=$SECONDS
   scripts/kube.sh start >/dev/null
   echo "== kube-apiserver ready ($((SECONDS - t0)) s, builds included)"
+fi
+
+# MariaDB and PostgreSQL for tests/database_sources.rs (Debian packages, installed on first use).
+if ! scripts/databases.sh status >/dev/null 2>&1; then
+  db_started=1
+  t0=$SECONDS
+  eval "$(scripts/databases.sh start)"
+  echo "== MariaDB and PostgreSQL ready ($((SECONDS - t0)) s, installs included)"
 fi
 
 echo "== cargo fmt --check"

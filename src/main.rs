@@ -31,9 +31,11 @@ fn main() {
             .map(|()| 0)
             .map_err(anyhow::Error::from),
         Command::Validate { paths, policy, output } => cli::validate(&paths, policy, output),
-        Command::ImportSchema { engine, url_file, table } => {
-            Ok(runtime().block_on(cli::import_schema(&engine, &url_file, &table)))
-        }
+        Command::ImportSchema {
+            engine,
+            url_file,
+            table,
+        } => Ok(runtime().block_on(cli::import_schema(&engine, &url_file, &table))),
         Command::Plan { common, output } => Ok(runtime().block_on(bqsteward::commands::plan(&common, output))),
         Command::Bench { objects, loaded } => {
             let f = bqsteward::ingest::bench::run(objects, loaded.min(objects));

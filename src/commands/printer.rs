@@ -41,6 +41,30 @@ impl Reporter for Printer {
     }
 
     fn table_applied(&mut self, t: &Target, state: &TableState, applied: &TableApplied) {
+        match &applied.pulled {
+            None => {}
+            Some(Ok(r)) => {
+                for (set, m) in &r.pulls {
+                    println!(
+                        "IngestedTable {}: pulled {set}: {} rows in {} files ({}){}",
+                        t.name,
+                        m.rows,
+                        m.files,
+                        ingest_report::bytes(m.bytes),
+                        if m.rejected > 0 {
+                            format!(
+                                "; {} rows not loaded: values BigQuery cannot hold (see {}{set}/_REJECTED.jsonl)",
+                                m.rejected,
+                                t.spec.source.landing.as_deref().unwrap_or("")
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+            }
+            Some(Err(e)) => println!("IngestedTable {}: pull failed: {e}", t.name),
+        }
         match &applied.loads {
             None => println!("{}: nothing to load", t.table),
             Some(Ok(r)) => print!("{}", ingest_report::apply_text(t, r)),

@@ -41,7 +41,8 @@ fn urlencoding_decode(s: &str) -> Result<String, ()> {
 pub fn kube_reason(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) if s.code == 403 => {
-            "forbidden: bqsteward's service account needs `get` on secrets in this namespace (the chart grants it)".into()
+            "forbidden: bqsteward's service account needs `get` on secrets in this namespace (the chart grants it)"
+                .into()
         }
         kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
         other => other.to_string(),
@@ -152,7 +153,11 @@ impl Conn {
             )));
         }
         let text = url.expose().replacen("mariadb://", "mysql://", 1);
-        let timed_out = || DbError(format!("connecting to the database of Secret {secret_name:?} timed out after 30 s"));
+        let timed_out = || {
+            DbError(format!(
+                "connecting to the database of Secret {secret_name:?} timed out after 30 s"
+            ))
+        };
         let limit = std::time::Duration::from_secs(30);
         let inner = match engine {
             DatabaseEngine::Mysql => {

@@ -178,7 +178,10 @@ async fn pull_inner(
         ..Marker::default()
     };
     let body = serde_json::to_vec(&intent).unwrap_or_default();
-    match gcs.create(&x.bucket, &name(landing::INTENT), body, "application/json").await {
+    match gcs
+        .create(&x.bucket, &name(landing::INTENT), body, "application/json")
+        .await
+    {
         Ok(_) => {}
         Err(e) if e.status() == Some(412) => {
             return Err(DbError(format!(
@@ -195,7 +198,11 @@ async fn pull_inner(
         let ms = x.timeout.as_millis();
         let secs = x.timeout.as_secs().max(1);
         // MariaDB: max_statement_time (s); MySQL: max_execution_time (ms). Each refuses the other's.
-        if conn.exec(&format!("SET SESSION max_statement_time = {secs}")).await.is_err() {
+        if conn
+            .exec(&format!("SET SESSION max_statement_time = {secs}"))
+            .await
+            .is_err()
+        {
             conn.exec(&format!("SET SESSION max_execution_time = {ms}"))
                 .await
                 .map_err(|e| db("cannot set the statement timeout", e))?;
@@ -262,11 +269,16 @@ async fn pull_inner(
     }
     conn.exec("COMMIT")
         .await
-    .map_err(|e| db("cannot close the snapshot", e))?;
+        .map_err(|e| db("cannot close the snapshot", e))?;
     if !rejected.is_empty() {
-        gcs.create(&x.bucket, &name(landing::REJECTED), rejected.into_bytes(), "application/x-ndjson")
-            .await
-            .map_err(|e| DbError(format!("cannot write {}: {e}", landing::REJECTED)))?;
+        gcs.create(
+            &x.bucket,
+            &name(landing::REJECTED),
+            rejected.into_bytes(),
+            "application/x-ndjson",
+        )
+        .await
+        .map_err(|e| DbError(format!("cannot write {}: {e}", landing::REJECTED)))?;
     }
     let body = serde_json::to_vec(&marker).unwrap_or_default();
     gcs.create(&x.bucket, &name(landing::COMPLETE), body, "application/json")

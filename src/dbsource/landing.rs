@@ -111,7 +111,9 @@ impl Landing {
         let mut sets: BTreeMap<String, SetState> = BTreeMap::new();
         for o in objects {
             let rel = o.name.strip_prefix(prefix).unwrap_or(&o.name);
-            let Some((set, file)) = rel.split_once('/') else { continue };
+            let Some((set, file)) = rel.split_once('/') else {
+                continue;
+            };
             if file.contains('/') {
                 continue;
             }
@@ -131,11 +133,7 @@ impl Landing {
 
     /// The number the next pull or snapshot takes.
     pub fn next_number(&self) -> u64 {
-        self.sets
-            .keys()
-            .filter_map(|k| number(k))
-            .max()
-            .map_or(1, |n| n + 1)
+        self.sets.keys().filter_map(|k| number(k)).max().map_or(1, |n| n + 1)
     }
 
     /// The newest complete pull or snapshot set.

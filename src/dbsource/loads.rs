@@ -73,7 +73,8 @@ pub fn plan(s: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
         let mut rest = files.as_slice();
         while !rest.is_empty() && slots > 0 {
             let n = take_batch(rest, s.max_files_per_job, s.max_bytes_per_job);
-            out.new.push(Batch::new(&s.table, BatchKind::Append, rest[..n].to_vec(), "", vec![]));
+            out.new
+                .push(Batch::new(&s.table, BatchKind::Append, rest[..n].to_vec(), "", vec![]));
             rest = &rest[n..];
             slots -= 1;
         }

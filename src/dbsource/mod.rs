@@ -220,7 +220,13 @@ pub async fn import_schema(engine: DatabaseEngine, url: &secrets::SecretText, ta
             Ok((t, mode)) => {
                 let mode = match mode {
                     crate::crd::ColumnMode::Nullable => String::new(),
-                    m => format!(", mode: {}", serde_json::to_value(m).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+                    m => format!(
+                        ", mode: {}",
+                        serde_json::to_value(m)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default()
+                    ),
                 };
                 out.push_str(&format!(
                     "  - {{name: {}, type: {}{mode}}}   # {}\n",
@@ -497,10 +503,17 @@ mod tests {
     #[test]
     fn overlap_moves_the_low_mark_back_in_database_text() {
         assert_eq!(
-            back_by("2026-11-27 10:15:00.000000", std::time::Duration::from_secs(1800), false),
+            back_by(
+                "2026-11-27 10:15:00.000000",
+                std::time::Duration::from_secs(1800),
+                false
+            ),
             "2026-11-27 09:45:00.000000"
         );
-        assert_eq!(back_by("2026-11-27", std::time::Duration::from_secs(1800), true), "2026-11-26");
+        assert_eq!(
+            back_by("2026-11-27", std::time::Duration::from_secs(1800), true),
+            "2026-11-26"
+        );
     }
 
     #[test]
@@ -509,7 +522,11 @@ mod tests {
             at: "04:00".into(),
             time_zone: "Europe/Paris".into(),
         };
-        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
         // 02:30 UTC is 03:30 in Paris: not yet.
         assert_eq!(due_day(&r, at("2026-11-27T02:30:00Z"), false), None);
         let (day, lo, hi) = due_day(&r, at("2026-11-27T03:30:00Z"), false).unwrap();

@@ -83,7 +83,10 @@ impl Secrets for KubeSecrets {
     async fn read(&self, namespace: &str, name: &str, key: &str) -> Result<SecretText, String> {
         let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(self.client.clone(), namespace);
         let secret = api.get_opt(name).await.map_err(|e| {
-            format!("cannot read Secret {namespace}/{name}: {}", crate::dbsource::conn::kube_reason(&e))
+            format!(
+                "cannot read Secret {namespace}/{name}: {}",
+                crate::dbsource::conn::kube_reason(&e)
+            )
         })?;
         let Some(secret) = secret else {
             return Err(format!(

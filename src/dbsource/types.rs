@@ -138,9 +138,7 @@ pub fn bigquery_type(engine: DatabaseEngine, c: &SourceColumn) -> Result<(Column
     if engine == DatabaseEngine::Postgres && c.column_type == "ARRAY" {
         // udt_name of an array is the element's name with a leading underscore.
         let elem = c.data_type.trim_start_matches('_');
-        return scalar(elem)
-            .map(|t| (t, ColumnMode::Repeated))
-            .ok_or_else(unsupported);
+        return scalar(elem).map(|t| (t, ColumnMode::Repeated)).ok_or_else(unsupported);
     }
     if engine == DatabaseEngine::Postgres && c.column_type == "USER-DEFINED" {
         // Enums (and domains over text) read as their text.
@@ -253,7 +251,9 @@ fn postgres_value(c: &Extracted, q: &str) -> String {
     match c.mapped.canonical() {
         "NUMERIC" | "BIGNUMERIC" if array => format!("{q}::text[]"),
         "NUMERIC" | "BIGNUMERIC" => format!("{q}::text"),
-        "BYTES" if array => format!("(SELECT array_agg(translate(encode(e, 'base64'), E'\\n', '')) FROM unnest({q}) e)"),
+        "BYTES" if array => {
+            format!("(SELECT array_agg(translate(encode(e, 'base64'), E'\\n', '')) FROM unnest({q}) e)")
+        }
         "BYTES" => format!("translate(encode({q}, 'base64'), E'\\n', '')"),
         "TIMESTAMP" => format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"),
         "DATETIME" => format!("to_char({q}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"),
@@ -337,7 +337,11 @@ mod tests {
         assert_eq!(m("decimal", "decimal(40,2)", Some(40), Some(2)), Ok("BIGNUMERIC"));
         assert_eq!(m("timestamp", "timestamp(6)", None, None), Ok("TIMESTAMP"));
         assert_eq!(m("set", "set('a','b')", None, None), Ok("STRING"));
-        assert!(m("geometry", "geometry", None, None).unwrap_err().contains("no BigQuery mapping"));
+        assert!(
+            m("geometry", "geometry", None, None)
+                .unwrap_err()
+                .contains("no BigQuery mapping")
+        );
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use super::Clients;
 use crate::access::{AclEntry, DatasetKey};
 use crate::cloud::CloudError;
+use crate::dbsource::{PullReport, SourcePlan};
 use crate::ingest::exec::{Executor, Observed, Report, TablePlan, Target, observe, plan_table};
 use crate::ingest::jobs::RunError;
-use crate::dbsource::{PullReport, SourcePlan};
 use crate::views::{self, LayoutPlan};
 
 /// One IngestedTable, observed and planned: loads and view layers.
@@ -116,6 +116,17 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
 pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableApplied {
     // A database source pulls first (into its landing prefix), then loads what is complete —
     // observed and planned again, so this apply loads the pulls it just made.
+    // A source that cannot be read (a wrong password, drift) writes nothing at all.
+    if let Some(Err(e)) = &state.source {
+        return TableApplied {
+            pulled: Some(Err(e.clone())),
+            loads: None,
+            views: Ok(state.views.clone()),
+            views_done: Ok(Vec::new()),
+            retired: Vec::new(),
+            to_delete: Vec::new(),
+        };
+    }
     let pulled = match &state.source {
         Some(Ok(p)) if p.problems.is_empty() && !p.pulls.is_empty() => {
             Some(crate::dbsource::run(c.sources, c.gcs, &t.name, &t.spec, p).await)

@@ -106,7 +106,9 @@ impl<'a> Executor<'a> {
     ) -> Result<Vec<(SourceFile, Category, String)>, RunError> {
         let spec = &self.t.spec;
         let Some(gcs) = self.gcs else { return Ok(Vec::new()) };
+        // Database pulls never read excluded or undeclared columns: nothing to check.
         if spec.excluded_columns.is_empty()
+            || spec.source.database.is_some()
             || spec.source.format() != crate::crd::ingested_table::SourceFormat::NewlineDelimitedJson
         {
             return Ok(Vec::new());

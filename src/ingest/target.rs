@@ -205,18 +205,19 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
     };
     // Nothing under the prefix and nothing ever loaded: most likely a wrong uri, not "up to date".
     let files_source = t.spec.source.database.is_none();
-    let no_source_files = (files_source && o.listing.is_empty() && o.stats.files_loaded == 0 && o.stats.quarantined == 0).then(|| {
-        format!(
-            "no objects under {}{}: nothing has ever been loaded; check spec.source.uri (and source.include) if \
+    let no_source_files =
+        (files_source && o.listing.is_empty() && o.stats.files_loaded == 0 && o.stats.quarantined == 0).then(|| {
+            format!(
+                "no objects under {}{}: nothing has ever been loaded; check spec.source.uri (and source.include) if \
              files are expected there",
-            t.spec.source.uri,
-            if t.spec.source.include.is_none() {
-                ""
-            } else {
-                " matching source.include"
-            }
-        )
-    });
+                t.spec.source.uri,
+                if t.spec.source.include.is_none() {
+                    ""
+                } else {
+                    " matching source.include"
+                }
+            )
+        });
     TablePlan {
         schema,
         loads,

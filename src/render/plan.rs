@@ -142,10 +142,61 @@ fn details(w: &World, p: &PlanSet) -> String {
 /// One table's plan: loads, then views (with their SQL when `sql`).
 pub fn table_text(t: &Target, s: &TableState, sql: bool) -> String {
     format!(
-        "{}{}",
+        "{}{}{}",
         ingest_report::plan_text(t, &s.plan, &s.observed),
+        source_text(t, s),
         views::report::plan_text_with(&s.views, sql)
     )
+}
+
+/// The pulls of a database source: what each reads, schema drift, why it cannot be read. Never
+/// the connection URL (only the Secret's name).
+pub fn source_text(t: &Target, s: &TableState) -> String {
+    let Some(db) = &t.spec.source.database else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let wm = db.watermark.as_ref().map_or("", |w| w.column.as_str());
+    match &s.source {
+        None => {}
+        Some(Err(e)) => {
+            let _ = writeln!(out, "  source: ! cannot read {} {}: {e}", db.engine.as_str(), db.table);
+        }
+        Some(Ok(p)) => {
+            for problem in &p.problems {
+                let _ = writeln!(out, "  source: ! {problem}");
+            }
+            for note in &p.notes {
+                let _ = writeln!(out, "  source: {note}");
+            }
+            for r in &p.pulls {
+                let range = match (&r.low, &r.below) {
+                    (None, None) => "every row".to_string(),
+                    (Some(l), None) => format!("rows with {wm} >= {l}"),
+                    (None, Some(b)) => format!("rows with {wm} < {b}"),
+                    (Some(l), Some(b)) => format!("rows with {wm} in [{l}, {b})"),
+                };
+                let what = match r.kind {
+                    crate::dbsource::landing::SetKind::Pull => "pull",
+                    crate::dbsource::landing::SetKind::Snap => "snapshot",
+                    crate::dbsource::landing::SetKind::Day => "daily reload (replaces that day's rows)",
+                };
+                let _ = writeln!(
+                    out,
+                    "  source: ~ {what} {}: {range} of {} {} into {}{}/",
+                    r.set,
+                    db.engine.as_str(),
+                    db.table,
+                    t.spec.source.landing.as_deref().unwrap_or(""),
+                    r.set
+                );
+            }
+            if !p.cleanup.is_empty() {
+                let _ = writeln!(out, "  source: - {} objects of interrupted pulls", p.cleanup.len());
+            }
+        }
+    }
+    out
 }
 
 /// Markdown for a pull-request comment: the access lists as diffs, then one section per other

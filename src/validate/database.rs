@@ -55,7 +55,10 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
         ),
         Some(l) => c.check("spec.source.landing", ident::gcs_uri(l).map(|_| ())),
     }
-    c.check("spec.source.database.table", crate::dbsource::types::source_table(&db.table).map(|_| ()));
+    c.check(
+        "spec.source.database.table",
+        crate::dbsource::types::source_table(&db.table).map(|_| ()),
+    );
     c.check(
         "spec.source.database.connectionSecret.name",
         crate::manifest::k8s_name(&db.connection_secret.name),
@@ -63,7 +66,9 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
     let key = &db.connection_secret.key;
     if key.is_empty()
         || key.len() > 253
-        || !key.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+        || !key
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
     {
         c.err(
             "spec.source.database.connectionSecret.key",

@@ -3,8 +3,8 @@
 //! and a sentence saying how to fix it; all of them are reported, not just the first.
 
 mod consumer;
-pub mod ident;
 pub(crate) mod database;
+pub mod ident;
 mod kinds;
 mod tenancy;
 

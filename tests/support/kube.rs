@@ -423,5 +423,6 @@ pub async fn test_ctx(kube: std::sync::Arc<RealCluster>, identity: &str) -> bqst
         tenants: Default::default(),
         pacer: Default::default(),
         cache: Default::default(),
+        sources: bqsteward::dbsource::Sources::new(std::sync::Arc::new(bqsteward::dbsource::secrets::NoSecrets), 2),
     }
 }

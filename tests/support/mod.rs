@@ -20,6 +20,34 @@ use bqsteward::cloud::Endpoints;
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// The source databases' admin URLs (MariaDB, PostgreSQL); starts them on first use through
+/// `scripts/databases.sh` (idempotent across test binaries).
+pub fn databases() -> (String, String) {
+    static URLS: OnceLock<(String, String)> = OnceLock::new();
+    URLS.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/databases.sh");
+        let start = Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .output()
+            .expect("run scripts/databases.sh");
+        assert!(
+            start.status.success(),
+            "scripts/databases.sh start failed; the database-source tests need it:\n{}",
+            String::from_utf8_lossy(&start.stderr)
+        );
+        let out = String::from_utf8_lossy(&start.stdout).into_owned();
+        let var = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("scripts/databases.sh printed no {name}:\n{out}"))
+                .to_string()
+        };
+        (var("BQSTEWARD_TEST_MYSQL_URL"), var("BQSTEWARD_TEST_POSTGRES_URL"))
+    })
+    .clone()
+}
+
 /// The emulators' endpoints; starts them on first use (idempotent across test binaries).
 pub fn emulators() -> Endpoints {
     static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();

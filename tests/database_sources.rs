@@ -1,0 +1,435 @@
+//! Database sources against real servers: MariaDB and PostgreSQL (started by
+//! `scripts/databases.sh`), bqemulator and fake-gcs-server, driven through the real `bqsteward
+//! apply` binary with `--secrets-dir`.
+
+mod support;
+
+use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
+use bqsteward::cloud::storage::{GcsRest, Storage};
+use sqlx::Connection;
+use support::cli::{bqsteward, emulator_env, ok};
+use support::{databases, emulators, unique};
+
+const PROJECT: &str = "bqsteward-test";
+
+struct Env {
+    bq: BigQueryRest,
+    gcs: GcsRest,
+    bucket: String,
+    dataset: String,
+    secrets: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
+}
+
+async fn env() -> Env {
+    let endpoints = emulators();
+    let bq = BigQueryRest::new(&endpoints).await.unwrap();
+    let gcs = GcsRest::new(&endpoints).unwrap();
+    let bucket = unique("dbs").replace('_', "-");
+    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
+    let (mysql, postgres) = databases();
+    let secrets = tempfile::tempdir().unwrap();
+    for (name, url) in [("mysql-replica", &mysql), ("pg-replica", &postgres)] {
+        std::fs::create_dir_all(secrets.path().join(name)).unwrap();
+        std::fs::write(secrets.path().join(name).join("url"), format!("{url}\n")).unwrap();
+    }
+    Env {
+        bq,
+        gcs,
+        bucket,
+        dataset: unique("dbs"),
+        secrets,
+        env: emulator_env(&endpoints)
+            .into_iter()
+            .chain([(
+                "BQSTEWARD_IDENTITY",
+                "serviceAccount:bqsteward@bqsteward-test.iam.gserviceaccount.com".to_string(),
+            )])
+            .collect(),
+    }
+}
+
+impl Env {
+    async fn apply(&self, manifest: &str) -> support::cli::Run {
+        let dir = self.secrets.path().to_str().unwrap().to_string();
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        bqsteward(&["apply", "--secrets-dir", &dir], manifest, &env).await
+    }
+
+    async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.bq.query(PROJECT, "US", sql, &[]).await.unwrap().rows
+    }
+
+    async fn landing(&self, prefix: &str) -> Vec<String> {
+        self.gcs
+            .list(&self.bucket, prefix)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect()
+    }
+}
+
+async fn mysql() -> sqlx::MySqlConnection {
+    let opts: sqlx::mysql::MySqlConnectOptions = databases().0.parse().unwrap();
+    sqlx::MySqlConnection::connect_with(&opts.timezone(Some("+00:00".into())))
+        .await
+        .unwrap()
+}
+
+async fn postgres() -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(&databases().1).await.unwrap()
+}
+
+async fn my(c: &mut sqlx::MySqlConnection, sql: &str) {
+    sqlx::Executor::execute(&mut *c, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn pg(c: &mut sqlx::PgConnection, sql: &str) {
+    sqlx::Executor::execute(&mut *c, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Source rows as text, ordered by the first column.
+async fn mysql_rows(c: &mut sqlx::MySqlConnection, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::Row;
+    sqlx::query(sql)
+        .fetch_all(&mut *c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| {
+                    // utf8mb4_bin columns come back flagged binary.
+                    r.try_get::<Option<String>, _>(i).unwrap_or_else(|_| {
+                        r.try_get::<Option<Vec<u8>>, _>(i)
+                            .unwrap()
+                            .map(|b| String::from_utf8(b).unwrap())
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn payments_manifest(e: &Env, table: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: bqsteward.dev/v1alpha1
+kind: IngestedTable
+metadata: {{name: {name}, namespace: payments}}
+spec:
+  source:
+    database:
+      engine: mysql
+      table: bqsteward.{table}
+      connectionSecret: {{name: mysql-replica, key: url}}
+      watermark: {{column: modify_time}}
+      overlap: 48h
+      fileSizeMib: 1
+    landing: gs://{bucket}/{table}/
+  destination: {{project: {PROJECT}, dataset: {dataset}, table: {table}}}
+  schema:
+  - {{name: id, type: INT64, mode: REQUIRED}}
+  - {{name: amount, type: NUMERIC}}
+  - {{name: status, type: STRING}}
+  - {{name: modify_time, type: DATETIME}}
+  primaryKey: [id]
+  versionColumn: modify_time
+  excludedColumns: [card_number]
+  views: {{full: true}}
+{extra}"#,
+        name = table.replace('_', "-"),
+        bucket = e.bucket,
+        dataset = e.dataset,
+    )
+}
+
+#[tokio::test]
+async fn a_mysql_table_pulled_twice_with_overlap_then_reloaded_mirrors_the_source() {
+    let e = env().await;
+    let table = unique("pay");
+    let mut c = mysql().await;
+    my(
+        &mut c,
+        &format!(
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, amount DECIMAL(12,2), status VARCHAR(20), \
+             card_number VARCHAR(19), modify_time DATETIME(6) NOT NULL)"
+        ),
+    )
+    .await;
+    // 10,000 rows spread over yesterday and today (database clock, UTC), a card number each.
+    my(
+        &mut c,
+        &format!(
+            "INSERT INTO {table} SELECT seq, seq * 1.25, IF(seq % 3 = 0, 'refunded', 'paid'), '4111111111111111', \
+             UTC_TIMESTAMP(6) - INTERVAL (seq * 13) SECOND FROM seq_1_to_10000"
+        ),
+    )
+    .await;
+
+    // First cycle: every row (no watermark yet).
+    let r = e.apply(&payments_manifest(&e, &table, "")).await;
+    ok(&r, 0);
+    assert!(!r.stderr.contains("bqsteward-test@"), "the URL leaked:\n{}", r.stderr);
+    let raw = format!("`{PROJECT}.{}.{table}`", e.dataset);
+    let full = format!("`{PROJECT}.{}__views_full.{table}`", e.dataset);
+    assert_eq!(
+        e.rows(&format!("SELECT COUNT(*) FROM {raw}")).await[0][0].as_deref(),
+        Some("10000")
+    );
+    // The excluded column was never read: no file holds it.
+    let objects = e.landing(&format!("{table}/")).await;
+    assert!(
+        objects.iter().filter(|o| o.ends_with(".jsonl")).count() >= 1,
+        "{objects:?}"
+    );
+
+    // Between the cycles: updates, a delete, and a row committed late with a modify_time inside
+    // the overlap (older than the first pull's high mark).
+    my(
+        &mut c,
+        &format!("UPDATE {table} SET status = 'chargeback', modify_time = UTC_TIMESTAMP(6) WHERE id <= 5"),
+    )
+    .await;
+    my(&mut c, &format!("DELETE FROM {table} WHERE id = 9999")).await;
+    my(
+        &mut c,
+        &format!("INSERT INTO {table} VALUES (20000, 7.5, 'late', '4000', UTC_TIMESTAMP(6) - INTERVAL 20 MINUTE)"),
+    )
+    .await;
+    let r = e.apply(&payments_manifest(&e, &table, "")).await;
+    ok(&r, 0);
+
+    // The full view equals the source row for row, every column (but the deleted row: a watermark
+    // pull cannot see deletes; the daily reload removes it).
+    let source = mysql_rows(
+        &mut c,
+        &format!(
+            "SELECT CAST(id AS CHAR), CAST(amount AS CHAR), status, DATE_FORMAT(modify_time, '%Y-%m-%dT%H:%i:%s.%f') \
+             FROM {table} ORDER BY id"
+        ),
+    )
+    .await;
+    let view = e
+        .rows(&format!(
+            "SELECT CAST(id AS STRING), CAST(amount AS STRING), status, FORMAT_DATETIME('%Y-%m-%dT%H:%M:%E6S', modify_time) \
+             FROM {full} WHERE id <> 9999 ORDER BY id"
+        ))
+        .await;
+    assert_eq!(view.len(), source.len());
+    let norm = |rows: Vec<Vec<Option<String>>>| -> Vec<Vec<Option<String>>> {
+        rows.into_iter()
+            .map(|r| {
+                r.into_iter()
+                    // NUMERIC prints without trailing zeros; DECIMAL(12,2) with them.
+                    .map(|v| {
+                        v.map(|s| {
+                            if s.contains('.') && !s.contains('T') {
+                                s.trim_end_matches('0').trim_end_matches('.').to_string()
+                            } else {
+                                s
+                            }
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(norm(view), norm(source));
+    // The overlap re-read rows: the raw table holds duplicates the dedup view hides.
+    let raw_count: i64 = e.rows(&format!("SELECT COUNT(*) FROM {raw}")).await[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        raw_count > 10_001,
+        "overlap duplicates expected in the raw table, got {raw_count}"
+    );
+
+    // The daily reload (due: its time has passed) re-pulls yesterday and replaces its rows:
+    // afterwards the raw table holds exactly the source's rows of that day, once each.
+    let r = e
+        .apply(&payments_manifest(
+            &e,
+            &table,
+            "  dailyReload: {at: \"00:00\", timeZone: UTC}\n",
+        ))
+        .await;
+    ok(&r, 0);
+    let today = chrono::Utc::now().date_naive();
+    let yesterday = format!(
+        "modify_time >= DATETIME '{} 00:00:00' AND modify_time < DATETIME '{today} 00:00:00'",
+        today.pred_opt().unwrap()
+    );
+    let bq_day = e
+        .rows(&format!(
+            "SELECT COUNT(*), COUNT(DISTINCT id) FROM {raw} WHERE {yesterday}"
+        ))
+        .await;
+    let src_day = mysql_rows(
+        &mut c,
+        &format!(
+            "SELECT CAST(COUNT(*) AS CHAR) FROM {table} WHERE modify_time >= UTC_DATE() - INTERVAL 1 DAY \
+             AND modify_time < UTC_DATE()"
+        ),
+    )
+    .await;
+    assert_eq!(bq_day[0][0], src_day[0][0], "yesterday's rows after the reload");
+    assert_eq!(bq_day[0][0], bq_day[0][1], "no duplicates left for yesterday");
+    if src_day[0][0].as_deref() != Some("0") {
+        // The row deleted in the source is gone from yesterday's rows (when it was yesterday's).
+        let gone = e
+            .rows(&format!("SELECT COUNT(*) FROM {raw} WHERE id = 9999 AND {yesterday}"))
+            .await;
+        assert_eq!(gone[0][0].as_deref(), Some("0"));
+    }
+    // A reload that already ran does not run again.
+    let r = e
+        .apply(&payments_manifest(
+            &e,
+            &table,
+            "  dailyReload: {at: \"00:00\", timeZone: UTC}\n",
+        ))
+        .await;
+    ok(&r, 0);
+    let days: Vec<String> = e
+        .landing(&format!("{table}/day-"))
+        .await
+        .into_iter()
+        .filter(|o| o.ends_with("/_COMPLETE"))
+        .collect();
+    assert_eq!(days.len(), 1, "{days:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_names_the_secret_and_writes_nothing() {
+    let e = env().await;
+    let table = unique("pw");
+    let mut c = mysql().await;
+    my(&mut c, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, amount DECIMAL(12,2), status VARCHAR(20), modify_time DATETIME(6))")).await;
+    let bad = databases().0.replace(":bqsteward-test@", ":not-the-password@");
+    std::fs::write(e.secrets.path().join("mysql-replica/url"), &bad).unwrap();
+    let r = e.apply(&payments_manifest(&e, &table, "")).await;
+    assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("\"mysql-replica\""), "the Secret is named:\n{all}");
+    assert!(!all.contains("not-the-password"), "the password leaked:\n{all}");
+    assert!(e.landing(&format!("{table}/")).await.is_empty(), "nothing written");
+    let table_ref = bqsteward::cloud::bqtypes::TableRef::new(PROJECT, &e.dataset, &table);
+    assert!(e.bq.get_table(&table_ref).await.unwrap().is_none(), "no table created");
+}
+
+#[tokio::test]
+async fn an_interrupted_pull_is_never_loaded_and_the_next_pull_covers_its_rows() {
+    let e = env().await;
+    let table = unique("crash");
+    let mut c = mysql().await;
+    my(&mut c, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, amount DECIMAL(12,2), status VARCHAR(20), modify_time DATETIME(6) NOT NULL)")).await;
+    my(
+        &mut c,
+        &format!("INSERT INTO {table} SELECT seq, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_100"),
+    )
+    .await;
+    // What a process killed in the middle of a pull leaves: the intent and a half-written part,
+    // no _COMPLETE.
+    e.gcs
+        .create(
+            &e.bucket,
+            &format!("{table}/pull-0000000001/_PULL"),
+            b"{}".to_vec(),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    e.gcs
+        .create(
+            &e.bucket,
+            &format!("{table}/pull-0000000001/part-00000.jsonl"),
+            b"{\"id\": 1, \"status\": \"half\"}\n".to_vec(),
+            "application/x-ndjson",
+        )
+        .await
+        .unwrap();
+    let r = e.apply(&payments_manifest(&e, &table, "")).await;
+    ok(&r, 0);
+    let raw = format!("`{PROJECT}.{}.{table}`", e.dataset);
+    let got = e
+        .rows(&format!(
+            "SELECT COUNT(*), COUNT(DISTINCT id), COUNTIF(status = 'half') FROM {raw}"
+        ))
+        .await;
+    assert_eq!(got[0], [Some("100".into()), Some("100".into()), Some("0".into())]);
+    // The next pull took the next number; the interrupted one stays unloaded.
+    let objects = e.landing(&format!("{table}/")).await;
+    assert!(
+        objects.iter().any(|o| o.ends_with("pull-0000000002/_COMPLETE")),
+        "{objects:?}"
+    );
+    // Running again pulls only the overlap: still 100 distinct rows.
+    ok(&e.apply(&payments_manifest(&e, &table, "")).await, 0);
+    let got = e.rows(&format!("SELECT COUNT(DISTINCT id) FROM {raw}")).await;
+    assert_eq!(got[0][0].as_deref(), Some("100"));
+}
+
+#[tokio::test]
+async fn a_postgres_snapshot_replaces_the_table_in_one_step() {
+    let e = env().await;
+    let table = unique("snap");
+    let mut c = postgres().await;
+    pg(&mut c, "CREATE SCHEMA IF NOT EXISTS shop").await;
+    pg(
+        &mut c,
+        &format!("CREATE TABLE shop.{table} (sku text PRIMARY KEY, price numeric(10,2), tags text[])"),
+    )
+    .await;
+    pg(
+        &mut c,
+        &format!(
+            "INSERT INTO shop.{table} SELECT 'sku-' || i, i * 0.5, ARRAY['a', 'b'] FROM generate_series(1, 500) i"
+        ),
+    )
+    .await;
+    let manifest = format!(
+        r#"apiVersion: bqsteward.dev/v1alpha1
+kind: IngestedTable
+metadata: {{name: catalog, namespace: shop}}
+spec:
+  source:
+    database:
+      engine: postgres
+      table: shop.{table}
+      connectionSecret: {{name: pg-replica}}
+    landing: gs://{bucket}/{table}/
+  mode: Snapshot
+  destination: {{project: {PROJECT}, dataset: {dataset}, table: {table}}}
+  schema:
+  - {{name: sku, type: STRING, mode: REQUIRED}}
+  - {{name: price, type: NUMERIC}}
+  - {{name: tags, type: STRING, mode: REPEATED}}
+"#,
+        bucket = e.bucket,
+        dataset = e.dataset
+    );
+    ok(&e.apply(&manifest).await, 0);
+    let raw = format!("`{PROJECT}.{}.{table}`", e.dataset);
+    let got = e
+        .rows(&format!(
+            "SELECT COUNT(*), CAST(CAST(SUM(price) AS INT64) AS STRING) FROM {raw}"
+        ))
+        .await;
+    assert_eq!(got[0], [Some("500".into()), Some("62625".into())]);
+    pg(&mut c, &format!("DELETE FROM shop.{table} WHERE price > 100")).await;
+    ok(&e.apply(&manifest).await, 0);
+    let got = e.rows(&format!("SELECT COUNT(*) FROM {raw}")).await;
+    assert_eq!(
+        got[0][0].as_deref(),
+        Some("200"),
+        "the table holds exactly the second snapshot"
+    );
+}
