@@ -433,3 +433,141 @@ spec:
         "the table holds exactly the second snapshot"
     );
 }
+
+/// Every type of the MySQL mapping, with extremes, NULLs and Unicode, as BigQuery holds it; a
+/// zero date is reported by key and column, never loaded changed. `big` (DECIMAL(60,20) →
+/// BIGNUMERIC) stays undeclared — so never read: bqemulator cannot create BIGNUMERIC columns
+/// (DuckDB's DECIMAL stops at 38 digits); BIGNUMERIC shares NUMERIC's encoding (exact text).
+#[tokio::test]
+async fn every_mysql_type_arrives_as_the_mapping_says() {
+    let e = env().await;
+    let table = unique("mytypes");
+    let mut c = mysql().await;
+    my(&mut c, "SET SESSION sql_mode = ''").await;
+    my(
+        &mut c,
+        &format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, b TINYINT(1), i BIGINT, u BIGINT UNSIGNED, d DECIMAL(38,9), \
+             big DECIMAL(60,20), f DOUBLE, fl FLOAT, dt DATETIME(6), ts TIMESTAMP(6) NULL, dd DATE, tm TIME(6), s VARCHAR(50), \
+             e ENUM('a','b'), st SET('x','y'), bl VARBINARY(20), j JSON)"
+        ),
+    )
+    .await;
+    my(
+        &mut c,
+        &format!(
+            "INSERT INTO {table} VALUES \
+             (1, 1, -9223372036854775808, 18446744073709551615, 12345678901234567890123456789.123456789, \
+              -1234567890123456789012345678901234567890.12345678901234567890, 1.5e300, 0.1, '9999-12-31 23:59:59.999999', \
+              '2038-01-19 03:14:07.999999', '1000-01-01', '23:59:59.999999', 'héllo 😀 \"q\" \\\\ \\n end', 'b', 'x,y', \
+              X'00FF10', '{{\"k\": [1, 2.5, null], \"u\": \"ü\"}}'), \
+             (2, 0, 0, 0, 0, 0, -0.5, -2.5, '1000-01-01 00:00:00', '1970-01-01 00:00:01', '2024-02-29', '00:00:00', '', 'a', '', X'', '[]'), \
+             (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), \
+             (4, 1, 1, 1, 1, 1, 1, 1, '2026-01-01', NULL, '0000-00-00', '10:00:00', 'zero date', 'a', 'x', X'01', '{{}}')"
+        ),
+    )
+    .await;
+    let manifest = format!(
+        r#"apiVersion: bqsteward.dev/v1alpha1
+kind: IngestedTable
+metadata: {{name: types, namespace: payments}}
+spec:
+  source:
+    database:
+      engine: mysql
+      table: bqsteward.{table}
+      connectionSecret: {{name: mysql-replica}}
+      watermark: {{column: id}}
+    landing: gs://{bucket}/{table}/
+  destination: {{project: {PROJECT}, dataset: {dataset}, table: {table}}}
+  primaryKey: [id]
+  schema:
+  - {{name: id, type: INT64, mode: REQUIRED}}
+  - {{name: b, type: BOOL}}
+  - {{name: i, type: INT64}}
+  - {{name: u, type: NUMERIC}}
+  - {{name: d, type: NUMERIC}}
+  - {{name: f, type: FLOAT64}}
+  - {{name: fl, type: FLOAT64}}
+  - {{name: dt, type: DATETIME}}
+  - {{name: ts, type: TIMESTAMP}}
+  - {{name: dd, type: DATE}}
+  - {{name: tm, type: TIME}}
+  - {{name: s, type: STRING}}
+  - {{name: e, type: STRING}}
+  - {{name: st, type: STRING}}
+  - {{name: bl, type: BYTES}}
+  - {{name: j, type: JSON}}
+"#,
+        bucket = e.bucket,
+        dataset = e.dataset
+    );
+    let r = e.apply(&manifest).await;
+    ok(&r, 0);
+    assert!(r.stdout.contains("1 rows not loaded"), "{}", r.stdout);
+    let rejected = e.landing(&format!("{table}/pull-0000000001/_REJECTED.jsonl")).await;
+    assert_eq!(rejected.len(), 1);
+    let raw = format!("`{PROJECT}.{}.{table}`", e.dataset);
+    let got = e
+        .rows(&format!(
+            "SELECT CAST(id AS STRING), CAST(b AS STRING), CAST(i AS STRING), CAST(u AS STRING), CAST(d AS STRING), \
+             CAST(f AS STRING), CAST(fl AS STRING), CAST(dt AS STRING), CAST(ts AS STRING), \
+             CAST(dd AS STRING), CAST(tm AS STRING), s, e, st, TO_BASE64(bl), TO_JSON_STRING(j) FROM {raw} ORDER BY id"
+        ))
+        .await;
+    for row in &got {
+        println!("{row:?}");
+    }
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(got.len(), 3, "rows 1-3 loaded, row 4 (zero date) reported instead");
+    assert_eq!(got[2][1..], vec![None; 15][..], "NULLs stay NULL");
+    assert_eq!(got[0][0], s("1"));
+    assert_eq!(got[0][1], s("true"));
+    assert_eq!(got[0][2], s("-9223372036854775808"));
+    // bqemulator prints NUMERIC with its scale's trailing zeros; BigQuery without.
+    let num = |v: &Option<String>| v.as_deref().map(|t| t.trim_end_matches('0').trim_end_matches('.').to_string());
+    assert_eq!(num(&got[0][3]), s("18446744073709551615"), "BIGINT UNSIGNED beyond INT64");
+    assert_eq!(num(&got[0][4]), s("12345678901234567890123456789.123456789"));
+    assert_eq!(got[0][5], s("1.5e+300"));
+    assert_eq!(got[0][6], s("0.10000000149011612"), "FLOAT widened to DOUBLE exactly");
+    assert_eq!(got[0][7], s("9999-12-31 23:59:59.999999"));
+    assert_eq!(got[0][8], s("2038-01-19 03:14:07.999999+00"));
+    assert_eq!(got[0][9], s("1000-01-01"));
+    assert_eq!(got[0][10], s("23:59:59.999999"));
+    assert_eq!(got[0][15], s("{\"k\":[1,2.5,null],\"u\":\"ü\"}"));
+    assert_eq!(got[1][16 - 1], s("[]"));
+    assert_eq!(got[0][11], s("héllo 😀 \"q\" \\ \n end"));
+    assert_eq!(got[0][12], s("b"));
+    assert_eq!(got[0][13], s("x,y"));
+    // BYTES arrive base64-encoded in the file (AP8Q = 00 FF 10). BigQuery decodes it on load;
+    // bqemulator keeps the text as the bytes, so TO_BASE64 shows base64("AP8Q"). Either way the
+    // file carried exactly 00 FF 10.
+    assert!(
+        got[0][14] == s("AP8Q") || got[0][14] == s("QVA4UQ=="),
+        "{:?}",
+        got[0][14]
+    );
+    assert_eq!(got[1][1], s("false"));
+    assert_eq!(got[1][14], s(""));
+    // The zero-date row is in the report with its key and column, not in the data.
+    let data = String::from_utf8(
+        e.gcs
+            .read_head(&e.bucket, &format!("{table}/pull-0000000001/part-00000.jsonl"), 0, 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(!data.contains("\"big\""), "an undeclared column is never read: {data}");
+    assert!(!data.contains("zero date"), "{data}");
+    let report = String::from_utf8(
+        e.gcs
+            .read_head(&e.bucket, &format!("{table}/pull-0000000001/_REJECTED.jsonl"), 0, 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        report.trim(),
+        r#"{"columns":["dd"],"key":{"id":4},"values":{"dd":"0000-00-00"}}"#
+    );
+}
