@@ -106,7 +106,7 @@ impl Extraction {
         let sql = match self.engine {
             DatabaseEngine::Mysql => format!("SELECT {row}, {bad} FROM {}{filter}", self.from_clause()),
             DatabaseEngine::Postgres => format!(
-                "SELECT (SELECT row_to_json(x)::text FROM (SELECT {row}) x), {bad} FROM {}{filter}",
+                "SELECT (SELECT row_to_json(_bqsteward_row)::text FROM (SELECT {row}) _bqsteward_row), {bad} FROM {}{filter}",
                 self.from_clause()
             ),
         };
