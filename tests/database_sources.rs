@@ -525,8 +525,15 @@ spec:
     assert_eq!(got[0][1], s("true"));
     assert_eq!(got[0][2], s("-9223372036854775808"));
     // bqemulator prints NUMERIC with its scale's trailing zeros; BigQuery without.
-    let num = |v: &Option<String>| v.as_deref().map(|t| t.trim_end_matches('0').trim_end_matches('.').to_string());
-    assert_eq!(num(&got[0][3]), s("18446744073709551615"), "BIGINT UNSIGNED beyond INT64");
+    let num = |v: &Option<String>| {
+        v.as_deref()
+            .map(|t| t.trim_end_matches('0').trim_end_matches('.').to_string())
+    };
+    assert_eq!(
+        num(&got[0][3]),
+        s("18446744073709551615"),
+        "BIGINT UNSIGNED beyond INT64"
+    );
     assert_eq!(num(&got[0][4]), s("12345678901234567890123456789.123456789"));
     assert_eq!(got[0][5], s("1.5e+300"));
     assert_eq!(got[0][6], s("0.10000000149011612"), "FLOAT widened to DOUBLE exactly");
@@ -552,7 +559,12 @@ spec:
     // The zero-date row is in the report with its key and column, not in the data.
     let data = String::from_utf8(
         e.gcs
-            .read_head(&e.bucket, &format!("{table}/pull-0000000001/part-00000.jsonl"), 0, 1 << 20)
+            .read_head(
+                &e.bucket,
+                &format!("{table}/pull-0000000001/part-00000.jsonl"),
+                0,
+                1 << 20,
+            )
             .await
             .unwrap(),
     )
@@ -561,7 +573,12 @@ spec:
     assert!(!data.contains("zero date"), "{data}");
     let report = String::from_utf8(
         e.gcs
-            .read_head(&e.bucket, &format!("{table}/pull-0000000001/_REJECTED.jsonl"), 0, 1 << 20)
+            .read_head(
+                &e.bucket,
+                &format!("{table}/pull-0000000001/_REJECTED.jsonl"),
+                0,
+                1 << 20,
+            )
             .await
             .unwrap(),
     )
@@ -653,8 +670,15 @@ spec:
         println!("{row:?}");
     }
     let s = |v: &str| Some(v.to_string());
-    assert_eq!(got.len(), 3, "rows 1-3 loaded; 4 (infinity) and 5 (NULL array element) reported");
-    let num = |v: &Option<String>| v.as_deref().map(|t| t.trim_end_matches('0').trim_end_matches('.').to_string());
+    assert_eq!(
+        got.len(),
+        3,
+        "rows 1-3 loaded; 4 (infinity) and 5 (NULL array element) reported"
+    );
+    let num = |v: &Option<String>| {
+        v.as_deref()
+            .map(|t| t.trim_end_matches('0').trim_end_matches('.').to_string())
+    };
     assert_eq!(got[0][1], s("true"));
     assert_eq!(num(&got[0][2]), s("12345678901234.123456"));
     assert_eq!(got[0][3], s("nan"), "NaN kept (BigQuery spells it nan)");
@@ -664,7 +688,11 @@ spec:
     assert_eq!(got[0][7], s("23:59:59.999999"));
     assert_eq!(got[0][8], s("ünï \"q\" \\ \n 😀"));
     assert_eq!(got[0][9], s("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
-    assert!(got[0][10] == s("AP8Q") || got[0][10] == s("QVA4UQ=="), "{:?}", got[0][10]);
+    assert!(
+        got[0][10] == s("AP8Q") || got[0][10] == s("QVA4UQ=="),
+        "{:?}",
+        got[0][10]
+    );
     assert_eq!(got[0][11], s("{\"k\":[1,2.5]}"));
     assert_eq!(got[0][12], s("1,-2"));
     assert_eq!(got[0][13], s("a|b c"));
@@ -673,7 +701,12 @@ spec:
     assert_eq!(got[1][12], s(""));
     let report = String::from_utf8(
         e.gcs
-            .read_head(&e.bucket, &format!("{table}/pull-0000000001/_REJECTED.jsonl"), 0, 1 << 20)
+            .read_head(
+                &e.bucket,
+                &format!("{table}/pull-0000000001/_REJECTED.jsonl"),
+                0,
+                1 << 20,
+            )
             .await
             .unwrap(),
     )
@@ -681,5 +714,8 @@ spec:
     // Keys and columns named; the PII column's value is never reported.
     assert!(report.contains(r#""columns":["ts"],"key":{"id":4}"#), "{report}");
     assert!(report.contains(r#""columns":["a"],"key":{"id":5}"#), "{report}");
-    assert!(!report.contains("infinite") && !report.contains("null element"), "{report}");
+    assert!(
+        !report.contains("infinite") && !report.contains("null element"),
+        "{report}"
+    );
 }

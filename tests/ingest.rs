@@ -299,7 +299,7 @@ async fn csv_and_parquet_load_and_additive_schema_changes_flow_through() {
     put(&env, "csv/a.csv", b"id,name\n1,\"a,b\"\n2,c\n".to_vec()).await;
     let mut s = spec(&env, "from_csv", "");
     s.source.uri = format!("gs://{}/csv/", env.bucket);
-    s.source.format = bqsteward::crd::ingested_table::SourceFormat::Csv;
+    s.source.format = Some(bqsteward::crd::ingested_table::SourceFormat::Csv);
     s.source.csv = Some(bqsteward::crd::ingested_table::CsvOptions {
         skip_leading_rows: 1,
         ..Default::default()
@@ -322,7 +322,7 @@ async fn csv_and_parquet_load_and_additive_schema_changes_flow_through() {
     put(&env, "pq/a.parquet", out.stdout).await;
     let mut s = spec(&env, "from_parquet", "");
     s.source.uri = format!("gs://{}/pq/", env.bucket);
-    s.source.format = bqsteward::crd::ingested_table::SourceFormat::Parquet;
+    s.source.format = Some(bqsteward::crd::ingested_table::SourceFormat::Parquet);
     let t = Target::new("default/pq", &s, None).unwrap();
     let r = run(&env.bq, &env.gcs, &t, None).await.unwrap();
     assert_eq!(r.rows_loaded, 3, "{r:?}");

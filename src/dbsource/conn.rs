@@ -19,12 +19,12 @@ pub struct DbError(pub String);
 /// Replaces the URL, and its password and user info, wherever they appear in `text`.
 pub fn redact(text: &str, url: &SecretText) -> String {
     let mut out = text.replace(url.expose(), "<connection URL>");
-    if let Ok(u) = url::Url::parse(url.expose()) {
-        if let Some(p) = u.password().filter(|p| !p.is_empty()) {
-            out = out.replace(p, "<redacted>");
-            if let Ok(decoded) = urlencoding_decode(p) {
-                out = out.replace(&decoded, "<redacted>");
-            }
+    if let Ok(u) = url::Url::parse(url.expose())
+        && let Some(p) = u.password().filter(|p| !p.is_empty())
+    {
+        out = out.replace(p, "<redacted>");
+        if let Ok(decoded) = urlencoding_decode(p) {
+            out = out.replace(&decoded, "<redacted>");
         }
     }
     out

@@ -52,7 +52,7 @@ pub struct Extraction {
 }
 
 impl Extraction {
-    fn from_clause(&self) -> String {
+    fn qualified_table(&self) -> String {
         format!(
             "{}.{}",
             types::quote(self.engine, &self.schema),
@@ -104,10 +104,10 @@ impl Extraction {
         let bad = types::bad_values(self.engine, &self.columns);
         let row = types::row_json(self.engine, &self.columns);
         let sql = match self.engine {
-            DatabaseEngine::Mysql => format!("SELECT {row}, {bad} FROM {}{filter}", self.from_clause()),
+            DatabaseEngine::Mysql => format!("SELECT {row}, {bad} FROM {}{filter}", self.qualified_table()),
             DatabaseEngine::Postgres => format!(
                 "SELECT (SELECT row_to_json(_bqsteward_row)::text FROM (SELECT {row}) _bqsteward_row), {bad} FROM {}{filter}",
-                self.from_clause()
+                self.qualified_table()
             ),
         };
         (sql, binds)
@@ -139,8 +139,8 @@ impl Extraction {
             Some((col, WatermarkKind::Key)) => {
                 let q = types::quote(self.engine, col);
                 let max = match self.engine {
-                    DatabaseEngine::Mysql => format!("(SELECT CAST(MAX({q}) AS CHAR) FROM {})", self.from_clause()),
-                    DatabaseEngine::Postgres => format!("(SELECT MAX({q})::text FROM {})", self.from_clause()),
+                    DatabaseEngine::Mysql => format!("(SELECT CAST(MAX({q}) AS CHAR) FROM {})", self.qualified_table()),
+                    DatabaseEngine::Postgres => format!("(SELECT MAX({q})::text FROM {})", self.qualified_table()),
                 };
                 format!("SELECT {clock}, {max}")
             }
@@ -227,7 +227,7 @@ async fn pull_inner(
         _ => db_time.clone(),
     };
     let (sql, binds) = x.query(req);
-    tracing::debug!(table = %x.from_clause(), set = %req.set, "pulling");
+    tracing::debug!(table = %x.qualified_table(), set = %req.set, "pulling");
     let mut marker = Marker {
         low: req.low.clone(),
         below: req.below.clone(),
