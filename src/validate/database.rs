@@ -145,7 +145,6 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
         ),
         _ => {}
     }
-    let is_time = matches!(wm_kind, Some(Some(WatermarkKind::Time(_))));
     if let Some(o) = &db.overlap {
         match duration(o) {
             Err(e) => c.err("spec.source.database.overlap", e),
@@ -165,7 +164,7 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
                 "spec.dailyReload",
                 "mode: Snapshot replaces the whole table on every pull already; remove dailyReload",
             );
-        } else if wm_kind.is_some() && !is_time {
+        } else if matches!(wm_kind, Some(Some(WatermarkKind::Key))) {
             c.err(
                 "spec.dailyReload",
                 "needs a time watermark (TIMESTAMP, DATETIME or DATE) to tell which rows belong to a day",
