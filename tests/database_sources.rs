@@ -719,3 +719,118 @@ spec:
         "{report}"
     );
 }
+
+/// A private PostgreSQL (restarting the shared one would disturb the other tests), through the
+/// project's own script with its own state and ports.
+struct PrivateDatabases {
+    state: tempfile::TempDir,
+}
+
+impl PrivateDatabases {
+    fn script(&self, verb: &str) -> String {
+        let out = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/databases.sh"))
+            .arg(verb)
+            .env("BQSTEWARD_DB_STATE", self.state.path())
+            .env("BQSTEWARD_MYSQL_PORT", "19072")
+            .env("BQSTEWARD_POSTGRES_PORT", "19073")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "databases.sh {verb}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start() -> (PrivateDatabases, String) {
+        let state = tempfile::tempdir().unwrap();
+        // The servers run as unprivileged users: they must be able to enter the directory.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let d = PrivateDatabases { state };
+        let out = d.script("start");
+        let url = out
+            .lines()
+            .find_map(|l| l.strip_prefix("export BQSTEWARD_TEST_POSTGRES_URL="))
+            .unwrap()
+            .to_string();
+        (d, url)
+    }
+}
+
+impl Drop for PrivateDatabases {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_pull_is_retried_and_nothing_is_half_loaded() {
+    let e = env().await;
+    let (private, url) = PrivateDatabases::start();
+    std::fs::create_dir_all(e.secrets.path().join("pg-private")).unwrap();
+    std::fs::write(e.secrets.path().join("pg-private/url"), &url).unwrap();
+    let table = unique("drop");
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    pg(&mut c, &format!("CREATE TABLE public.{table} (id bigint PRIMARY KEY, v text)")).await;
+    pg(&mut c, &format!("INSERT INTO public.{table} SELECT i, 'v' || i FROM generate_series(1, 1000) i")).await;
+    // Another session holds the table: the pull's first read of it waits — mid-pull — until the
+    // server restarts under it.
+    pg(&mut c, "BEGIN").await;
+    pg(&mut c, &format!("LOCK TABLE public.{table} IN ACCESS EXCLUSIVE MODE")).await;
+    let manifest = format!(
+        r#"apiVersion: bqsteward.dev/v1alpha1
+kind: IngestedTable
+metadata: {{name: dropped, namespace: shop}}
+spec:
+  source:
+    database:
+      engine: postgres
+      table: public.{table}
+      connectionSecret: {{name: pg-private}}
+      watermark: {{column: id}}
+    landing: gs://{bucket}/{table}/
+  destination: {{project: {PROJECT}, dataset: {dataset}, table: {table}}}
+  schema:
+  - {{name: id, type: INT64, mode: REQUIRED}}
+  - {{name: v, type: STRING}}
+"#,
+        bucket = e.bucket,
+        dataset = e.dataset
+    );
+    let e = std::sync::Arc::new(e);
+    let run = {
+        let e = e.clone();
+        let manifest = manifest.clone();
+        tokio::spawn(async move { e.apply(&manifest).await })
+    };
+    let intent = format!("{table}/pull-0000000001/_PULL");
+    let mut seen = false;
+    for _ in 0..200 {
+        if e.landing(&intent).await.len() == 1 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the pull never started");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The lock holder stays connected until the server goes down under both sessions.
+    private.script("stop");
+    drop(c);
+    private.script("start");
+    let r = run.await.unwrap();
+    ok(&r, 0);
+    assert!(r.stderr.contains("pull interrupted; retrying"), "{}", r.stderr);
+    assert!(!r.stderr.contains("bqsteward-test@"), "the URL leaked:\n{}", r.stderr);
+    let raw = format!("`{PROJECT}.{}.{table}`", e.dataset);
+    let got = e.rows(&format!("SELECT COUNT(*), COUNT(DISTINCT id) FROM {raw}")).await;
+    assert_eq!(got[0], [Some("1000".into()), Some("1000".into())], "every row once");
+    let objects = e.landing(&format!("{table}/")).await;
+    assert_eq!(
+        objects.iter().filter(|o| o.ends_with("/_COMPLETE")).count(),
+        1,
+        "one complete pull: {objects:?}"
+    );
+}

@@ -13,8 +13,47 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a database step failed (already redacted; names the Secret where it matters).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DbError(pub String);
+#[error("{message}")]
+pub struct DbError {
+    /// What failed.
+    pub message: String,
+    /// Whether trying again may work (the connection dropped, the server restarts).
+    pub transient: bool,
+}
+
+impl DbError {
+    /// A failure trying again cannot fix.
+    pub fn fatal(message: String) -> DbError {
+        DbError {
+            message,
+            transient: false,
+        }
+    }
+
+    /// A driver error, redacted, classified.
+    pub fn sqlx(what: &str, e: &sqlx::Error, url: &SecretText) -> DbError {
+        DbError {
+            message: redact(&format!("{what}: {e}"), url),
+            transient: transient(e),
+        }
+    }
+}
+
+/// Whether a driver error is the connection's (dropped, refused, server shutting down), not the
+/// query's or the credentials'.
+pub fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            // SQLSTATE: connection exceptions (08…, both engines), PostgreSQL operator
+            // intervention (57P…: shutting down), MariaDB "connection was killed" (70100). A
+            // dropped connection itself surfaces as an I/O error.
+            code.starts_with("08") || code.starts_with("57P") || code == "70100"
+        }
+        _ => false,
+    }
+}
 
 /// Replaces the URL, and its password and user info, wherever they appear in `text`.
 pub fn redact(text: &str, url: &SecretText) -> String {
@@ -129,12 +168,13 @@ pub struct Conn {
 impl Conn {
     /// Connects with the URL of `secret_name` (sessions in UTC; MySQL in utf8mb4).
     pub async fn open(engine: DatabaseEngine, url: &SecretText, secret_name: &str) -> Result<Conn, DbError> {
-        let fail = |what: &str, e: sqlx::Error| {
-            DbError(format!(
+        let fail = |what: &str, e: sqlx::Error| DbError {
+            message: format!(
                 "{what} the {} database of Secret {secret_name:?}: {}",
                 engine.as_str(),
                 redact(&e.to_string(), url)
-            ))
+            ),
+            transient: transient(&e),
         };
         let scheme_ok = match engine {
             DatabaseEngine::Mysql => url.expose().starts_with("mysql://") || url.expose().starts_with("mariadb://"),
@@ -143,7 +183,7 @@ impl Conn {
             }
         };
         if !scheme_ok {
-            return Err(DbError(format!(
+            return Err(DbError::fatal(format!(
                 "Secret {secret_name:?} does not hold a {} URL (it must start with {}); fix the Secret or spec.source.database.engine",
                 engine.as_str(),
                 match engine {
@@ -153,10 +193,9 @@ impl Conn {
             )));
         }
         let text = url.expose().replacen("mariadb://", "mysql://", 1);
-        let timed_out = || {
-            DbError(format!(
-                "connecting to the database of Secret {secret_name:?} timed out after 30 s"
-            ))
+        let timed_out = || DbError {
+            message: format!("connecting to the database of Secret {secret_name:?} timed out after 30 s"),
+            transient: true,
         };
         let limit = std::time::Duration::from_secs(30);
         let inner = match engine {

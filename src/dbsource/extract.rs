@@ -18,7 +18,7 @@ pub struct PullRequest {
     pub kind: SetKind,
     /// Folder name under the landing prefix.
     pub set: String,
-    /// Rows at or after this watermark (none: every row).
+    /// Rows at or after this watermark — after it, for a key watermark (none: every row).
     pub low: Option<String>,
     /// Rows before this watermark (day reloads).
     pub below: Option<String>,
@@ -84,8 +84,14 @@ impl Extraction {
     pub fn query(&self, req: &PullRequest) -> (String, Vec<String>) {
         let mut wheres = Vec::new();
         let mut binds = Vec::new();
+        // A time watermark re-reads from the low mark (the overlap); a key watermark starts after
+        // the greatest key already read.
+        let op = match &self.watermark {
+            Some((_, WatermarkKind::Key)) => ">",
+            _ => ">=",
+        };
         if let Some(low) = &req.low
-            && let Some(w) = self.bound(">=", binds.len() + 1)
+            && let Some(w) = self.bound(op, binds.len() + 1)
         {
             wheres.push(w);
             binds.push(low.clone());
@@ -184,16 +190,21 @@ async fn pull_inner(
     {
         Ok(_) => {}
         Err(e) if e.status() == Some(412) => {
-            return Err(DbError(format!(
+            return Err(DbError::fatal(format!(
                 "{} was started by another process (gs://{}/{}): one pull per table at a time",
                 req.set,
                 x.bucket,
                 name(landing::INTENT)
             )));
         }
-        Err(e) => return Err(DbError(format!("cannot start {}: {e}", req.set))),
+        Err(e) => {
+            return Err(DbError {
+                message: format!("cannot start {}: {e}", req.set),
+                transient: e.is_retryable(),
+            });
+        }
     }
-    let db = |what: &str, e: sqlx::Error| DbError(super::conn::redact(&format!("{what}: {e}"), url));
+    let db = |what: &str, e: sqlx::Error| DbError::sqlx(what, &e, url);
     if x.engine == DatabaseEngine::Mysql {
         let ms = x.timeout.as_millis();
         let secs = x.timeout.as_secs().max(1);
@@ -278,12 +289,12 @@ async fn pull_inner(
             "application/x-ndjson",
         )
         .await
-        .map_err(|e| DbError(format!("cannot write {}: {e}", landing::REJECTED)))?;
+        .map_err(|e| DbError::fatal(format!("cannot write {}: {e}", landing::REJECTED)))?;
     }
     let body = serde_json::to_vec(&marker).unwrap_or_default();
     gcs.create(&x.bucket, &name(landing::COMPLETE), body, "application/json")
         .await
-        .map_err(|e| DbError(format!("cannot complete {}: {e}", req.set)))?;
+        .map_err(|e| DbError::fatal(format!("cannot complete {}: {e}", req.set)))?;
     Ok(marker)
 }
 
@@ -299,7 +310,7 @@ async fn write_part(
     let len = data.len() as u64;
     gcs.create(&x.bucket, &object, data, "application/x-ndjson")
         .await
-        .map_err(|e| DbError(format!("cannot write gs://{}/{object}: {e}", x.bucket)))?;
+        .map_err(|e| DbError::fatal(format!("cannot write gs://{}/{object}: {e}", x.bucket)))?;
     marker.files += 1;
     marker.bytes += len;
     Ok(())

@@ -26,6 +26,8 @@ use types::{Extracted, SourceColumn, WatermarkKind};
 const DEFAULT_FILE_MIB: u32 = 64;
 /// Default statement timeout.
 const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+/// New attempts of a pull whose connection dropped (after 4 s, 8 s, 16 s).
+const PULL_RETRIES: u32 = 3;
 /// Default overlap of time watermarks.
 const DEFAULT_OVERLAP: std::time::Duration = std::time::Duration::from_secs(1800);
 
@@ -105,7 +107,7 @@ async fn connect(
         .read(namespace(resource), &secret.name, &secret.key)
         .await?;
     let slot = sources.limits.slot(&url).await;
-    let conn = Conn::open(db.engine, &url, &secret.name).await.map_err(|e| e.0)?;
+    let conn = Conn::open(db.engine, &url, &secret.name).await.map_err(|e| e.message)?;
     Ok((conn, url, slot))
 }
 
@@ -204,7 +206,7 @@ async fn read_columns(
 /// comments.
 pub async fn import_schema(engine: DatabaseEngine, url: &secrets::SecretText, table: &str) -> Result<String, String> {
     let (schema, name) = types::source_table(table)?;
-    let mut conn = Conn::open(engine, url, "--url-file").await.map_err(|e| e.0)?;
+    let mut conn = Conn::open(engine, url, "--url-file").await.map_err(|e| e.message)?;
     let cols = read_columns(&mut conn, engine, &schema, &name)
         .await
         .map_err(|e| conn::redact(&format!("cannot read the columns of {table}: {e}"), url))?;
@@ -438,6 +440,14 @@ pub fn day_bounds(tz: &chrono_tz::Tz, day: chrono::NaiveDate, date: bool) -> Opt
     Some((utc(day)?, utc(next)?))
 }
 
+/// Waits before the next attempt of an interrupted pull (4 s, 8 s, 16 s).
+async fn backoff(resource: &str, set: &str, attempt: u32, error: &str) {
+    let wait = std::time::Duration::from_secs(2u64 << attempt);
+    tracing::warn!(resource = %resource, set = %set, attempt, error = %error, wait_s = wait.as_secs(),
+        "pull interrupted; retrying");
+    tokio::time::sleep(wait).await;
+}
+
 /// Runs the planned pulls of one table (deleting interrupted sets first). `Err` names what failed;
 /// complete pulls before it stay complete and load.
 /// Boxed, like [`observe`].
@@ -475,12 +485,48 @@ async fn run_inner(
             .map_err(|e| format!("cannot delete an interrupted pull's object: {e}"))?;
         report.cleaned += 1;
     }
-    let (mut conn, url, _slot) = connect(sources, resource, spec).await?;
+    let db = spec_db(spec);
+    let (first, url, _slot) = connect(sources, resource, spec).await?;
+    let mut conn = Some(first);
     for req in &p.pulls {
         let started = std::time::Instant::now();
-        let marker = extract::pull(&mut conn, gcs, x, req, &url)
-            .await
-            .map_err(|e| format!("{} of {}: {}", req.set, spec_db(spec).table, e.0))?;
+        let mut attempt = 0;
+        let failed = |e: &conn::DbError| format!("{} of {}: {}", req.set, db.table, e.message);
+        let marker = loop {
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => match Conn::open(db.engine, &url, &db.connection_secret.name).await {
+                    Ok(c) => conn.insert(c),
+                    Err(e) if e.transient && attempt < PULL_RETRIES => {
+                        attempt += 1;
+                        backoff(resource, &req.set, attempt, &e.message).await;
+                        continue;
+                    }
+                    Err(e) => return Err(failed(&e)),
+                },
+            };
+            match extract::pull(c, gcs, x, req, &url).await {
+                Ok(m) => break m,
+                // The connection dropped (the replica restarted, a failover): this pull's set is
+                // ours and incomplete — delete it and pull again on a new connection.
+                Err(e) if e.transient && attempt < PULL_RETRIES => {
+                    attempt += 1;
+                    conn = None;
+                    backoff(resource, &req.set, attempt, &e.message).await;
+                    let set_prefix = format!("{}{}/", x.prefix, req.set);
+                    let objects = gcs
+                        .list(&x.bucket, &set_prefix)
+                        .await
+                        .map_err(|e| format!("cannot list the interrupted {}: {e}", req.set))?;
+                    for o in objects {
+                        gcs.delete(&x.bucket, &o.name)
+                            .await
+                            .map_err(|e| format!("cannot delete the interrupted {}: {e}", req.set))?;
+                    }
+                }
+                Err(e) => return Err(failed(&e)),
+            }
+        };
         tracing::info!(target: "bqsteward::audit", resource = %resource, table = %spec_db(spec).table,
             set = %req.set, low = ?req.low, below = ?req.below, high = ?marker.high, rows = marker.rows,
             files = marker.files, bytes = marker.bytes, rejected = marker.rejected,
@@ -492,7 +538,9 @@ async fn run_inner(
         }
         report.pulls.push((req.set.clone(), marker));
     }
-    conn.close().await;
+    if let Some(c) = conn {
+        c.close().await;
+    }
     Ok(report)
 }
 

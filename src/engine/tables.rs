@@ -52,6 +52,7 @@ impl TableApplied {
             None => false,
         };
         loads
+            || !plan.source_problems.is_empty()
             || matches!(self.pulled, Some(Err(_)))
             || self.views.as_ref().map_or(true, LayoutPlan::is_refused)
             || self.views_done.is_err()
@@ -65,6 +66,10 @@ impl TableApplied {
         }
         if let Some(Err(e)) = self.pulled {
             return super::Error::Failed(e);
+        }
+        if !plan.source_problems.is_empty() {
+            // Like an incompatible schema: the table's status says why (Degraded).
+            return super::Error::Incompatible(format!("source: {}", plan.source_problems.join("; ")));
         }
         match (self.views, self.views_done) {
             (Err(e), _) | (_, Err(e)) => e.into(),
@@ -84,7 +89,7 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
         message: format!("IngestedTable {}: cannot read {} or its source", t.name, t.table),
         cause,
     })?;
-    let plan = plan_table(t, &observed, now_ms);
+    let mut plan = plan_table(t, &observed, now_ms);
     let source = match &t.spec.source.database {
         None => None,
         Some(_) => Some(
@@ -96,6 +101,9 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
                 }),
         ),
     };
+    if let Some(Ok(p)) = &source {
+        plan.source_problems = p.problems.clone();
+    }
     let views = views::apply::plan_for_table(c.bq, t, observed.table.as_ref())
         .await
         .map_err(|cause| super::PlanFailure {
@@ -138,7 +146,9 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
     let (plan, observed) = match &pulled {
         Some(_) => match observe(c.bq, c.gcs, t).await {
             Ok(o) => {
-                replanned = (plan_table(t, &o, chrono::Utc::now().timestamp_millis()), o);
+                let mut p = plan_table(t, &o, chrono::Utc::now().timestamp_millis());
+                p.source_problems = state.plan.source_problems.clone();
+                replanned = (p, o);
                 (&replanned.0, &replanned.1)
             }
             Err(e) => {

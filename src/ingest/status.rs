@@ -41,6 +41,9 @@ pub fn status(
     if let Some(why) = &p.no_source_files {
         degraded.push(("NoSourceFiles", why.clone()));
     }
+    if !p.source_problems.is_empty() {
+        degraded.push(("SourceSchemaDrift", p.source_problems.join("; ")));
+    }
     if let SchemaChange::Incompatible(problems) = &p.schema {
         degraded.push(("SchemaIncompatible", problems.join("; ")));
     }

@@ -147,6 +147,9 @@ pub struct TablePlan {
     pub mark_pii: Vec<String>,
     /// Why the source looks wrong, when nothing is under its prefix and nothing was ever loaded.
     pub no_source_files: Option<String>,
+    /// A database source's problems that stop its pulls (schema drift, an unmappable column):
+    /// set by the engine from the source plan; the table is `Degraded` with them.
+    pub source_problems: Vec<String>,
 }
 
 impl TablePlan {
@@ -224,5 +227,6 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
         claim,
         mark_pii,
         no_source_files,
+        source_problems: Vec::new(),
     }
 }
