@@ -834,3 +834,82 @@ spec:
         "one complete pull: {objects:?}"
     );
 }
+
+/// `bqsteward apply` as a child process, to be killed.
+fn spawn_apply(e: &Env, manifest: &str, dir: &std::path::Path) -> tokio::process::Child {
+    let file = dir.join("manifest.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_bqsteward"));
+    c.args(["apply", "--secrets-dir", e.secrets.path().to_str().unwrap(), "-f"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for var in support::cli::ENDPOINT_VARS {
+        c.env_remove(var);
+    }
+    c.envs(e.env.iter().map(|(k, v)| (*k, v.as_str())));
+    c.spawn().unwrap()
+}
+
+/// Waits until an object of the table's landing ends with `suffix`.
+async fn wait_for(e: &Env, table: &str, suffix: &str) {
+    for _ in 0..500 {
+        if e.landing(&format!("{table}/")).await.iter().any(|o| o.ends_with(suffix)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{suffix} never appeared");
+}
+
+/// `kill -9` of `bqsteward apply` during the extraction, right after it completed, and during the
+/// load: whatever the moment, the next apply leaves every source row exactly once.
+#[tokio::test]
+async fn kill_9_during_extraction_and_load_loses_and_duplicates_nothing() {
+    let e = env().await;
+    let table = unique("kill");
+    let mut c = mysql().await;
+    my(&mut c, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, amount DECIMAL(12,2), status VARCHAR(20), modify_time DATETIME(6) NOT NULL)")).await;
+    my(&mut c, &format!("INSERT INTO {table} SELECT seq, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_20000")).await;
+    let manifest = payments_manifest(&e, &table, "").replace("watermark: {column: modify_time}\n      overlap: 48h", "watermark: {column: id}");
+    let dir = tempfile::tempdir().unwrap();
+    // 1. During the extraction: the table is locked, so the pull waits inside its snapshot.
+    let mut locker = mysql().await;
+    my(&mut locker, &format!("LOCK TABLES {table} WRITE")).await;
+    let mut child = spawn_apply(&e, &manifest, dir.path());
+    wait_for(&e, &table, "pull-0000000001/_PULL").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    child.kill().await.unwrap(); // SIGKILL
+    my(&mut locker, "UNLOCK TABLES").await;
+    let objects = e.landing(&format!("{table}/")).await;
+    assert!(!objects.iter().any(|o| o.ends_with("_COMPLETE")), "killed before completing: {objects:?}");
+
+    // 2. Right after a pull completed (between extraction and load, or early in the load).
+    my(&mut c, &format!("INSERT INTO {table} SELECT seq + 20000, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_5000")).await;
+    let mut child = spawn_apply(&e, &manifest, dir.path());
+    wait_for(&e, &table, "pull-0000000002/_COMPLETE").await;
+    child.kill().await.unwrap();
+
+    // 3. During the load, a moment later.
+    my(&mut c, &format!("INSERT INTO {table} SELECT seq + 25000, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_5000")).await;
+    let mut child = spawn_apply(&e, &manifest, dir.path());
+    wait_for(&e, &table, "pull-0000000003/_COMPLETE").await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    child.kill().await.unwrap();
+
+    // Recovery: one ordinary apply.
+    let r = e.apply(&manifest).await;
+    ok(&r, 0);
+    let raw = format!("`{PROJECT}.{}.{table}`", e.dataset);
+    let got = e.rows(&format!("SELECT COUNT(*), COUNT(DISTINCT id), CAST(SUM(id) AS STRING) FROM {raw}")).await;
+    assert_eq!(
+        got[0],
+        [Some("30000".into()), Some("30000".into()), Some((30000i64 * 30001 / 2).to_string())],
+        "every row exactly once"
+    );
+    // No object was ever replaced and the interrupted pull was never loaded.
+    let r = e.apply(&manifest).await;
+    ok(&r, 0);
+    let got = e.rows(&format!("SELECT COUNT(*) FROM {raw}")).await;
+    assert_eq!(got[0][0].as_deref(), Some("30000"));
+}
