@@ -92,6 +92,9 @@ pub enum Command {
     /// Measure the load planner (discovery filter + ledger diff + batching) on synthetic
     /// listings in-process, and print CPU seconds and peak memory.
     Bench {
+        /// Another benchmark instead of the load planner.
+        #[command(subcommand)]
+        what: Option<BenchWhat>,
         /// Objects listed.
         #[arg(long, default_value_t = 1_000_000)]
         objects: usize,
@@ -185,6 +188,29 @@ pub struct LiveArgs {
     /// Most connections open at once to one source database.
     #[arg(long, default_value_t = 2)]
     pub db_connections: usize,
+}
+
+/// Benchmarks besides the load planner.
+#[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// A database pull (snapshot, JSON encoding, part files) of a table of `--rows` rows (created
+    /// once as `bqsteward_bench.rows_<n>`) against the engine's own export of the same rows
+    /// (`mariadb --batch`, `psql \copy … TO STDOUT`), in the same run: rows/s, MB/s, the ratio and
+    /// peak memory.
+    Extract {
+        /// `mysql` or `postgres`.
+        #[arg(long)]
+        engine: String,
+        /// A file holding the connection URL of a user that may create the table.
+        #[arg(long)]
+        url_file: PathBuf,
+        /// Rows in the table.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Part file size (MiB).
+        #[arg(long, default_value_t = 64)]
+        file_size_mib: u32,
+    },
 }
 
 /// Output format of `plan`.
@@ -310,6 +336,52 @@ pub async fn import_schema(engine: &str, url_file: &std::path::Path, table: &str
     match crate::dbsource::import_schema(engine, &url, table).await {
         Ok(block) => {
             print!("{block}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// `bqsteward bench extract`.
+pub async fn bench_extract(engine: &str, url_file: &std::path::Path, rows: u64, file_mib: u32) -> i32 {
+    let engine = match engine {
+        "mysql" | "mariadb" => crd::DatabaseEngine::Mysql,
+        "postgres" | "postgresql" => crd::DatabaseEngine::Postgres,
+        other => {
+            eprintln!("error: --engine {other:?}: use mysql or postgres");
+            return 1;
+        }
+    };
+    let url = match std::fs::read_to_string(url_file) {
+        Ok(t) => crate::dbsource::secrets::SecretText::new(&t),
+        Err(e) => {
+            eprintln!("error: cannot read --url-file {}: {}", url_file.display(), e.kind());
+            return 1;
+        }
+    };
+    match crate::dbsource::bench::run(engine, &url, rows, file_mib).await {
+        Ok(f) => {
+            let mb = |b: u64, s: f64| b as f64 / 1e6 / s.max(1e-9);
+            println!(
+                "extract ({}): {} rows, {:.1} MB of JSON lines in {:.2} s: {:.0} rows/s, {:.1} MB/s; peak memory {:.0} MiB\n\
+                 engine's own export: {:.1} MB in {:.2} s: {:.0} rows/s, {:.1} MB/s\n\
+                 ratio (pull time / export time): {:.2}",
+                engine.as_str(),
+                f.rows,
+                f.bytes as f64 / 1e6,
+                f.pull_s,
+                f.rows as f64 / f.pull_s.max(1e-9),
+                mb(f.bytes, f.pull_s),
+                f.peak_mib,
+                f.baseline_bytes as f64 / 1e6,
+                f.baseline_s,
+                f.rows as f64 / f.baseline_s.max(1e-9),
+                mb(f.baseline_bytes, f.baseline_s),
+                f.pull_s / f.baseline_s.max(1e-9)
+            );
             0
         }
         Err(e) => {

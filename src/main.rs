@@ -37,7 +37,21 @@ fn main() {
             table,
         } => Ok(runtime().block_on(cli::import_schema(&engine, &url_file, &table))),
         Command::Plan { common, output } => Ok(runtime().block_on(bqsteward::commands::plan(&common, output))),
-        Command::Bench { objects, loaded } => {
+        Command::Bench {
+            what:
+                Some(cli::BenchWhat::Extract {
+                    engine,
+                    url_file,
+                    rows,
+                    file_size_mib,
+                }),
+            ..
+        } => Ok(runtime().block_on(cli::bench_extract(&engine, &url_file, rows, file_size_mib))),
+        Command::Bench {
+            what: None,
+            objects,
+            loaded,
+        } => {
             let f = bqsteward::ingest::bench::run(objects, loaded.min(objects));
             println!(
                 "load planner: {} objects listed, {} already in the ledger -> {} files in {} batches\n\

@@ -736,7 +736,11 @@ impl PrivateDatabases {
             .env("BQSTEWARD_POSTGRES_PORT", "19073")
             .output()
             .unwrap();
-        assert!(out.status.success(), "databases.sh {verb}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "databases.sh {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -773,8 +777,16 @@ async fn a_connection_dropped_mid_pull_is_retried_and_nothing_is_half_loaded() {
     std::fs::write(e.secrets.path().join("pg-private/url"), &url).unwrap();
     let table = unique("drop");
     let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-    pg(&mut c, &format!("CREATE TABLE public.{table} (id bigint PRIMARY KEY, v text)")).await;
-    pg(&mut c, &format!("INSERT INTO public.{table} SELECT i, 'v' || i FROM generate_series(1, 1000) i")).await;
+    pg(
+        &mut c,
+        &format!("CREATE TABLE public.{table} (id bigint PRIMARY KEY, v text)"),
+    )
+    .await;
+    pg(
+        &mut c,
+        &format!("INSERT INTO public.{table} SELECT i, 'v' || i FROM generate_series(1, 1000) i"),
+    )
+    .await;
     // Another session holds the table: the pull's first read of it waits — mid-pull — until the
     // server restarts under it.
     pg(&mut c, "BEGIN").await;
@@ -854,7 +866,11 @@ fn spawn_apply(e: &Env, manifest: &str, dir: &std::path::Path) -> tokio::process
 /// Waits until an object of the table's landing ends with `suffix`.
 async fn wait_for(e: &Env, table: &str, suffix: &str) {
     for _ in 0..500 {
-        if e.landing(&format!("{table}/")).await.iter().any(|o| o.ends_with(suffix)) {
+        if e.landing(&format!("{table}/"))
+            .await
+            .iter()
+            .any(|o| o.ends_with(suffix))
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -870,8 +886,15 @@ async fn kill_9_during_extraction_and_load_loses_and_duplicates_nothing() {
     let table = unique("kill");
     let mut c = mysql().await;
     my(&mut c, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, amount DECIMAL(12,2), status VARCHAR(20), modify_time DATETIME(6) NOT NULL)")).await;
-    my(&mut c, &format!("INSERT INTO {table} SELECT seq, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_20000")).await;
-    let manifest = payments_manifest(&e, &table, "").replace("watermark: {column: modify_time}\n      overlap: 48h", "watermark: {column: id}");
+    my(
+        &mut c,
+        &format!("INSERT INTO {table} SELECT seq, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_20000"),
+    )
+    .await;
+    let manifest = payments_manifest(&e, &table, "").replace(
+        "watermark: {column: modify_time}\n      overlap: 48h",
+        "watermark: {column: id}",
+    );
     let dir = tempfile::tempdir().unwrap();
     // 1. During the extraction: the table is locked, so the pull waits inside its snapshot.
     let mut locker = mysql().await;
@@ -882,16 +905,27 @@ async fn kill_9_during_extraction_and_load_loses_and_duplicates_nothing() {
     child.kill().await.unwrap(); // SIGKILL
     my(&mut locker, "UNLOCK TABLES").await;
     let objects = e.landing(&format!("{table}/")).await;
-    assert!(!objects.iter().any(|o| o.ends_with("_COMPLETE")), "killed before completing: {objects:?}");
+    assert!(
+        !objects.iter().any(|o| o.ends_with("_COMPLETE")),
+        "killed before completing: {objects:?}"
+    );
 
     // 2. Right after a pull completed (between extraction and load, or early in the load).
-    my(&mut c, &format!("INSERT INTO {table} SELECT seq + 20000, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_5000")).await;
+    my(
+        &mut c,
+        &format!("INSERT INTO {table} SELECT seq + 20000, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_5000"),
+    )
+    .await;
     let mut child = spawn_apply(&e, &manifest, dir.path());
     wait_for(&e, &table, "pull-0000000002/_COMPLETE").await;
     child.kill().await.unwrap();
 
     // 3. During the load, a moment later.
-    my(&mut c, &format!("INSERT INTO {table} SELECT seq + 25000, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_5000")).await;
+    my(
+        &mut c,
+        &format!("INSERT INTO {table} SELECT seq + 25000, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_5000"),
+    )
+    .await;
     let mut child = spawn_apply(&e, &manifest, dir.path());
     wait_for(&e, &table, "pull-0000000003/_COMPLETE").await;
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
@@ -901,10 +935,18 @@ async fn kill_9_during_extraction_and_load_loses_and_duplicates_nothing() {
     let r = e.apply(&manifest).await;
     ok(&r, 0);
     let raw = format!("`{PROJECT}.{}.{table}`", e.dataset);
-    let got = e.rows(&format!("SELECT COUNT(*), COUNT(DISTINCT id), CAST(SUM(id) AS STRING) FROM {raw}")).await;
+    let got = e
+        .rows(&format!(
+            "SELECT COUNT(*), COUNT(DISTINCT id), CAST(SUM(id) AS STRING) FROM {raw}"
+        ))
+        .await;
     assert_eq!(
         got[0],
-        [Some("30000".into()), Some("30000".into()), Some((30000i64 * 30001 / 2).to_string())],
+        [
+            Some("30000".into()),
+            Some("30000".into()),
+            Some((30000i64 * 30001 / 2).to_string())
+        ],
         "every row exactly once"
     );
     // No object was ever replaced and the interrupted pull was never loaded.

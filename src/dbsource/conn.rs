@@ -202,7 +202,10 @@ impl Conn {
             DatabaseEngine::Mysql => {
                 let opts: sqlx::mysql::MySqlConnectOptions =
                     text.parse().map_err(|e| fail("cannot parse the URL of", e))?;
-                let opts = opts.charset("utf8mb4").timezone(Some("+00:00".into()));
+                // Statements are bqsteward's own; the audit log says what each pull read.
+                let opts = sqlx::ConnectOptions::disable_statement_logging(
+                    opts.charset("utf8mb4").timezone(Some("+00:00".into())),
+                );
                 Inner::Mysql(
                     tokio::time::timeout(limit, sqlx::MySqlConnection::connect_with(&opts))
                         .await
@@ -213,7 +216,9 @@ impl Conn {
             DatabaseEngine::Postgres => {
                 let opts: sqlx::postgres::PgConnectOptions =
                     text.parse().map_err(|e| fail("cannot parse the URL of", e))?;
-                let opts = opts.options([("TimeZone", "UTC"), ("DateStyle", "ISO")]);
+                let opts = sqlx::ConnectOptions::disable_statement_logging(
+                    opts.options([("TimeZone", "UTC"), ("DateStyle", "ISO")]),
+                );
                 Inner::Postgres(
                     tokio::time::timeout(limit, sqlx::PgConnection::connect_with(&opts))
                         .await

@@ -6,6 +6,7 @@
 //! complete pull) → plan ([`plan`], pure: schema drift, the pulls that are due and their ranges) →
 //! apply ([`run`]: the pulls, one table at a time, within the connection limit).
 
+pub mod bench;
 pub mod conn;
 pub mod extract;
 pub mod landing;
