@@ -178,6 +178,7 @@ mod tests {
             claim: None,
             mark_pii: Vec::new(),
             no_source_files: None,
+            source_problems: Vec::new(),
         };
         let s = status(&o, &idle, None, Some(3), now);
         let get = |s: &IngestedTableStatus, t: &str| s.common.conditions.iter().find(|c| c.type_ == t).unwrap().clone();
@@ -231,8 +232,19 @@ mod tests {
             claim: None,
             mark_pii: Vec::new(),
             no_source_files: None,
+            source_problems: Vec::new(),
         };
         let s = status(&o, &incompatible, None, None, now);
         assert_eq!(get(&s, "Degraded").reason, "SchemaIncompatible");
+
+        // A database source whose replica dropped a declared column: pulls stop, Degraded says why.
+        let drift = TablePlan {
+            source_problems: vec!["declared column \"status\" is not on the replica table payments.transactions".into()],
+            ..idle.clone()
+        };
+        let s = status(&o, &drift, None, None, now);
+        assert_eq!(get(&s, "Degraded").reason, "SourceSchemaDrift");
+        assert!(get(&s, "Degraded").message.contains("\"status\""));
+        assert_eq!(get(&s, "Ready").status, "False");
     }
 }
