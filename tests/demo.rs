@@ -51,7 +51,8 @@ fn the_demo_tells_the_whole_story() {
         .lines()
         .filter(|l| l.starts_with("  acme-data-eng.payments") && l.contains(": id,"))
         .collect();
-    assert_eq!(column_lines.len(), 3, "{stdout}");
+    // Three tables of the file source, two of the database source (step 8).
+    assert_eq!(column_lines.len(), 5, "{stdout}");
     assert!(
         column_lines.iter().all(|l| !l.contains("card_number")),
         "card_number reached BigQuery: {column_lines:?}"
@@ -86,7 +87,20 @@ fn the_demo_tells_the_whole_story() {
     has("1 of them re-ingestion");
     has("  raw_rows_before\n  ---------------\n  221");
     has("  raw_rows_after\n  --------------\n  221");
+    // 8. A table pulled from MariaDB: import-schema, a first pull and the daily reload, the refund
+    // brought by the next pull, the overlap's duplicates hidden by the dedup view, no email or card.
+    has("  - {name: \"card_number\", type: STRING}   # varchar(19)");
+    has("source: replica column \"region\" (char(2)) is not declared");
+    has("IngestedTable demo/payments-replica: pulled pull-0000000001: 1000 rows in 1 files");
+    has("IngestedTable demo/payments-replica: pulled pull-0000000002: 18 rows in 1 files");
+    has("  7  | refunded");
+    has("  1018     | 1000      ");
+    has(
+        "acme-data-eng.payments_replica__views_clean.transactions: id, amount, status, modify_time, _bqsteward_loaded_at",
+    );
+    assert!(!all.contains("bqsteward-test@127.0.0.1"), "the connection URL leaked");
     // Stopped what it started.
+    has("databases: stopped mysql");
     has("emulators: stopped bq");
     has("emulators: stopped gcs");
     has("emulators: stopped standins");

@@ -239,7 +239,9 @@ mod tests {
 
         // A database source whose replica dropped a declared column: pulls stop, Degraded says why.
         let drift = TablePlan {
-            source_problems: vec!["declared column \"status\" is not on the replica table payments.transactions".into()],
+            source_problems: vec![
+                "declared column \"status\" is not on the replica table payments.transactions".into(),
+            ],
             ..idle.clone()
         };
         let s = status(&o, &drift, None, None, now);
