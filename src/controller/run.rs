@@ -299,7 +299,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         sources: crate::dbsource::Sources::new(
             Arc::new(crate::dbsource::secrets::KubeSecrets { client: client.clone() }),
             args.db_connections,
-        ),
+        )
+        .on_schedule(),
     };
     let metrics = Arc::new(Metrics::new());
     crate::cloud::observe_calls(metrics.call_observer());

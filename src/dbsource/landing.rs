@@ -96,6 +96,8 @@ pub struct SetState {
     pub objects: Vec<String>,
     /// When its newest object was written (ms since the epoch).
     pub newest_ms: i64,
+    /// When `_COMPLETE` was written (ms since the epoch).
+    pub complete_ms: Option<i64>,
 }
 
 /// What the landing prefix holds.
@@ -124,7 +126,10 @@ impl Landing {
                 .max(crate::ingest::source::parse_time_ms(&o.updated).unwrap_or(0));
             match file {
                 INTENT => s.started = true,
-                COMPLETE => s.complete = Some(o.generation),
+                COMPLETE => {
+                    s.complete = Some(o.generation);
+                    s.complete_ms = crate::ingest::source::parse_time_ms(&o.updated);
+                }
                 _ => {}
             }
         }

@@ -39,6 +39,9 @@ pub struct Sources {
     pub secrets: Arc<dyn Secrets>,
     /// Connections per database, one pull per table.
     pub limits: Arc<Limits>,
+    /// Pull only when `schedule.every` has passed since the last complete pull (the controller,
+    /// whose reconciles also come from other events); `plan`/`apply` pull when run.
+    pub on_schedule: bool,
 }
 
 impl Sources {
@@ -47,7 +50,14 @@ impl Sources {
         Sources {
             secrets,
             limits: Arc::new(Limits::new(per_database)),
+            on_schedule: false,
         }
+    }
+
+    /// The same, pulling only on `schedule.every` (the controller).
+    pub fn on_schedule(mut self) -> Sources {
+        self.on_schedule = true;
+        self
     }
 }
 
@@ -246,7 +256,12 @@ pub async fn import_schema(engine: DatabaseEngine, url: &secrets::SecretText, ta
 
 /// Plans the pulls (pure): the columns to read (schema drift stops pulls), the range of the next
 /// pull and the daily reload when due at `now`.
-pub fn plan(spec: &IngestedTableSpec, o: &SourceObserved, now: chrono::DateTime<chrono::Utc>) -> SourcePlan {
+pub fn plan(
+    spec: &IngestedTableSpec,
+    o: &SourceObserved,
+    now: chrono::DateTime<chrono::Utc>,
+    on_schedule: bool,
+) -> SourcePlan {
     let db = spec_db(spec);
     let mut out = SourcePlan::default();
     if o.columns.is_empty() {
@@ -345,7 +360,27 @@ pub fn plan(spec: &IngestedTableSpec, o: &SourceObserved, now: chrono::DateTime<
         .flat_map(|s| s.objects.iter().cloned())
         .collect();
     let next = o.landing.next_number();
+    // On a schedule, a pull is due once `schedule.every` has passed since the last one completed
+    // (a tenth early, so a reconcile that comes a little early does not wait a whole interval).
+    let every_ms = crate::validate::database::duration(&spec.schedule.every)
+        .map_or(900_000, |d| d.as_millis() as i64);
+    let last_ms = o
+        .last
+        .as_ref()
+        .and_then(|(set, _)| o.landing.sets.get(set))
+        .and_then(|s| s.complete_ms);
+    let pull_due = !on_schedule || last_ms.is_none_or(|t| now.timestamp_millis() - t >= every_ms * 9 / 10);
+    if !pull_due {
+        out.notes.push(format!(
+            "next pull after {} (schedule.every {})",
+            chrono::DateTime::from_timestamp_millis(last_ms.unwrap_or(0) + every_ms)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default(),
+            spec.schedule.every
+        ));
+    }
     match spec.mode {
+        _ if !pull_due => {}
         LoadMode::Snapshot => out.pulls.push(PullRequest {
             kind: SetKind::Snap,
             set: landing::numbered(SetKind::Snap, next),
@@ -372,19 +407,20 @@ pub fn plan(spec: &IngestedTableSpec, o: &SourceObserved, now: chrono::DateTime<
                 low,
                 below: None,
             });
-            if let (Some(r), Some((_, WatermarkKind::Time(t)))) = (&spec.daily_reload, &watermark)
-                && let Some((day, lo, hi)) = due_day(r, now, t.canonical() == "DATE")
-                && !o.landing.day_complete(&day)
-                && !o.landing.day_started_recently(&day, stale_ms)
-            {
-                out.pulls.push(PullRequest {
-                    kind: SetKind::Day,
-                    set: format!("{}{day}", SetKind::Day.prefix()),
-                    low: Some(lo),
-                    below: Some(hi),
-                });
-            }
         }
+    }
+    if spec.mode == LoadMode::Incremental
+        && let (Some(r), Some((_, WatermarkKind::Time(t)))) = (&spec.daily_reload, &watermark)
+        && let Some((day, lo, hi)) = due_day(r, now, t.canonical() == "DATE")
+        && !o.landing.day_complete(&day)
+        && !o.landing.day_started_recently(&day, stale_ms)
+    {
+        out.pulls.push(PullRequest {
+            kind: SetKind::Day,
+            set: format!("{}{day}", SetKind::Day.prefix()),
+            low: Some(lo),
+            below: Some(hi),
+        });
     }
     out.extraction = Some(x);
     out
@@ -563,6 +599,78 @@ mod tests {
             back_by("2026-11-27", std::time::Duration::from_secs(1800), true),
             "2026-11-26"
         );
+    }
+
+    fn spec() -> IngestedTableSpec {
+        serde_yaml::from_str(
+            r#"
+source:
+  database: {engine: mysql, table: pay.tx, connectionSecret: {name: replica}, watermark: {column: modify_time}}
+  landing: gs://land/tx/
+destination: {project: p, dataset: d, table: t}
+schedule: {every: 15m}
+schema: [{name: id, type: INT64}, {name: modify_time, type: DATETIME}]
+"#,
+        )
+        .unwrap()
+    }
+
+    fn observed(complete_ms: i64) -> SourceObserved {
+        let col = |name: &str, dt: &str| SourceColumn {
+            name: name.into(),
+            data_type: dt.into(),
+            column_type: dt.into(),
+            precision: None,
+            scale: None,
+            nullable: true,
+        };
+        let mut landing = Landing::default();
+        landing.sets.insert(
+            "pull-0000000001".into(),
+            landing::SetState {
+                started: true,
+                complete: Some(1),
+                objects: Vec::new(),
+                newest_ms: complete_ms,
+                complete_ms: Some(complete_ms),
+            },
+        );
+        SourceObserved {
+            columns: vec![col("id", "bigint"), col("modify_time", "datetime"), col("region", "char")],
+            landing,
+            last: Some((
+                "pull-0000000001".into(),
+                Marker {
+                    high: Some("2026-11-27 10:00:00.000000".into()),
+                    ..Marker::default()
+                },
+            )),
+        }
+    }
+
+    #[test]
+    fn pulls_follow_the_schedule_in_the_controller_and_run_when_asked() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:05:00Z").unwrap().with_timezone(&chrono::Utc);
+        let o = observed(now.timestamp_millis() - 5 * 60_000);
+        let scheduled = plan(&spec(), &o, now, true);
+        assert!(scheduled.pulls.is_empty(), "{:?}", scheduled.pulls);
+        assert!(scheduled.notes.iter().any(|n| n.contains("next pull after 2026-11-27 10:15:00 UTC")));
+        assert!(scheduled.notes.iter().any(|n| n.contains("\"region\"")), "{:?}", scheduled.notes);
+        let asked = plan(&spec(), &o, now, false);
+        assert_eq!(asked.pulls.len(), 1);
+        assert_eq!(asked.pulls[0].set, "pull-0000000002");
+        assert_eq!(asked.pulls[0].low.as_deref(), Some("2026-11-27 09:30:00.000000"), "high minus 30m");
+        let later = plan(&spec(), &observed(now.timestamp_millis() - 14 * 60_000), now, true);
+        assert_eq!(later.pulls.len(), 1, "due within a tenth of the interval");
+    }
+
+    #[test]
+    fn a_declared_column_missing_on_the_replica_stops_pulls() {
+        let mut o = observed(0);
+        o.columns.retain(|c| c.name != "modify_time");
+        let p = plan(&spec(), &o, chrono::Utc::now(), false);
+        assert!(p.pulls.is_empty() && p.extraction.is_none());
+        assert!(p.problems[0].contains("\"modify_time\" is not on the replica table pay.tx"), "{:?}", p.problems);
     }
 
     #[test]

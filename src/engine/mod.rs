@@ -324,7 +324,7 @@ impl PlanSet {
             || self
                 .tables
                 .iter()
-                .any(|p| p.as_ref().map_or(true, |s| s.views.is_refused()))
+                .any(|p| p.as_ref().map_or(true, |s| s.views.is_refused() || s.source_refused()))
             || self
                 .consumers
                 .iter()
@@ -338,7 +338,7 @@ impl PlanSet {
             || self
                 .tables
                 .iter()
-                .any(|p| p.as_ref().is_ok_and(|s| !s.plan.is_empty() || s.views.has_changes()))
+                .any(|p| p.as_ref().is_ok_and(|s| !s.plan.is_empty() || s.views.has_changes() || s.pulls() > 0))
             || self
                 .consumers
                 .iter()

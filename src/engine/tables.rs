@@ -22,6 +22,25 @@ pub struct TableState {
     pub source: Option<Result<SourcePlan, String>>,
 }
 
+impl TableState {
+    /// Pulls a database source would run.
+    pub fn pulls(&self) -> usize {
+        match &self.source {
+            Some(Ok(p)) => p.pulls.len(),
+            _ => 0,
+        }
+    }
+
+    /// Whether a database source cannot be read or its pulls stop (schema drift).
+    pub fn source_refused(&self) -> bool {
+        match &self.source {
+            Some(Err(_)) => true,
+            Some(Ok(p)) => !p.problems.is_empty(),
+            None => false,
+        }
+    }
+}
+
 /// What applying one IngestedTable did.
 pub struct TableApplied {
     /// A database source's pulls (`None` when it has none or none were due), or why they failed.
@@ -97,7 +116,7 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
                 .await
                 .map(|o| {
                     let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
-                    crate::dbsource::plan(&t.spec, &o, now)
+                    crate::dbsource::plan(&t.spec, &o, now, c.sources.on_schedule)
                 }),
         ),
     };

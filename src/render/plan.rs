@@ -32,10 +32,11 @@ fn count(n: usize, one: &str, many: &str) -> String {
 pub fn summary_line(p: &PlanSet) -> String {
     let mut changes = Vec::new();
     let mut refused = Vec::new();
-    let (mut loads, mut files, mut views, mut tables_refused) = (0, 0, 0, 0);
+    let (mut loads, mut files, mut views, mut tables_refused, mut pulls) = (0, 0, 0, 0, 0);
     for t in &p.tables {
         match t {
             Ok(s) => {
+                pulls += s.pulls();
                 if !s.plan.is_empty() {
                     loads += 1;
                     files += s.plan.loads.files_to_load();
@@ -43,7 +44,9 @@ pub fn summary_line(p: &PlanSet) -> String {
                 if s.views.has_changes() {
                     views += 1;
                 }
-                if s.views.is_refused() || matches!(s.plan.schema, crate::ingest::table::SchemaChange::Incompatible(_))
+                if s.views.is_refused()
+                    || s.source_refused()
+                    || matches!(s.plan.schema, crate::ingest::table::SchemaChange::Incompatible(_))
                 {
                     tables_refused += 1;
                 }
@@ -57,6 +60,9 @@ pub fn summary_line(p: &PlanSet) -> String {
             count(loads, "table", "tables"),
             count(files, "file", "files")
         ));
+    }
+    if pulls > 0 {
+        changes.push(format!("{} from source databases", count(pulls, "pull", "pulls")));
     }
     if views > 0 {
         changes.push(format!("{} with view changes", count(views, "table", "tables")));
