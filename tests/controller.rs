@@ -608,3 +608,112 @@ async fn a_namespace_with_a_service_account_is_reconciled_as_that_account() {
             .is_none()
     );
 }
+
+/// A database source through the controller on a real API server: the connection URL comes from a
+/// Secret in the object's namespace (read with the Kubernetes API), the pull runs on the object's
+/// schedule (a reconcile right after does not pull again), and a column dropped on the replica
+/// makes the table Degraded with the reason.
+#[tokio::test]
+async fn a_database_source_reads_its_secret_pulls_on_schedule_and_reports_drift() {
+    let kube = Arc::new(RealCluster::new().await);
+    namespace(&kube, "ctl-db");
+    let (mut ctx, bq, gcs) = ctx(kube.clone()).await;
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kube.kube.kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    ctx.sources = bqsteward::dbsource::Sources::new(
+        Arc::new(bqsteward::dbsource::secrets::KubeSecrets {
+            client: kube::Client::try_from(config).unwrap(),
+        }),
+        2,
+    )
+    .on_schedule();
+    let (mysql_url, _) = support::databases();
+    kube.kube
+        .kubectl(&["delete", "secret", "replica", "-n", "ctl-db", "--ignore-not-found"])
+        .ok();
+    kube.kube
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "replica",
+            "-n",
+            "ctl-db",
+            &format!("--from-literal=url={mysql_url}"),
+        ])
+        .ok();
+    let table = support::unique("ctldb");
+    let opts: sqlx::mysql::MySqlConnectOptions = mysql_url.parse().unwrap();
+    let mut c = <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&opts)
+        .await
+        .unwrap();
+    for sql in [
+        format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, status VARCHAR(20), modify_time DATETIME(6) NOT NULL)"),
+        format!("INSERT INTO {table} SELECT seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_50"),
+    ] {
+        sqlx::Executor::execute(&mut c, sql.as_str()).await.unwrap();
+    }
+    let bucket = support::unique("ctldb").replace('_', "-");
+    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
+    let ds = support::unique("ctldb");
+    let text = format!(
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {{name: replica-table, namespace: ctl-db}}\nspec:\n  source:\n    database: {{engine: mysql, table: bqsteward.{table}, connectionSecret: {{name: replica}}, watermark: {{column: modify_time}}}}\n    landing: gs://{bucket}/land/\n  destination: {{project: {PROJECT}, dataset: {ds}, table: t}}\n  schema: [{{name: id, type: INT64}}, {{name: status, type: STRING}}, {{name: modify_time, type: DATETIME}}]\n  schedule: {{every: 1h}}\n"
+    );
+    let all = load(&text);
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    let s = kube.get(&key_of(&all[0]));
+    assert_eq!(s.status["rowsLoaded"], json!(50), "{}", s.status);
+    assert_eq!(condition(&s.status, "Ready").0, "True", "{}", s.status);
+    // Right after: not due (schedule.every 1h), nothing pulled again.
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    let pulls = gcs
+        .list(&bucket, "land/")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.name.ends_with("/_PULL"))
+        .count();
+    assert_eq!(pulls, 1);
+    let rows = bq
+        .query(
+            PROJECT,
+            "US",
+            &format!("SELECT COUNT(*) FROM {}", TableRef::new(PROJECT, &ds, "t").sql()),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.rows[0][0].as_deref(), Some("50"));
+    // The replica drops a declared column: Degraded, with the column named; never the URL.
+    sqlx::Executor::execute(&mut c, format!("ALTER TABLE {table} DROP COLUMN status").as_str())
+        .await
+        .unwrap();
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    let s = kube.get(&key_of(&all[0]));
+    let (status, reason, message) = condition(&s.status, "Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "SourceSchemaDrift"),
+        "{}",
+        s.status
+    );
+    assert!(message.contains("\"status\""), "{message}");
+    assert!(
+        !s.status.to_string().contains("bqsteward-test@"),
+        "the URL leaked: {}",
+        s.status
+    );
+    // A Secret that does not exist: the reconcile fails naming it.
+    let mut missing = all.clone();
+    if let Resource::IngestedTable(r) = &mut missing[0].resource {
+        r.spec.source.database.as_mut().unwrap().connection_secret.name = "no-such-secret".into();
+    }
+    let err = reconcile(&ctx, &object(&kube, &missing[0], false), &missing)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ctl-db/no-such-secret"), "{err}");
+}

@@ -362,8 +362,7 @@ pub fn plan(
     let next = o.landing.next_number();
     // On a schedule, a pull is due once `schedule.every` has passed since the last one completed
     // (a tenth early, so a reconcile that comes a little early does not wait a whole interval).
-    let every_ms = crate::validate::database::duration(&spec.schedule.every)
-        .map_or(900_000, |d| d.as_millis() as i64);
+    let every_ms = crate::validate::database::duration(&spec.schedule.every).map_or(900_000, |d| d.as_millis() as i64);
     let last_ms = o
         .last
         .as_ref()
@@ -636,7 +635,11 @@ schema: [{name: id, type: INT64}, {name: modify_time, type: DATETIME}]
             },
         );
         SourceObserved {
-            columns: vec![col("id", "bigint"), col("modify_time", "datetime"), col("region", "char")],
+            columns: vec![
+                col("id", "bigint"),
+                col("modify_time", "datetime"),
+                col("region", "char"),
+            ],
             landing,
             last: Some((
                 "pull-0000000001".into(),
@@ -650,16 +653,31 @@ schema: [{name: id, type: INT64}, {name: modify_time, type: DATETIME}]
 
     #[test]
     fn pulls_follow_the_schedule_in_the_controller_and_run_when_asked() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:05:00Z").unwrap().with_timezone(&chrono::Utc);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:05:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
         let o = observed(now.timestamp_millis() - 5 * 60_000);
         let scheduled = plan(&spec(), &o, now, true);
         assert!(scheduled.pulls.is_empty(), "{:?}", scheduled.pulls);
-        assert!(scheduled.notes.iter().any(|n| n.contains("next pull after 2026-11-27 10:15:00 UTC")));
-        assert!(scheduled.notes.iter().any(|n| n.contains("\"region\"")), "{:?}", scheduled.notes);
+        assert!(
+            scheduled
+                .notes
+                .iter()
+                .any(|n| n.contains("next pull after 2026-11-27 10:15:00 UTC"))
+        );
+        assert!(
+            scheduled.notes.iter().any(|n| n.contains("\"region\"")),
+            "{:?}",
+            scheduled.notes
+        );
         let asked = plan(&spec(), &o, now, false);
         assert_eq!(asked.pulls.len(), 1);
         assert_eq!(asked.pulls[0].set, "pull-0000000002");
-        assert_eq!(asked.pulls[0].low.as_deref(), Some("2026-11-27 09:30:00.000000"), "high minus 30m");
+        assert_eq!(
+            asked.pulls[0].low.as_deref(),
+            Some("2026-11-27 09:30:00.000000"),
+            "high minus 30m"
+        );
         let later = plan(&spec(), &observed(now.timestamp_millis() - 14 * 60_000), now, true);
         assert_eq!(later.pulls.len(), 1, "due within a tenth of the interval");
     }
@@ -670,7 +688,11 @@ schema: [{name: id, type: INT64}, {name: modify_time, type: DATETIME}]
         o.columns.retain(|c| c.name != "modify_time");
         let p = plan(&spec(), &o, chrono::Utc::now(), false);
         assert!(p.pulls.is_empty() && p.extraction.is_none());
-        assert!(p.problems[0].contains("\"modify_time\" is not on the replica table pay.tx"), "{:?}", p.problems);
+        assert!(
+            p.problems[0].contains("\"modify_time\" is not on the replica table pay.tx"),
+            "{:?}",
+            p.problems
+        );
     }
 
     #[test]

@@ -335,10 +335,10 @@ impl PlanSet {
     /// Something would change.
     pub fn changes(&self) -> bool {
         self.lists.iter().any(DatasetPlan::has_changes)
-            || self
-                .tables
-                .iter()
-                .any(|p| p.as_ref().is_ok_and(|s| !s.plan.is_empty() || s.views.has_changes() || s.pulls() > 0))
+            || self.tables.iter().any(|p| {
+                p.as_ref()
+                    .is_ok_and(|s| !s.plan.is_empty() || s.views.has_changes() || s.pulls() > 0)
+            })
             || self
                 .consumers
                 .iter()
