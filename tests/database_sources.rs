@@ -1002,3 +1002,65 @@ async fn schema_drift_on_the_replica_stops_pulls_with_the_reason() {
         .collect();
     assert_eq!(pulls.len(), 1, "nothing pulled after the drift: {pulls:?}");
 }
+
+/// fake-gcs-server ignores `ifGenerationMatch=0` (it overwrites); the proxy in front of it answers
+/// as Cloud Storage does (412). Through it: an object is created once, and a pull whose folder
+/// another process started first is refused before it reads a row, leaving that folder alone.
+#[tokio::test]
+async fn an_object_is_created_once_and_a_started_pull_is_not_run_twice() {
+    let e = env().await;
+    let endpoints = emulators();
+    let proxy = support::proxy::Proxy::start(&endpoints.storage).await;
+    let gcs = GcsRest::new(&bqsteward::cloud::Endpoints::from_vars(
+        Some(endpoints.bigquery.trim_end_matches("/bigquery/v2").to_string()),
+        Some(proxy.url.clone()),
+    ))
+    .unwrap();
+    gcs.create(&e.bucket, "once.json", b"1".to_vec(), "application/json")
+        .await
+        .unwrap();
+    let again = gcs
+        .create(&e.bucket, "once.json", b"2".to_vec(), "application/json")
+        .await;
+    assert_eq!(again.unwrap_err().status(), Some(412));
+    assert!(proxy.seen().iter().any(|s| s.path.contains("ifGenerationMatch=0")));
+
+    let table = unique("twice");
+    let mut c = mysql().await;
+    my(&mut c, &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, amount DECIMAL(12,2), status VARCHAR(20), modify_time DATETIME(6) NOT NULL)")).await;
+    my(
+        &mut c,
+        &format!("INSERT INTO {table} SELECT seq, seq, 'paid', UTC_TIMESTAMP(6) FROM seq_1_to_10"),
+    )
+    .await;
+    let manifest = payments_manifest(&e, &table, "");
+    let mut report = bqsteward::manifest::LoadReport::default();
+    bqsteward::manifest::load_str("m.yaml", &manifest, &mut report);
+    let bqsteward::manifest::Resource::IngestedTable(r) = &report.resources[0].resource else {
+        panic!("an IngestedTable")
+    };
+    let sources = bqsteward::dbsource::Sources::new(
+        std::sync::Arc::new(bqsteward::dbsource::secrets::DirSecrets {
+            dir: e.secrets.path().into(),
+        }),
+        2,
+    );
+    let observed = bqsteward::dbsource::observe(&sources, &gcs, "payments/twice", &r.spec)
+        .await
+        .unwrap();
+    let plan = bqsteward::dbsource::plan(&r.spec, &observed, chrono::Utc::now(), false);
+    assert_eq!(plan.pulls[0].set, "pull-0000000001");
+    // Another process started the same pull a moment ago.
+    let intent = format!("{table}/pull-0000000001/_PULL");
+    gcs.create(&e.bucket, &intent, b"{\"low\":\"theirs\"}".to_vec(), "application/json")
+        .await
+        .unwrap();
+    let err = bqsteward::dbsource::run(&sources, &gcs, "payments/twice", &r.spec, &plan)
+        .await
+        .unwrap_err();
+    assert!(err.contains("started by another process"), "{err}");
+    let objects = e.landing(&format!("{table}/")).await;
+    assert_eq!(objects, [intent.clone()], "nothing else written");
+    let theirs = e.gcs.read_head(&e.bucket, &intent, 0, 1024).await.unwrap();
+    assert_eq!(theirs, b"{\"low\":\"theirs\"}", "their intent is untouched");
+}

@@ -7,6 +7,10 @@
 //! - A scripted concurrent writer changes the dataset between bqsteward's read and its write.
 //! - `jobs.insert` with a job id the proxy has already forwarded gets BigQuery's 409 `duplicate`
 //!   (bqemulator would run the job again). Only ids seen through this proxy are known.
+//! - In front of fake-gcs-server: a media upload with `ifGenerationMatch=0` whose object exists gets
+//!   Cloud Storage's 412 `conditionNotMet` (fake-gcs-server ignores the precondition and
+//!   overwrites). Checked by a read just before forwarding, so not atomic against a writer that
+//!   bypasses the proxy.
 //!
 //! Simplifications (written down, as the tests rely on them): HTTP/1.1 with `Content-Length`
 //! bodies only (what reqwest sends), one upstream, faults matched by method and path substring.
@@ -199,6 +203,25 @@ impl Proxy {
                 && !self.state.lock().unwrap().job_ids.insert(id.to_string())
             {
                 return (409, error_body(409, "duplicate"));
+            }
+        }
+        // Cloud Storage's contract: objects.insert with ifGenerationMatch=0 fails with 412 when a
+        // live object has the name (fake-gcs-server ignores the precondition and overwrites).
+        if method == "POST"
+            && path.starts_with("/upload/storage/v1/b/")
+            && let Ok(u) = url::Url::parse(&url)
+            && u.query_pairs().any(|(k, v)| k == "ifGenerationMatch" && v == "0")
+            && let Some(name) = u.query_pairs().find(|(k, _)| k == "name").map(|(_, v)| v.into_owned())
+        {
+            let bucket = path
+                .trim_start_matches("/upload/storage/v1/b/")
+                .split('/')
+                .next()
+                .unwrap_or("");
+            let mut object = url::Url::parse(&format!("{}/storage/v1/b/{bucket}/o/", self.upstream)).unwrap();
+            object.path_segments_mut().unwrap().pop_if_empty().push(&name);
+            if http.get(object).send().await.is_ok_and(|r| r.status().is_success()) {
+                return (412, error_body(412, "conditionNotMet"));
             }
         }
         // BigQuery's contract: a dataset PATCH with a stale If-Match fails with 412.
