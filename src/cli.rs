@@ -318,20 +318,9 @@ pub fn validate(paths: &[PathBuf], policy: Option<PathBuf>, output: Output) -> a
 
 /// `bqsteward import-schema`: exit 0 with the block on stdout, 1 with the reason on stderr.
 pub async fn import_schema(engine: &str, url_file: &std::path::Path, table: &str) -> i32 {
-    let engine = match engine {
-        "mysql" | "mariadb" => crd::DatabaseEngine::Mysql,
-        "postgres" | "postgresql" => crd::DatabaseEngine::Postgres,
-        other => {
-            eprintln!("error: --engine {other:?}: use mysql or postgres");
-            return 1;
-        }
-    };
-    let url = match std::fs::read_to_string(url_file) {
-        Ok(t) => crate::dbsource::secrets::SecretText::new(&t),
-        Err(e) => {
-            eprintln!("error: cannot read --url-file {}: {}", url_file.display(), e.kind());
-            return 1;
-        }
+    let (engine, url) = match engine_and_url(engine, url_file) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     match crate::dbsource::import_schema(engine, &url, table).await {
         Ok(block) => {
@@ -347,20 +336,9 @@ pub async fn import_schema(engine: &str, url_file: &std::path::Path, table: &str
 
 /// `bqsteward bench extract`.
 pub async fn bench_extract(engine: &str, url_file: &std::path::Path, rows: u64, file_mib: u32) -> i32 {
-    let engine = match engine {
-        "mysql" | "mariadb" => crd::DatabaseEngine::Mysql,
-        "postgres" | "postgresql" => crd::DatabaseEngine::Postgres,
-        other => {
-            eprintln!("error: --engine {other:?}: use mysql or postgres");
-            return 1;
-        }
-    };
-    let url = match std::fs::read_to_string(url_file) {
-        Ok(t) => crate::dbsource::secrets::SecretText::new(&t),
-        Err(e) => {
-            eprintln!("error: cannot read --url-file {}: {}", url_file.display(), e.kind());
-            return 1;
-        }
+    let (engine, url) = match engine_and_url(engine, url_file) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     match crate::dbsource::bench::run(engine, &url, rows, file_mib).await {
         Ok(f) => {
@@ -387,6 +365,28 @@ pub async fn bench_extract(engine: &str, url_file: &std::path::Path, rows: u64, 
         Err(e) => {
             eprintln!("error: {e}");
             1
+        }
+    }
+}
+
+/// `--engine` and the URL in `--url-file` (never printed); `Err(1)` after saying what is wrong.
+fn engine_and_url(
+    engine: &str,
+    url_file: &std::path::Path,
+) -> Result<(crd::DatabaseEngine, crate::dbsource::secrets::SecretText), i32> {
+    let engine = match engine {
+        "mysql" | "mariadb" => crd::DatabaseEngine::Mysql,
+        "postgres" | "postgresql" => crd::DatabaseEngine::Postgres,
+        other => {
+            eprintln!("error: --engine {other:?}: use mysql or postgres");
+            return Err(1);
+        }
+    };
+    match std::fs::read_to_string(url_file) {
+        Ok(t) => Ok((engine, crate::dbsource::secrets::SecretText::new(&t))),
+        Err(e) => {
+            eprintln!("error: cannot read --url-file {}: {}", url_file.display(), e.kind());
+            Err(1)
         }
     }
 }

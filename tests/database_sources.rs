@@ -1060,7 +1060,7 @@ async fn an_object_is_created_once_and_a_started_pull_is_not_run_twice() {
         .unwrap_err();
     assert!(err.contains("started by another process"), "{err}");
     let objects = e.landing(&format!("{table}/")).await;
-    assert_eq!(objects, [intent.clone()], "nothing else written");
+    assert_eq!(objects, std::slice::from_ref(&intent), "nothing else written");
     let theirs = e.gcs.read_head(&e.bucket, &intent, 0, 1024).await.unwrap();
     assert_eq!(theirs, b"{\"low\":\"theirs\"}", "their intent is untouched");
 }

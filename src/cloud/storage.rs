@@ -92,6 +92,35 @@ impl GcsRest {
         self.page_size = page_size.clamp(1, 1000);
         self
     }
+
+    /// `objects.insert` (media upload); `only_new` adds `ifGenerationMatch=0`.
+    async fn insert(
+        &self,
+        bucket: &str,
+        name: &str,
+        data: Vec<u8>,
+        content_type: &str,
+        only_new: bool,
+    ) -> Result<ObjectInfo, CloudError> {
+        let op = format!(
+            "objects.insert gs://{bucket}/{name}{}",
+            if only_new { " (ifGenerationMatch=0)" } else { "" }
+        );
+        let url = format!("{}/upload/storage/v1/b/{}/o", self.root, enc(bucket));
+        let mut query = vec![("uploadType", "media"), ("name", name)];
+        if only_new {
+            query.push(("ifGenerationMatch", "0"));
+        }
+        let req = self
+            .rest
+            .http
+            .post(url)
+            .query(&query)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(data);
+        let raw: RawObject = self.rest.json(&op, req).await?;
+        raw.into_info(&op)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -184,17 +213,7 @@ impl Storage for GcsRest {
         data: Vec<u8>,
         content_type: &str,
     ) -> Result<ObjectInfo, CloudError> {
-        let op = format!("objects.insert gs://{bucket}/{name}");
-        let url = format!("{}/upload/storage/v1/b/{}/o", self.root, enc(bucket));
-        let req = self
-            .rest
-            .http
-            .post(url)
-            .query(&[("uploadType", "media"), ("name", name)])
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(data);
-        let raw: RawObject = self.rest.json(&op, req).await?;
-        raw.into_info(&op)
+        self.insert(bucket, name, data, content_type, false).await
     }
 
     async fn create(
@@ -204,17 +223,7 @@ impl Storage for GcsRest {
         data: Vec<u8>,
         content_type: &str,
     ) -> Result<ObjectInfo, CloudError> {
-        let op = format!("objects.insert gs://{bucket}/{name} (ifGenerationMatch=0)");
-        let url = format!("{}/upload/storage/v1/b/{}/o", self.root, enc(bucket));
-        let req = self
-            .rest
-            .http
-            .post(url)
-            .query(&[("uploadType", "media"), ("name", name), ("ifGenerationMatch", "0")])
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(data);
-        let raw: RawObject = self.rest.json(&op, req).await?;
-        raw.into_info(&op)
+        self.insert(bucket, name, data, content_type, true).await
     }
 
     async fn delete(&self, bucket: &str, name: &str) -> Result<(), CloudError> {

@@ -3,8 +3,8 @@
 //! one batch that replaces that day's rows.
 
 use super::landing;
-use crate::ingest::model::{Batch, BatchKind, Category, FileState, Ledger, SourceFile};
-use crate::ingest::plan::{LoadPlan, Settings, resumed_batches, snapshot_set, take_batch};
+use crate::ingest::model::{Batch, BatchKind, Ledger, SourceFile};
+use crate::ingest::plan::{LoadPlan, Settings, Settled, resumed_batches, settled, snapshot_set, take_batch};
 use std::collections::{BTreeMap, HashSet};
 
 /// Plans the loads of complete sets (`listing` holds only complete sets' data files and their
@@ -34,17 +34,12 @@ pub fn plan(s: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
         if in_flight.contains(&(f.uri.as_str(), f.generation)) {
             continue;
         }
-        match ledger.get(&f.uri, f.generation) {
-            Some(e) if e.state == FileState::Loaded || e.state == FileState::Abandoned => continue,
-            Some(e) if e.state == FileState::Quarantined => {
-                let retry =
-                    e.category == Some(Category::IncompatibleSchema) && ledger.batch(e).schema_hash != s.schema_hash;
-                if !retry {
-                    continue;
-                }
-                out.retried_quarantined += 1;
-            }
-            _ => {}
+        // A pull's files are never abandoned; a daily reload's are when one of them was bad (the
+        // day keeps its rows; the next day's reload is another set).
+        match settled(s, ledger, f, true) {
+            Settled::Done => continue,
+            Settled::Retry => out.retried_quarantined += 1,
+            Settled::New => {}
         }
         entry.1.push(f.clone());
     }

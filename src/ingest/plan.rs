@@ -150,17 +150,10 @@ fn incremental_candidates(
         if in_flight.contains(&(f.uri.as_str(), f.generation)) {
             continue;
         }
-        match ledger.get(&f.uri, f.generation) {
-            Some(e) if e.state == FileState::Loaded => continue,
-            Some(e) if e.state == FileState::Quarantined => {
-                let retry =
-                    e.category == Some(Category::IncompatibleSchema) && ledger.batch(e).schema_hash != s.schema_hash;
-                if !retry {
-                    continue;
-                }
-                out.retried_quarantined += 1;
-            }
-            _ => {
+        match settled(s, ledger, f, false) {
+            Settled::Done => continue,
+            Settled::Retry => out.retried_quarantined += 1,
+            Settled::New => {
                 if ignore_reuploads && ledger.uri_loaded(&f.uri) {
                     out.ignored_reuploads += 1;
                     continue;
@@ -170,6 +163,34 @@ fn incremental_candidates(
         pending.push(f.clone());
     }
     pending
+}
+
+/// What the ledger says of one file generation.
+pub(crate) enum Settled {
+    /// Loaded (or abandoned, see [`settled`]), or quarantined for good: nothing to do.
+    Done,
+    /// Quarantined as IncompatibleSchema under another declared schema: load it again.
+    Retry,
+    /// Not in the ledger (or only planned elsewhere): load it.
+    New,
+}
+
+/// What the ledger says of `f`. An ABANDONED file (of a snapshot set or a daily reload that had a
+/// bad file) is done when `abandoned_is_done`, new otherwise (files loaded incrementally since).
+pub(crate) fn settled(s: &Settings, ledger: &Ledger, f: &SourceFile, abandoned_is_done: bool) -> Settled {
+    match ledger.get(&f.uri, f.generation) {
+        Some(e) if e.state == FileState::Loaded || (abandoned_is_done && e.state == FileState::Abandoned) => {
+            Settled::Done
+        }
+        Some(e) if e.state == FileState::Quarantined => {
+            if e.category == Some(Category::IncompatibleSchema) && ledger.batch(e).schema_hash != s.schema_hash {
+                Settled::Retry
+            } else {
+                Settled::Done
+            }
+        }
+        _ => Settled::New,
+    }
 }
 
 /// How many files from the front of `files` make one batch.
