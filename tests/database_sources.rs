@@ -1064,3 +1064,101 @@ async fn an_object_is_created_once_and_a_started_pull_is_not_run_twice() {
     let theirs = e.gcs.read_head(&e.bucket, &intent, 0, 1024).await.unwrap();
     assert_eq!(theirs, b"{\"low\":\"theirs\"}", "their intent is untouched");
 }
+
+/// Values the plain mapping would change are reported instead (TINYINT(1) holding 2, invalid JSON
+/// text in MariaDB); PostgreSQL arrays of times keep their order and zone; a pretty-printed `json`
+/// value stays on its one line.
+#[tokio::test]
+async fn edge_values_are_reported_or_kept_exactly() {
+    let e = env().await;
+    let table = unique("edge");
+    let mut c = mysql().await;
+    my(
+        &mut c,
+        &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, flag TINYINT(1), doc LONGTEXT)"),
+    )
+    .await;
+    my(
+        &mut c,
+        &format!("INSERT INTO {table} VALUES (1, 1, '{{\"a\": 1}}'), (2, 2, '{{}}'), (3, 0, 'not json')"),
+    )
+    .await;
+    let manifest = format!(
+        r#"apiVersion: bqsteward.dev/v1alpha1
+kind: IngestedTable
+metadata: {{name: edge, namespace: payments}}
+spec:
+  source:
+    database: {{engine: mysql, table: bqsteward.{table}, connectionSecret: {{name: mysql-replica}}, watermark: {{column: id}}}}
+    landing: gs://{bucket}/{table}/
+  destination: {{project: {PROJECT}, dataset: {dataset}, table: {table}}}
+  primaryKey: [id]
+  schema: [{{name: id, type: INT64, mode: REQUIRED}}, {{name: flag, type: BOOL}}, {{name: doc, type: JSON}}]
+"#,
+        bucket = e.bucket,
+        dataset = e.dataset
+    );
+    let r = e.apply(&manifest).await;
+    ok(&r, 0);
+    assert!(r.stdout.contains("2 rows not loaded"), "{}", r.stdout);
+    let report = String::from_utf8(
+        e.gcs
+            .read_head(
+                &e.bucket,
+                &format!("{table}/pull-0000000001/_REJECTED.jsonl"),
+                0,
+                1 << 20,
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(report.contains(r#""columns":["flag"],"key":{"id":2}"#), "{report}");
+    assert!(report.contains(r#""columns":["doc"],"key":{"id":3}"#), "{report}");
+
+    let ptable = unique("pgedge");
+    let mut p = postgres().await;
+    pg(&mut p, "CREATE SCHEMA IF NOT EXISTS shop").await;
+    pg(
+        &mut p,
+        &format!("CREATE TABLE shop.{ptable} (id bigint PRIMARY KEY, at timestamptz[], doc json)"),
+    )
+    .await;
+    pg(
+        &mut p,
+        &format!(
+            "INSERT INTO shop.{ptable} VALUES (1, ARRAY['2026-11-27 12:00:00+02', '2026-01-01 00:00:00.5+00']::timestamptz[], \
+             E'{{\\n  \"k\": [1,\\n 2]\\n}}')"
+        ),
+    )
+    .await;
+    let manifest = format!(
+        r#"apiVersion: bqsteward.dev/v1alpha1
+kind: IngestedTable
+metadata: {{name: pgedge, namespace: shop}}
+spec:
+  source:
+    database: {{engine: postgres, table: shop.{ptable}, connectionSecret: {{name: pg-replica}}, watermark: {{column: id}}}}
+    landing: gs://{bucket}/{ptable}/
+  destination: {{project: {PROJECT}, dataset: {dataset}, table: {ptable}}}
+  schema: [{{name: id, type: INT64, mode: REQUIRED}}, {{name: at, type: TIMESTAMP, mode: REPEATED}}, {{name: doc, type: JSON}}]
+"#,
+        bucket = e.bucket,
+        dataset = e.dataset
+    );
+    ok(&e.apply(&manifest).await, 0);
+    let raw = format!("`{PROJECT}.{}.{ptable}`", e.dataset);
+    let got = e
+        .rows(&format!(
+            "SELECT ARRAY_TO_STRING(ARRAY(SELECT CAST(t AS STRING) FROM UNNEST(at) t WITH OFFSET o ORDER BY o), '|'), \
+             TO_JSON_STRING(doc) FROM {raw}"
+        ))
+        .await;
+    assert_eq!(
+        got[0],
+        [
+            Some("2026-11-27 10:00:00+00|2026-01-01 00:00:00.5+00".into()),
+            Some("{\"k\":[1,2]}".into())
+        ]
+    );
+}

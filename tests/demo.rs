@@ -92,9 +92,9 @@ fn the_demo_tells_the_whole_story() {
     has("  - {name: \"card_number\", type: STRING}   # varchar(19)");
     has("source: replica column \"region\" (char(2)) is not declared");
     has("IngestedTable demo/payments-replica: pulled pull-0000000001: 1000 rows in 1 files");
-    has("IngestedTable demo/payments-replica: pulled pull-0000000002: 18 rows in 1 files");
+    has("IngestedTable demo/payments-replica: pulled pull-0000000002: 19 rows in 1 files");
     has("  7  | refunded");
-    has("  1018     | 1000      ");
+    has("  1019     | 1000      ");
     has(
         "acme-data-eng.payments_replica__views_clean.transactions: id, amount, status, modify_time, _bqsteward_loaded_at",
     );

@@ -58,8 +58,9 @@ pub trait Storage: Send + Sync {
         data: Vec<u8>,
         content_type: &str,
     ) -> Result<ObjectInfo, CloudError>;
-    /// Deletes the live generation of an object; succeeds if it is already gone.
-    async fn delete(&self, bucket: &str, name: &str) -> Result<(), CloudError>;
+    /// Deletes one generation of an object (`ifGenerationMatch`); succeeds if it is already gone
+    /// or was replaced by a newer generation (which is then not this caller's to delete).
+    async fn delete(&self, bucket: &str, name: &str, generation: i64) -> Result<(), CloudError>;
     /// Creates a bucket in `project`; succeeds if it already exists.
     async fn create_bucket(&self, project: &str, bucket: &str) -> Result<(), CloudError>;
 }
@@ -226,12 +227,17 @@ impl Storage for GcsRest {
         self.insert(bucket, name, data, content_type, true).await
     }
 
-    async fn delete(&self, bucket: &str, name: &str) -> Result<(), CloudError> {
-        let op = format!("objects.delete gs://{bucket}/{name}");
+    async fn delete(&self, bucket: &str, name: &str, generation: i64) -> Result<(), CloudError> {
+        let op = format!("objects.delete gs://{bucket}/{name}#{generation}");
         let url = format!("{}/storage/v1/b/{}/o/{}", self.root, enc(bucket), enc(name));
-        match self.rest.send(&op, self.rest.http.delete(url)).await {
+        let req = self
+            .rest
+            .http
+            .delete(url)
+            .query(&[("ifGenerationMatch", generation.to_string())]);
+        match self.rest.send(&op, req).await {
             Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) if matches!(e.status(), Some(404 | 412)) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -48,7 +48,7 @@ impl Storage for Discard {
             updated: String::new(),
         })
     }
-    async fn delete(&self, _: &str, _: &str) -> Result<(), CloudError> {
+    async fn delete(&self, _: &str, _: &str, _: i64) -> Result<(), CloudError> {
         Ok(())
     }
     async fn create_bucket(&self, _: &str, _: &str) -> Result<(), CloudError> {

@@ -135,7 +135,7 @@ impl Extraction {
         }
     }
 
-    /// The high mark of this snapshot: the database clock (UTC) or the greatest key.
+    /// The database clock (UTC) and the greatest watermark value of this snapshot.
     fn high_query(&self) -> String {
         let clock = match self.engine {
             DatabaseEngine::Mysql => "DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%d %H:%i:%s.%f')".to_string(),
@@ -150,7 +150,29 @@ impl Extraction {
                 };
                 format!("SELECT {clock}, {max}")
             }
-            _ => format!("SELECT {clock}, NULL"),
+            Some((col, WatermarkKind::Time(t))) => {
+                let q = types::quote(self.engine, col);
+                let table = self.qualified_table();
+                let max = match (self.engine, t.canonical()) {
+                    (DatabaseEngine::Mysql, "DATE") => {
+                        format!("(SELECT DATE_FORMAT(MAX({q}), '%Y-%m-%d') FROM {table})")
+                    }
+                    (DatabaseEngine::Mysql, _) => {
+                        format!("(SELECT DATE_FORMAT(MAX({q}), '%Y-%m-%d %H:%i:%s.%f') FROM {table})")
+                    }
+                    (DatabaseEngine::Postgres, "DATE") => {
+                        format!("(SELECT to_char(MAX({q}), 'YYYY-MM-DD') FROM {table})")
+                    }
+                    (DatabaseEngine::Postgres, "TIMESTAMP") => format!(
+                        "(SELECT to_char(MAX({q}) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM {table})"
+                    ),
+                    (DatabaseEngine::Postgres, _) => {
+                        format!("(SELECT to_char(MAX({q}), 'YYYY-MM-DD HH24:MI:SS.US') FROM {table})")
+                    }
+                };
+                format!("SELECT {clock}, {max}")
+            }
+            None => format!("SELECT {clock}, NULL"),
         }
     }
 }
@@ -197,12 +219,9 @@ async fn pull_inner(
                 name(landing::INTENT)
             )));
         }
-        Err(e) => {
-            return Err(DbError {
-                message: format!("cannot start {}: {e}", req.set),
-                transient: e.is_retryable(),
-            });
-        }
+        // Not retried here, even when transient: without the intent this process does not know
+        // whether the folder is its own, and only its own folder may be deleted and pulled again.
+        Err(e) => return Err(DbError::fatal(format!("cannot start {}: {e}", req.set))),
     }
     let db = |what: &str, e: sqlx::Error| DbError::sqlx(what, &e, url);
     if x.engine == DatabaseEngine::Mysql {
@@ -232,10 +251,27 @@ async fn pull_inner(
         Some(mut r) if r.len() == 2 => (r[0].take(), r[1].take()),
         _ => (None, None),
     };
+    // The high mark is what this snapshot holds: the greatest key, or the greatest time — bounded
+    // by the database's clock (a row stamped in the future does not move it ahead), so a lagging
+    // replica or a column written in another zone never makes the next pull skip rows. Same-format
+    // text compares like the times it spells.
     let high = match &x.watermark {
         Some((_, WatermarkKind::Key)) => max_key.or_else(|| req.low.clone()),
-        Some((_, WatermarkKind::Time(t))) if t.canonical() == "DATE" => db_time.as_ref().map(|t| t[..10].to_string()),
-        _ => db_time.clone(),
+        Some((_, WatermarkKind::Time(t))) => {
+            let clock = db_time.as_ref().map(|c| {
+                if t.canonical() == "DATE" {
+                    c[..10].to_string()
+                } else {
+                    c.clone()
+                }
+            });
+            match (max_key, clock) {
+                (Some(m), Some(c)) => Some(m.min(c)),
+                (None, _) => req.low.clone(),
+                (m, None) => m,
+            }
+        }
+        None => db_time.clone(),
     };
     let (sql, binds) = x.query(req);
     tracing::debug!(table = %x.qualified_table(), set = %req.set, "pulling");
@@ -252,8 +288,16 @@ async fn pull_inner(
     let consume = async {
         while let Some(row) = rx.recv().await {
             let mut it = row.into_iter();
-            let line = it.next().flatten().unwrap_or_default();
-            let bad = it.next().flatten().unwrap_or_default();
+            let line = it.next().flatten();
+            let mut bad = it.next().flatten().unwrap_or_default();
+            // MySQL's CONCAT gives NULL for a row longer than max_allowed_packet: never an empty line.
+            let line = match line {
+                Some(l) if !l.is_empty() => l,
+                _ => {
+                    bad = "(row too large to encode: raise max_allowed_packet)".into();
+                    String::new()
+                }
+            };
             if !bad.is_empty() {
                 marker.rejected += 1;
                 if marker.rejected as usize <= REJECTED_KEPT {

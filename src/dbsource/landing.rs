@@ -65,7 +65,8 @@ pub struct Marker {
     /// Rows read are before this (day reloads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub below: Option<String>,
-    /// The high mark: the database's clock (time watermark) or greatest key at the snapshot.
+    /// The high mark: the greatest watermark of the snapshot (for times, bounded by the database's
+    /// clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high: Option<String>,
     /// The database's clock at the snapshot (UTC).
@@ -92,8 +93,8 @@ pub struct SetState {
     pub started: bool,
     /// `_COMPLETE` exists (its generation).
     pub complete: Option<i64>,
-    /// Every object of the set (for cleaning up an interrupted one).
-    pub objects: Vec<String>,
+    /// Every object of the set and its generation (for cleaning up an interrupted one).
+    pub objects: Vec<(String, i64)>,
     /// When its newest object was written (ms since the epoch).
     pub newest_ms: i64,
     /// When `_COMPLETE` was written (ms since the epoch).
@@ -120,7 +121,7 @@ impl Landing {
                 continue;
             }
             let s = sets.entry(set.to_string()).or_default();
-            s.objects.push(o.name.clone());
+            s.objects.push((o.name.clone(), o.generation));
             s.newest_ms = s
                 .newest_ms
                 .max(crate::ingest::source::parse_time_ms(&o.updated).unwrap_or(0));
@@ -206,7 +207,10 @@ mod tests {
         assert!(!l.day_complete("2026-11-25"));
         assert_eq!(
             l.sets["pull-0000000002"].objects,
-            ["land/pull-0000000002/_PULL", "land/pull-0000000002/part-00000.jsonl"]
+            [
+                ("land/pull-0000000002/_PULL".to_string(), 5),
+                ("land/pull-0000000002/part-00000.jsonl".to_string(), 5)
+            ]
         );
         assert_eq!(numbered(SetKind::Pull, 3), "pull-0000000003");
     }

@@ -81,8 +81,9 @@ pub struct SourcePlan {
     pub notes: Vec<String>,
     /// The pulls, in order (incremental or snapshot first, then the daily reload).
     pub pulls: Vec<PullRequest>,
-    /// Objects of interrupted pulls to delete first.
-    pub cleanup: Vec<String>,
+    /// Objects of interrupted pulls to delete first (name, generation: a newer generation, written
+    /// by a pull started since, is never deleted).
+    pub cleanup: Vec<(String, i64)>,
     /// The extraction (absent when there are problems).
     pub extraction: Option<Extraction>,
 }
@@ -319,6 +320,15 @@ pub fn plan(
             ));
         }
     }
+    if let Some(w) = &db.watermark
+        && let Some(c) = columns.iter().find(|c| c.name.eq_ignore_ascii_case(&w.column))
+        && c.source.nullable
+    {
+        out.problems.push(format!(
+            "watermark column {:?} is nullable on the replica: a row whose {} is NULL would be read by the first pull              only and never again; make it NOT NULL on the replica, or choose another watermark",
+            w.column, w.column
+        ));
+    }
     if !out.problems.is_empty() {
         return out;
     }
@@ -515,8 +525,8 @@ async fn run_inner(
     let Some(_guard) = sources.limits.begin_pull(&format!("{}/{}", x.bucket, x.prefix)) else {
         return Err("a pull of this table is already running in this process".into());
     };
-    for name in &p.cleanup {
-        gcs.delete(&x.bucket, name)
+    for (name, generation) in &p.cleanup {
+        gcs.delete(&x.bucket, name, *generation)
             .await
             .map_err(|e| format!("cannot delete an interrupted pull's object: {e}"))?;
         report.cleaned += 1;
@@ -555,7 +565,7 @@ async fn run_inner(
                         .await
                         .map_err(|e| format!("cannot list the interrupted {}: {e}", req.set))?;
                     for o in objects {
-                        gcs.delete(&x.bucket, &o.name)
+                        gcs.delete(&x.bucket, &o.name, o.generation)
                             .await
                             .map_err(|e| format!("cannot delete the interrupted {}: {e}", req.set))?;
                     }
@@ -621,7 +631,7 @@ schema: [{name: id, type: INT64}, {name: modify_time, type: DATETIME}]
             column_type: dt.into(),
             precision: None,
             scale: None,
-            nullable: true,
+            nullable: name != "modify_time",
         };
         let mut landing = Landing::default();
         landing.sets.insert(
@@ -680,6 +690,21 @@ schema: [{name: id, type: INT64}, {name: modify_time, type: DATETIME}]
         );
         let later = plan(&spec(), &observed(now.timestamp_millis() - 14 * 60_000), now, true);
         assert_eq!(later.pulls.len(), 1, "due within a tenth of the interval");
+    }
+
+    #[test]
+    fn a_nullable_watermark_stops_pulls() {
+        let mut o = observed(0);
+        for c in &mut o.columns {
+            c.nullable = true;
+        }
+        let p = plan(&spec(), &o, chrono::Utc::now(), false);
+        assert!(p.pulls.is_empty(), "{:?}", p.pulls);
+        assert!(
+            p.problems[0].contains("\"modify_time\" is nullable on the replica"),
+            "{:?}",
+            p.problems
+        );
     }
 
     #[test]

@@ -21,8 +21,9 @@
 //! |                                      | arrays of the above              | REPEATED element    |
 //!
 //! Not loadable, reported per row and column: MySQL zero dates (`0000-00-00`, zero month or day),
-//! TIME outside 00:00–23:59:59; PostgreSQL `infinity` dates and times, years outside 1–9999,
-//! `24:00:00`, numeric `NaN`, arrays with NULL elements or more than one dimension.
+//! TIME outside 00:00–23:59:59, TINYINT(1) other than 0/1, invalid JSON text (MariaDB); PostgreSQL
+//! `infinity` dates and times, years outside 1–9999, `24:00:00`, numeric `NaN` (also in arrays),
+//! arrays with NULL elements or more than one dimension.
 
 use crate::crd::{ColumnMode, ColumnType, DatabaseEngine};
 
@@ -239,7 +240,9 @@ fn mysql_value(c: &Extracted, q: &str) -> String {
         "TIMESTAMP" => format!("JSON_QUOTE(CONCAT(DATE_FORMAT({q}, '%Y-%m-%d %H:%i:%s.%f'), '+00:00'))"),
         "TIME" => format!("JSON_QUOTE(TIME_FORMAT({q}, '%H:%i:%s.%f'))"),
         "BYTES" => format!("JSON_QUOTE(REPLACE(TO_BASE64({q}), '\\n', ''))"),
-        // MariaDB's JSON is LONGTEXT holding valid JSON: compacted onto one line.
+        // MySQL's JSON type prints as one line; MariaDB's JSON is a LONGTEXT (checked valid by
+        // `bad_values`), compacted onto one line.
+        _ if c.declared.canonical() == "JSON" && dt == "json" => format!("CAST({q} AS CHAR)"),
         _ if c.declared.canonical() == "JSON" => format!("JSON_COMPACT({q})"),
         _ => format!("JSON_QUOTE({q})"),
     }
@@ -248,21 +251,30 @@ fn mysql_value(c: &Extracted, q: &str) -> String {
 /// One PostgreSQL value, as what `row_to_json` should see.
 fn postgres_value(c: &Extracted, q: &str) -> String {
     let array = c.source.column_type == "ARRAY";
+    let ts = |e: &str| format!("to_char({e} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')");
+    let dt = |e: &str| format!("to_char({e}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')");
+    let tm = |e: &str| format!("to_char({e}, 'HH24:MI:SS.US')");
+    let by = |e: &str| format!("translate(encode({e}, 'base64'), E'\\n', '')");
+    // Each element of an array through `f`, in order.
+    let each = |f: String| format!("(SELECT array_agg({f} ORDER BY n) FROM unnest({q}) WITH ORDINALITY AS u(e, n))");
     match c.mapped.canonical() {
         "NUMERIC" | "BIGNUMERIC" if array => format!("{q}::text[]"),
         "NUMERIC" | "BIGNUMERIC" => format!("{q}::text"),
-        "BYTES" if array => {
-            format!("(SELECT array_agg(translate(encode(e, 'base64'), E'\\n', '')) FROM unnest({q}) e)")
-        }
-        "BYTES" => format!("translate(encode({q}, 'base64'), E'\\n', '')"),
-        "TIMESTAMP" => format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"),
-        "DATETIME" => format!("to_char({q}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"),
-        "TIME" => format!("to_char({q}, 'HH24:MI:SS.US')"),
+        "BYTES" if array => each(by("e")),
+        "BYTES" => by(q),
+        "TIMESTAMP" if array => each(ts("e")),
+        "TIMESTAMP" => ts(q),
+        "DATETIME" if array => each(dt("e")),
+        "DATETIME" => dt(q),
+        "TIME" if array => each(tm("e")),
+        "TIME" => tm(q),
         "STRING" if c.source.column_type == "USER-DEFINED" || c.source.data_type == "uuid" => {
             format!("{q}::text")
         }
         // MariaDB aside, a STRING declared for JSON/JSONB: the JSON text.
         "JSON" if c.declared.canonical() == "STRING" => format!("{q}::text"),
+        // `json` keeps its text as written, newlines included: through jsonb it is one line.
+        "JSON" if c.source.data_type == "json" => format!("{q}::jsonb"),
         _ => q.to_string(),
     }
 }
@@ -276,9 +288,20 @@ pub fn bad_values(engine: DatabaseEngine, cols: &[Extracted]) -> String {
         let name = literal(engine, &c.name);
         let array = c.source.column_type == "ARRAY";
         let cond = match (engine, c.mapped.canonical()) {
+            (_, "NUMERIC" | "BIGNUMERIC") if array => Some(format!(
+                "(array_position({q}, NULL) IS NOT NULL OR array_ndims({q}) > 1 OR 'NaN'::numeric = ANY({q}))"
+            )),
             (_, _) if array => Some(format!(
                 "(array_position({q}, NULL) IS NOT NULL OR array_ndims({q}) > 1)"
             )),
+            // TINYINT(1) is a display width, not a type: 2 or -1 would become true.
+            (DatabaseEngine::Mysql, "BOOL") if c.source.data_type == "tinyint" => {
+                Some(format!("({q} IS NOT NULL AND {q} NOT IN (0, 1))"))
+            }
+            // MariaDB's JSON is a LONGTEXT: invalid text would load as NULL.
+            (DatabaseEngine::Mysql, _) if c.declared.canonical() == "JSON" && c.source.data_type != "json" => {
+                Some(format!("({q} IS NOT NULL AND NOT JSON_VALID({q}))"))
+            }
             (DatabaseEngine::Mysql, "DATE" | "DATETIME" | "TIMESTAMP") => Some(format!(
                 "({q} IS NOT NULL AND (YEAR({q}) = 0 OR MONTH({q}) = 0 OR DAYOFMONTH({q}) = 0))"
             )),

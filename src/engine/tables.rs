@@ -18,7 +18,8 @@ pub struct TableState {
     /// The view layers as planned against the table as read.
     pub views: LayoutPlan,
     /// A database source: its pulls as planned, or why the replica or the landing could not be
-    /// read (nothing is pulled then; complete pulls still load).
+    /// read (then the table is not touched at all this run — not even complete pulls load — so a
+    /// wrong Secret writes nothing).
     pub source: Option<Result<SourcePlan, String>>,
 }
 
