@@ -60,6 +60,11 @@ impl Env {
         self.bq.query(PROJECT, "US", sql, &[]).await.unwrap().rows
     }
 
+    /// The text of an object of the bucket.
+    async fn object(&self, name: &str) -> String {
+        String::from_utf8(self.gcs.read_head(&self.bucket, name, 0, 1 << 20).await.unwrap()).unwrap()
+    }
+
     async fn landing(&self, prefix: &str) -> Vec<String> {
         self.gcs
             .list(&self.bucket, prefix)
@@ -557,32 +562,10 @@ spec:
     assert_eq!(got[1][1], s("false"));
     assert_eq!(got[1][14], s(""));
     // The zero-date row is in the report with its key and column, not in the data.
-    let data = String::from_utf8(
-        e.gcs
-            .read_head(
-                &e.bucket,
-                &format!("{table}/pull-0000000001/part-00000.jsonl"),
-                0,
-                1 << 20,
-            )
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let data = e.object(&format!("{table}/pull-0000000001/part-00000.jsonl")).await;
     assert!(!data.contains("\"big\""), "an undeclared column is never read: {data}");
     assert!(!data.contains("zero date"), "{data}");
-    let report = String::from_utf8(
-        e.gcs
-            .read_head(
-                &e.bucket,
-                &format!("{table}/pull-0000000001/_REJECTED.jsonl"),
-                0,
-                1 << 20,
-            )
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let report = e.object(&format!("{table}/pull-0000000001/_REJECTED.jsonl")).await;
     assert_eq!(
         report.trim(),
         r#"{"columns":["dd"],"key":{"id":4},"values":{"dd":"0000-00-00"}}"#
@@ -699,18 +682,7 @@ spec:
     assert_eq!(got[1][3], s("inf"), "Infinity kept (BigQuery spells it inf)");
     assert_eq!(got[1][6], s("9999-12-31"));
     assert_eq!(got[1][12], s(""));
-    let report = String::from_utf8(
-        e.gcs
-            .read_head(
-                &e.bucket,
-                &format!("{table}/pull-0000000001/_REJECTED.jsonl"),
-                0,
-                1 << 20,
-            )
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let report = e.object(&format!("{table}/pull-0000000001/_REJECTED.jsonl")).await;
     // Keys and columns named; the PII column's value is never reported.
     assert!(report.contains(r#""columns":["ts"],"key":{"id":4}"#), "{report}");
     assert!(report.contains(r#""columns":["a"],"key":{"id":5}"#), "{report}");
@@ -1101,18 +1073,7 @@ spec:
     let r = e.apply(&manifest).await;
     ok(&r, 0);
     assert!(r.stdout.contains("2 rows not loaded"), "{}", r.stdout);
-    let report = String::from_utf8(
-        e.gcs
-            .read_head(
-                &e.bucket,
-                &format!("{table}/pull-0000000001/_REJECTED.jsonl"),
-                0,
-                1 << 20,
-            )
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let report = e.object(&format!("{table}/pull-0000000001/_REJECTED.jsonl")).await;
     assert!(report.contains(r#""columns":["flag"],"key":{"id":2}"#), "{report}");
     assert!(report.contains(r#""columns":["doc"],"key":{"id":3}"#), "{report}");
 
