@@ -179,20 +179,7 @@ impl Extraction {
 
 /// Runs one pull into its set. `Err` leaves the set without `_COMPLETE`: it is never loaded, and a
 /// later pull supersedes it.
-///
-/// Boxed: the `Send` proof of a future holding sqlx's row stream must be made at one lifetime.
-pub fn pull<'a>(
-    conn: &'a mut Conn,
-    gcs: &'a dyn Storage,
-    x: &'a Extraction,
-    req: &'a PullRequest,
-    url: &'a super::secrets::SecretText,
-) -> futures::future::BoxFuture<'a, Result<Marker, DbError>> {
-    use futures::FutureExt;
-    pull_inner(conn, gcs, x, req, url).boxed()
-}
-
-async fn pull_inner(
+pub async fn pull(
     conn: &mut Conn,
     gcs: &dyn Storage,
     x: &Extraction,

@@ -125,20 +125,7 @@ async fn connect(
 
 /// Reads the replica's columns, the landing listing and the last complete pull's marker.
 /// Read-only (it needs the Secret, as `plan` does).
-///
-/// Boxed: sqlx's streams make the future's `Send` proof lifetime-generic, which the controller's
-/// spawned reconciles cannot use; a boxed future is proven `Send` once, here.
-pub fn observe<'a>(
-    sources: &'a Sources,
-    gcs: &'a dyn Storage,
-    resource: &'a str,
-    spec: &'a IngestedTableSpec,
-) -> futures::future::BoxFuture<'a, Result<SourceObserved, String>> {
-    use futures::FutureExt;
-    observe_inner(sources, gcs, resource, spec).boxed()
-}
-
-async fn observe_inner(
+pub async fn observe(
     sources: &Sources,
     gcs: &dyn Storage,
     resource: &str,
@@ -496,19 +483,7 @@ async fn backoff(resource: &str, set: &str, attempt: u32, error: &str) {
 
 /// Runs the planned pulls of one table (deleting interrupted sets first). `Err` names what failed;
 /// complete pulls before it stay complete and load.
-/// Boxed, like [`observe`].
-pub fn run<'a>(
-    sources: &'a Sources,
-    gcs: &'a dyn Storage,
-    resource: &'a str,
-    spec: &'a IngestedTableSpec,
-    p: &'a SourcePlan,
-) -> futures::future::BoxFuture<'a, Result<PullReport, String>> {
-    use futures::FutureExt;
-    run_inner(sources, gcs, resource, spec, p).boxed()
-}
-
-async fn run_inner(
+pub async fn run(
     sources: &Sources,
     gcs: &dyn Storage,
     resource: &str,

@@ -142,9 +142,8 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
 /// table as the loads left it. A refused view plan writes nothing.
 #[tracing::instrument(skip_all, fields(table = %t.name))]
 pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableApplied {
-    // A database source pulls first (into its landing prefix), then loads what is complete —
-    // observed and planned again, so this apply loads the pulls it just made.
-    // A source that cannot be read (a wrong password, drift) writes nothing at all.
+    // A source that cannot be read (a wrong password, an unreachable replica) writes nothing at
+    // all. (Drift is not this: pulls stop, complete pulls still load.)
     if let Some(Err(e)) = &state.source {
         return TableApplied {
             pulled: Some(Err(e.clone())),
@@ -155,6 +154,8 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
             to_delete: Vec::new(),
         };
     }
+    // A database source pulls first (into its landing prefix), then loads what is complete —
+    // observed and planned again, so this apply loads the pulls it just made.
     let pulled = match &state.source {
         Some(Ok(p)) if p.problems.is_empty() && !p.pulls.is_empty() => {
             Some(crate::dbsource::run(c.sources, c.gcs, &t.name, &t.spec, p).await)
