@@ -245,7 +245,7 @@ async fn a_mysql_table_pulled_twice_with_overlap_then_reloaded_mirrors_the_sourc
             })
             .collect()
     };
-    assert_eq!(norm(view), norm(source));
+    assert_eq!(norm(view), norm(source.clone()));
     // The overlap re-read rows: the raw table holds duplicates the dedup view hides.
     let raw_count: i64 = e.rows(&format!("SELECT COUNT(*) FROM {raw}")).await[0][0]
         .as_deref()
@@ -294,6 +294,20 @@ async fn a_mysql_table_pulled_twice_with_overlap_then_reloaded_mirrors_the_sourc
             .await;
         assert_eq!(gone[0][0].as_deref(), Some("0"));
     }
+    // Rows outside the reloaded day are untouched: the full view still equals the source.
+    let view = e
+        .rows(&format!(
+            "SELECT CAST(id AS STRING), CAST(amount AS STRING), status, FORMAT_DATETIME('%Y-%m-%dT%H:%M:%E6S', modify_time) \
+             FROM {full} WHERE id <> 9999 ORDER BY id"
+        ))
+        .await;
+    let (after, expected) = (norm(view), norm(source));
+    assert!(
+        after == expected,
+        "the reload replaced only its day: the view holds {} rows, the source {}",
+        after.len(),
+        expected.len()
+    );
     // A reload that already ran does not run again.
     let r = e
         .apply(&payments_manifest(

@@ -106,7 +106,7 @@ pub fn move_sql(
                 }
                 // A day without its window deletes nothing (never everything).
                 (BatchKind::Day, None) => String::new(),
-                _ => "WHEN NOT MATCHED BY SOURCE THEN DELETE".to_string(),
+                (BatchKind::Snapshot | BatchKind::Append, _) => "WHEN NOT MATCHED BY SOURCE THEN DELETE".to_string(),
             };
             format!(
                 "MERGE {} AS T\nUSING (\n{source}\n) AS S\nON FALSE\n{delete}\nWHEN NOT MATCHED THEN INSERT ({all}) VALUES ({values})",
