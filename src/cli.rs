@@ -135,6 +135,19 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         db_connections: usize,
     },
+    /// Run the data-quality checks of `spec.checks` once (row count, exact comparison against the
+    /// database source), read-only. Exit 0 = in sync, 1 = any mismatch or error.
+    Check {
+        #[command(flatten)]
+        common: LiveArgs,
+        /// Only this IngestedTable (`namespace/name`, `name` or `project.dataset.table`); runs both
+        /// checks with their defaults if it declares none.
+        #[arg(long)]
+        table: Option<String>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Print the `schema:` block of an IngestedTable for a table of a MySQL/MariaDB or PostgreSQL
     /// database (types mapped as database sources load them), so nobody writes it by hand.
     ImportSchema {

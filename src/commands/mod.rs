@@ -4,7 +4,10 @@
 //! themselves live in [`crate::engine`], shared with the controller. May touch: stdout/stderr, the
 //! environment (endpoints, credentials); the cloud only through the engine.
 
+mod check;
 mod printer;
+
+pub use check::check;
 
 use crate::cli::{LiveArgs, PlanOutput};
 use crate::cloud::Endpoints;

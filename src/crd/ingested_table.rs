@@ -98,6 +98,12 @@ pub struct IngestedTableSpec {
     /// out of that day on the replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_reload: Option<DailyReload>,
+    /// Data-quality checks of the table against its database source: a row count and an exact
+    /// comparison, each on its own schedule. A failing check never stops loads: it sets the
+    /// `InSync` condition to False, sends an event and moves the `bqsteward_check_*` metrics.
+    /// `bqsteward check -f DIR` runs them once from the command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
     /// Limits on load jobs and bad data.
     #[serde(default)]
     pub load_policy: LoadPolicy,
@@ -251,6 +257,65 @@ pub struct DailyReload {
     /// as UTC wall-clock time, like TIMESTAMP ones.
     #[serde(default = "default_reload_zone")]
     pub time_zone: String,
+}
+
+/// The checks of a table against its source. Both compare only rows whose watermark is older than
+/// `olderThan` (by the database's clock) on both sides — the source table and the table's latest
+/// version per `primaryKey` (what the `full` view shows) — so rows still on their way, or changed
+/// while a check runs, never raise an alarm.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Checks {
+    /// Rows on both sides, compared exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_count: Option<CheckSchedule>,
+    /// Every row and value compared without copying the table: fingerprints of key ranges are
+    /// computed inside the database and inside BigQuery, only ranges that differ are split, and
+    /// rows are read only where a range is down to a few keys. Reports each row missing on either
+    /// side and each changed value (with the key, the column and both values; `piiColumns` as
+    /// "differs", never their values). JSON and REPEATED columns are compared as NULL or not only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<ExactCheck>,
+}
+
+/// When a check runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckSchedule {
+    /// Interval between runs, e.g. `2h` (default `2h`, at least `1m`).
+    #[serde(default = "default_check_every")]
+    pub every: String,
+    /// Only rows whose watermark is older than this are compared, e.g. `1h` (default `1h`): it must
+    /// cover the pull interval, the overlap and the replica's lag.
+    #[serde(default = "default_check_older_than")]
+    pub older_than: String,
+}
+
+/// When the exact check runs, and its first split.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExactCheck {
+    /// Interval between runs, e.g. `2h` (default `2h`, at least `1m`).
+    #[serde(default = "default_check_every")]
+    pub every: String,
+    /// Only rows whose watermark is older than this are compared (default `1h`).
+    #[serde(default = "default_check_older_than")]
+    pub older_than: String,
+    /// Rows per first-level chunk (default 100000, 1000 to 10000000). A table in sync costs one
+    /// aggregate statement per side returning one fingerprint per chunk.
+    #[serde(default = "default_chunk_rows")]
+    #[schemars(range(min = 1000, max = 10000000))]
+    pub chunk_rows: u64,
+}
+
+fn default_check_every() -> String {
+    "2h".to_string()
+}
+fn default_check_older_than() -> String {
+    "1h".to_string()
+}
+fn default_chunk_rows() -> u64 {
+    100_000
 }
 
 fn default_reload_at() -> String {
@@ -610,6 +675,63 @@ pub struct IngestedTableStatus {
     /// Load jobs started today (UTC) out of `loadPolicy.dailyJobBudget`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs_today: Option<i64>,
+    /// The last result of each check of `spec.checks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<ChecksStatus>,
+}
+
+/// The last result of each check.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChecksStatus {
+    /// The last row-count check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_count: Option<CheckResult>,
+    /// The last exact check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<CheckResult>,
+}
+
+/// One check's result.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResult {
+    /// When it finished (RFC 3339).
+    pub time: String,
+    /// No mismatch (and no error).
+    pub in_sync: bool,
+    /// Rows whose watermark is before this were compared (database clock, UTC).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cutoff: String,
+    /// Rows compared in the source.
+    #[serde(default)]
+    pub source_rows: i64,
+    /// Rows compared in BigQuery (latest version per key).
+    #[serde(default)]
+    pub bigquery_rows: i64,
+    /// Exact check: rows in the source only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing_in_big_query: i64,
+    /// Exact check: rows in BigQuery only (deleted in the source, or never there).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing_in_source: i64,
+    /// Exact check: rows with different values.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub changed: i64,
+    /// Exact check: rows that changed while the check ran (not mismatches).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub changed_during_check: i64,
+    /// A few of the mismatching rows, e.g. `changed id=42: amount 10.5 → 10.05` (PII columns as
+    /// "differs"). `bqsteward check` lists up to 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
+    /// Why the check could not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// A file that was not loaded, and why.

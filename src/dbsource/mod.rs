@@ -107,7 +107,7 @@ fn namespace(resource: &str) -> &str {
 }
 
 /// Reads the Secret, waits for a connection slot of its database and connects.
-async fn connect(
+pub(crate) async fn connect(
     sources: &Sources,
     resource: &str,
     spec: &IngestedTableSpec,

@@ -159,6 +159,8 @@ pub fn status(
         recent_quarantined: recent,
         jobs_in_flight: Some(if r.is_some() { 0 } else { p.loads.resumed.len() as i64 }),
         jobs_today: Some(s.jobs_today + r.map_or(0, |r| i64::from(r.load_jobs))),
+        // Checks run apart from loads (the controller carries their last results over).
+        checks: None,
     }
 }
 

@@ -156,6 +156,42 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
             Ok(_) => {}
         }
     }
+    if let Some(checks) = &spec.checks {
+        let time_wm = matches!(wm_kind, Some(Some(WatermarkKind::Time(_))));
+        if checks.row_count.is_none() && checks.exact.is_none() {
+            c.err("spec.checks", "declares no check: add rowCount and/or exact, or remove checks");
+        }
+        if !time_wm && wm_kind.as_ref().is_none_or(|k| k.is_some()) {
+            c.err(
+                "spec.checks",
+                "needs a time watermark (TIMESTAMP, DATETIME or DATE): only rows older than olderThan are compared, \
+                 so rows still on their way or changed during a check never raise an alarm",
+            );
+        }
+        if spec.primary_key.is_empty() {
+            c.err(
+                "spec.checks",
+                "needs spec.primaryKey: BigQuery's side is the latest row per key (rows are matched by key)",
+            );
+        }
+        let mut schedule = |field: &str, every: &str, older: &str| {
+            match duration(every) {
+                Err(e) => c.err(format!("spec.checks.{field}.every"), e),
+                Ok(d) if d.as_secs() < 60 => c.err(format!("spec.checks.{field}.every"), format!("{every:?} is too short: at least 1m")),
+                Ok(_) => {}
+            }
+            c.check(format!("spec.checks.{field}.olderThan"), duration(older).map(|_| ()));
+        };
+        if let Some(r) = &checks.row_count {
+            schedule("rowCount", &r.every, &r.older_than);
+        }
+        if let Some(x) = &checks.exact {
+            schedule("exact", &x.every, &x.older_than);
+            if !(1000..=10_000_000).contains(&x.chunk_rows) {
+                c.err("spec.checks.exact.chunkRows", format!("{} is out of range: 1000 to 10000000", x.chunk_rows));
+            }
+        }
+    }
     if let Some(r) = &spec.daily_reload {
         c.check("spec.dailyReload.at", time_of_day(&r.at).map(|_| ()));
         c.check("spec.dailyReload.timeZone", time_zone(&r.time_zone).map(|_| ()));

@@ -39,6 +39,12 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
                     "only with source.database (files are loaded from source.uri where they are); remove it",
                 );
             }
+            if spec.checks.is_some() {
+                c.err(
+                    "spec.checks",
+                    "only for database sources (source.database): a check compares the table with its source table",
+                );
+            }
             if spec.daily_reload.is_some() {
                 c.err(
                     "spec.dailyReload",

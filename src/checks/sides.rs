@@ -1,0 +1,252 @@
+//! The two [`Side`]s of a check as SQL: the replica table (through a [`Conn`]) and the BigQuery
+//! table's latest row per key (the `full` view's query over the raw table). Each statement reads
+//! only fingerprints or the few rows of a leaf; bytes received are counted for the metrics.
+
+use super::canon::{self, CanonColumn, Dialect};
+use super::compare::{Cell, LEAF_LIMIT, LeafRow, Print, Side, Split, Totals};
+use crate::cloud::bigquery::BigQuery;
+use crate::dbsource::conn::Conn;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+
+/// The SQL of one side.
+#[derive(Clone, Debug)]
+pub struct SideSql {
+    /// Dialect.
+    pub d: Dialect,
+    /// `FROM` target: a table, or a parenthesised query with an alias.
+    pub from: String,
+    /// Every declared column, in order.
+    pub cols: Vec<CanonColumn>,
+    /// Key column positions.
+    pub key: Vec<usize>,
+    /// PII columns (leaf reads return a hash of their field).
+    pub pii: Vec<bool>,
+    /// Watermark column position.
+    pub wm: usize,
+    /// The cutoff as a literal of the watermark's type in this dialect.
+    pub cutoff_sql: String,
+}
+
+impl SideSql {
+    fn old(&self) -> String {
+        format!("{} < {}", self.cols[self.wm].sql, self.cutoff_sql)
+    }
+
+    fn key_col(&self) -> &str {
+        &self.cols[self.key[0]].sql
+    }
+
+    /// The key's hash as a non-negative 32-bit integer.
+    fn key_hash(&self) -> String {
+        let key: Vec<CanonColumn> = self.key.iter().map(|&i| self.cols[i].clone()).collect();
+        canon::hex_int(self.d, &canon::md5_hex(self.d, &canon::row_text(self.d, &key)), 1)
+    }
+
+    fn filter(&self, cell: &Cell) -> String {
+        match *cell {
+            Cell::Range { lo, hi } => format!("{k} >= {lo} AND {k} < {hi}", k = self.key_col()),
+            Cell::Hash { modulus: 1, .. } => "TRUE".into(),
+            Cell::Hash { modulus, residue } => format!("MOD(({}), {modulus}) = {residue}", self.key_hash()),
+        }
+    }
+
+    fn bucket(&self, split: &Split) -> String {
+        match split.parent {
+            Cell::Range { lo, .. } => {
+                let (k, w) = (self.key_col(), split.step);
+                match self.d {
+                    Dialect::Mysql => format!("({k} - ({lo})) DIV {w}"),
+                    Dialect::Postgres => format!("(({k})::bigint - ({lo})) / {w}"),
+                    // Parenthesised: bqemulator turns DIV(a, b) into `a // b`, which binds tighter than `-`.
+                    Dialect::BigQuery => format!("DIV(({k} - ({lo})), {w})"),
+                }
+            }
+            Cell::Hash { .. } => format!("MOD(({}), {})", self.key_hash(), split.step),
+        }
+    }
+
+    /// Rows older than the cutoff, and the key bounds (`ranges`).
+    pub fn totals_sql(&self, ranges: bool) -> String {
+        let t = |e: &str| canon::as_text(self.d, e);
+        let bounds = if ranges {
+            format!(", {}, {}", t(&format!("MIN({})", self.key_col())), t(&format!("MAX({})", self.key_col())))
+        } else {
+            ", NULL, NULL".into()
+        };
+        format!("SELECT {}{bounds} FROM {} WHERE {}", t("COUNT(*)"), self.from, self.old())
+    }
+
+    /// The fingerprint of every bucket of `split`.
+    pub fn prints_sql(&self, split: &Split) -> String {
+        let t = |e: &str| canon::as_text(self.d, e);
+        let hash = canon::md5_hex(self.d, &canon::row_text(self.d, &self.cols));
+        format!(
+            "SELECT {}, {}, {}, {} FROM (SELECT {} AS _b, {hash} AS _h FROM {} WHERE {} AND {}) _x GROUP BY _b",
+            t("_b"),
+            t("COUNT(*)"),
+            t(&format!("SUM({})", canon::hex_int(self.d, "_h", 1))),
+            t(&format!("SUM({})", canon::hex_int(self.d, "_h", 9))),
+            self.bucket(split),
+            self.from,
+            self.old(),
+            self.filter(&split.parent),
+        )
+    }
+
+    /// Every row of `cell`: key fields, the watermark's text, each column's field (a hash of it
+    /// for PII columns: their values never leave either side).
+    pub fn rows_sql(&self, cell: &Cell) -> String {
+        let mut sel: Vec<String> = self.key.iter().map(|&i| canon::field(self.d, &self.cols[i])).collect();
+        let w = &self.cols[self.wm];
+        sel.push(format!("CASE WHEN {} IS NULL THEN NULL ELSE {} END", w.sql, canon::value(self.d, w)));
+        for (i, c) in self.cols.iter().enumerate() {
+            let f = canon::field(self.d, c);
+            sel.push(if self.pii[i] { canon::md5_hex(self.d, &f) } else { f });
+        }
+        format!(
+            "SELECT {} FROM {} WHERE {} LIMIT {LEAF_LIMIT}",
+            sel.join(", "),
+            self.from,
+            self.filter(cell)
+        )
+    }
+
+    fn leaf_rows(&self, rows: Vec<Vec<Option<String>>>) -> Vec<LeafRow> {
+        let nk = self.key.len();
+        rows.into_iter()
+            .map(|r| LeafRow {
+                key: r[..nk].iter().map(|c| c.clone().unwrap_or_default()).collect(),
+                watermark: r[nk].clone(),
+                fields: r[nk + 1..].iter().map(|c| c.clone().unwrap_or_default()).collect(),
+            })
+            .collect()
+    }
+}
+
+fn parse_totals(rows: &[Vec<Option<String>>]) -> Result<Totals, String> {
+    let r = rows.first().ok_or("no result row")?;
+    let n = |i: usize| r.get(i).cloned().flatten();
+    let rows = n(0).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let bounds = match (n(1), n(2)) {
+        (Some(a), Some(b)) => Some((
+            a.parse().map_err(|_| format!("key bound {a:?} is not an integer"))?,
+            b.parse().map_err(|_| format!("key bound {b:?} is not an integer"))?,
+        )),
+        _ => None,
+    };
+    Ok(Totals { rows, bounds })
+}
+
+fn parse_prints(rows: Vec<Vec<Option<String>>>) -> Result<BTreeMap<i64, Print>, String> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let cell = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        let b: i64 = cell(0).parse().map_err(|_| format!("bucket {:?} is not an integer", cell(0)))?;
+        out.insert(
+            b,
+            Print {
+                rows: cell(1).parse().unwrap_or(0),
+                sum1: cell(2),
+                sum2: cell(3),
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn bytes(rows: &[Vec<Option<String>>]) -> u64 {
+    rows.iter()
+        .flat_map(|r| r.iter())
+        .map(|c| c.as_ref().map_or(0, |s| s.len() as u64))
+        .sum()
+}
+
+/// The replica's side.
+pub struct SourceSide<'a> {
+    /// Its SQL.
+    pub sql: SideSql,
+    /// The connection.
+    pub conn: &'a mut Conn,
+    /// Cells are key ranges.
+    pub ranges: bool,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Redacts driver errors.
+    pub url: &'a crate::dbsource::secrets::SecretText,
+}
+
+impl SourceSide<'_> {
+    async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let rows = self
+            .conn
+            .texts(sql, &[])
+            .await
+            .map_err(|e| crate::dbsource::conn::redact(&format!("source: {e}"), self.url))?;
+        self.bytes += bytes(&rows);
+        Ok(rows)
+    }
+}
+
+#[async_trait]
+impl Side for SourceSide<'_> {
+    async fn totals(&mut self) -> Result<Totals, String> {
+        let sql = self.sql.totals_sql(self.ranges);
+        parse_totals(&self.query(&sql).await?)
+    }
+    async fn prints(&mut self, split: &Split) -> Result<BTreeMap<i64, Print>, String> {
+        let sql = self.sql.prints_sql(split);
+        parse_prints(self.query(&sql).await?)
+    }
+    async fn rows(&mut self, cell: &Cell) -> Result<Vec<LeafRow>, String> {
+        let sql = self.sql.rows_sql(cell);
+        let rows = self.query(&sql).await?;
+        Ok(self.sql.leaf_rows(rows))
+    }
+}
+
+/// BigQuery's side.
+pub struct BigQuerySide<'a> {
+    /// Its SQL.
+    pub sql: SideSql,
+    /// The client.
+    pub bq: &'a dyn BigQuery,
+    /// Project that runs the queries.
+    pub project: String,
+    /// Location.
+    pub location: String,
+    /// Cells are key ranges.
+    pub ranges: bool,
+    /// Bytes received.
+    pub bytes: u64,
+}
+
+impl BigQuerySide<'_> {
+    async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let rows = self
+            .bq
+            .query(&self.project, &self.location, sql, &[])
+            .await
+            .map_err(|e| format!("BigQuery: {e}"))?
+            .rows;
+        self.bytes += bytes(&rows);
+        Ok(rows)
+    }
+}
+
+#[async_trait]
+impl Side for BigQuerySide<'_> {
+    async fn totals(&mut self) -> Result<Totals, String> {
+        let sql = self.sql.totals_sql(self.ranges);
+        parse_totals(&self.query(&sql).await?)
+    }
+    async fn prints(&mut self, split: &Split) -> Result<BTreeMap<i64, Print>, String> {
+        let sql = self.sql.prints_sql(split);
+        parse_prints(self.query(&sql).await?)
+    }
+    async fn rows(&mut self, cell: &Cell) -> Result<Vec<LeafRow>, String> {
+        let sql = self.sql.rows_sql(cell);
+        let rows = self.query(&sql).await?;
+        Ok(self.sql.leaf_rows(rows))
+    }
+}
