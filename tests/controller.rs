@@ -717,3 +717,73 @@ async fn a_database_source_reads_its_secret_pulls_on_schedule_and_reports_drift(
         .unwrap_err();
     assert!(err.to_string().contains("ctl-db/no-such-secret"), "{err}");
 }
+
+/// A table with `checks` through the controller: the check runs after the loads (which it never
+/// stops), a row the source holds but BigQuery cannot (a MySQL zero date, reported by the pull)
+/// makes `InSync` False with the key named and a Warning event, and the next reconcile before
+/// `every` has passed keeps the result instead of checking again.
+#[tokio::test]
+async fn a_failing_check_sets_in_sync_false_with_an_event_and_loads_go_on() {
+    let kube = Arc::new(RealCluster::new().await);
+    namespace(&kube, "ctl-chk");
+    let (mut ctx, _bq, gcs) = ctx(kube.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mysql_url, _) = support::databases();
+    std::fs::create_dir_all(dir.path().join("replica")).unwrap();
+    std::fs::write(dir.path().join("replica").join("url"), &mysql_url).unwrap();
+    ctx.sources = bqsteward::dbsource::Sources::new(
+        Arc::new(bqsteward::dbsource::secrets::DirSecrets {
+            dir: dir.path().to_path_buf(),
+        }),
+        2,
+    )
+    .on_schedule();
+    let table = support::unique("ctlchk");
+    let opts: sqlx::mysql::MySqlConnectOptions = mysql_url.parse().unwrap();
+    let mut c = <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&opts.timezone(Some("+00:00".into())))
+        .await
+        .unwrap();
+    for sql in [
+        "SET SESSION sql_mode = ''".to_string(),
+        format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, paid_on DATE, modify_time DATETIME(6) NOT NULL)"),
+        format!(
+            "INSERT INTO {table} SELECT seq, IF(seq = 7, '0000-00-00', '2026-01-01'), \
+             UTC_TIMESTAMP(6) - INTERVAL 2 DAY FROM seq_1_to_20"
+        ),
+    ] {
+        sqlx::Executor::execute(&mut c, sql.as_str()).await.unwrap();
+    }
+    let bucket = support::unique("ctlchk").replace('_', "-");
+    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
+    let ds = support::unique("ctlchk");
+    let text = format!(
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {{name: checked, namespace: ctl-chk}}\nspec:\n  source:\n    database: {{engine: mysql, table: bqsteward.{table}, connectionSecret: {{name: replica}}, watermark: {{column: modify_time}}}}\n    landing: gs://{bucket}/land/\n  destination: {{project: {PROJECT}, dataset: {ds}, table: t}}\n  schema: [{{name: id, type: INT64}}, {{name: paid_on, type: DATE}}, {{name: modify_time, type: DATETIME}}]\n  primaryKey: [id]\n  schedule: {{every: 1h}}\n  checks:\n    exact: {{every: 1h, olderThan: 1h, chunkRows: 1000}}\n"
+    );
+    let all = load(&text);
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    let s = kube.get(&key_of(&all[0]));
+    assert_eq!(s.status["rowsLoaded"], json!(19), "{}", s.status);
+    assert_eq!(condition(&s.status, "Ready").0, "True", "loads go on: {}", s.status);
+    let (status, reason, message) = condition(&s.status, "InSync");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Mismatch"), "{}", s.status);
+    assert!(message.contains("1 missing in BigQuery") && message.contains("id=7"), "{message}");
+    let exact = &s.status["checks"]["exact"];
+    assert_eq!(
+        (exact["sourceRows"].clone(), exact["bigqueryRows"].clone(), exact["missingInBigQuery"].clone()),
+        (json!(20), json!(19), json!(1)),
+        "{}",
+        s.status
+    );
+    assert!(
+        kube.events(&key_of(&all[0]))
+            .iter()
+            .any(|n| n.warning && n.reason == "OutOfSync" && n.message.contains("id=7")),
+        "{:?}",
+        kube.events(&key_of(&all[0]))
+    );
+    // Not due again within `every`: the result is kept, not recomputed.
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    let again = kube.get(&key_of(&all[0]));
+    assert_eq!(again.status["checks"], s.status["checks"]);
+    assert_eq!(condition(&again.status, "InSync").0, "False");
+}

@@ -48,6 +48,8 @@ impl Kind {
 pub struct Measured {
     /// Which check.
     pub kind: Kind,
+    /// `project.dataset.table`.
+    pub table: String,
     /// `ok`, `mismatch` or `error`.
     pub outcome: &'static str,
     /// Mismatching rows by kind (`missingInBigQuery`, `missingInSource`, `changed`, `rowCount`).
@@ -132,8 +134,10 @@ pub async fn run(
         },
     };
     let r = &ran.result;
+    let d = &spec.destination;
     let measured = Measured {
         kind,
+        table: format!("{}.{}.{}", d.project, d.dataset, d.table),
         outcome: if r.error.is_some() {
             "error"
         } else if r.in_sync {

@@ -42,6 +42,80 @@ pub struct TableLabels {
     pub table: String,
 }
 
+/// Labels of a check run.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// `rowCount` or `exact`.
+    pub check: String,
+    /// `ok`, `mismatch` or `error`.
+    pub outcome: String,
+}
+
+/// Labels of mismatching rows.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MismatchLabels {
+    /// `project.dataset.table`.
+    pub table: String,
+    /// `missingInBigQuery`, `missingInSource`, `changed` or `rowCount` (the count difference).
+    pub kind: String,
+}
+
+/// Labels of a table's check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableCheckLabels {
+    /// `project.dataset.table`.
+    pub table: String,
+    /// `rowCount` or `exact`.
+    pub check: String,
+}
+
+/// Labels of bytes read by checks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SideLabels {
+    /// `source` or `bigquery`.
+    pub side: String,
+}
+
+/// The check metrics: the controller's [`crate::checks::CheckObserver`].
+#[derive(Clone)]
+struct CheckCounter {
+    runs: Family<CheckLabels, Counter>,
+    mismatches: Family<MismatchLabels, Counter>,
+    in_sync: Family<TableCheckLabels, Gauge>,
+    duration: Family<KindLabels, Histogram>,
+    bytes: Family<SideLabels, Counter>,
+}
+
+impl crate::checks::CheckObserver for CheckCounter {
+    fn ran(&self, m: &crate::checks::Measured) {
+        let check = m.kind.as_str().to_string();
+        self.runs
+            .get_or_create(&CheckLabels {
+                check: check.clone(),
+                outcome: m.outcome.into(),
+            })
+            .inc();
+        for (kind, n) in &m.mismatches {
+            self.mismatches
+                .get_or_create(&MismatchLabels {
+                    table: m.table.clone(),
+                    kind: kind.to_string(),
+                })
+                .inc_by(*n);
+        }
+        self.in_sync
+            .get_or_create(&TableCheckLabels {
+                table: m.table.clone(),
+                check: check.clone(),
+            })
+            .set(i64::from(m.outcome == "ok"));
+        self.duration.get_or_create(&KindLabels { kind: check }).observe(m.seconds);
+        for (side, n) in [("source", m.bytes.0), ("bigquery", m.bytes.1)] {
+            self.bytes.get_or_create(&SideLabels { side: side.into() }).inc_by(n);
+        }
+    }
+}
+
 /// Every metric.
 pub struct Metrics {
     /// The registry `/metrics` encodes.
@@ -58,6 +132,8 @@ pub struct Metrics {
     pub quarantined: Family<TableLabels, Gauge>,
     /// Cloud calls by api, operation and outcome.
     calls: Family<CallLabels, Counter>,
+    /// Data-quality checks.
+    checks: CheckCounter,
 }
 
 /// Counts cloud calls: the controller's [`crate::cloud::CallObserver`].
@@ -114,7 +190,40 @@ impl Metrics {
             "Quarantined files per table",
             quarantined.clone(),
         );
+        let checks = CheckCounter {
+            runs: Family::default(),
+            mismatches: Family::default(),
+            in_sync: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.5, 2.0, 14))),
+            bytes: Family::default(),
+        };
+        registry.register(
+            "check_runs",
+            "Data-quality check runs by check and outcome (ok, mismatch, error)",
+            checks.runs.clone(),
+        );
+        registry.register(
+            "check_mismatches",
+            "Mismatching rows found by data-quality checks, by table and kind",
+            checks.mismatches.clone(),
+        );
+        registry.register(
+            "check_in_sync",
+            "1 when the table's last check found it in sync with its source, 0 otherwise",
+            checks.in_sync.clone(),
+        );
+        registry.register(
+            "check_duration_seconds",
+            "Data-quality check duration by check",
+            checks.duration.clone(),
+        );
+        registry.register(
+            "check_read_bytes",
+            "Bytes data-quality checks received, by side (source, bigquery)",
+            checks.bytes.clone(),
+        );
         Metrics {
+            checks,
             registry,
             reconciles,
             failures,
@@ -129,6 +238,11 @@ impl Metrics {
     /// [`crate::cloud::observe_calls`]).
     pub fn call_observer(&self) -> Box<dyn crate::cloud::CallObserver> {
         Box::new(CallCounter(self.calls.clone()))
+    }
+
+    /// The observer of data-quality checks (give it to [`crate::checks::observe_checks`]).
+    pub fn check_observer(&self) -> Box<dyn crate::checks::CheckObserver> {
+        Box::new(self.checks.clone())
     }
 
     /// The text exposition.
@@ -165,6 +279,14 @@ mod tests {
             .inc();
         m.lag.get_or_create(&TableLabels { table: "p.d.t".into() }).set(42.0);
         m.call_observer().call("bigquery", "datasets.get", "ok");
+        m.check_observer().ran(&crate::checks::Measured {
+            kind: crate::checks::Kind::Exact,
+            table: "p.d.t".into(),
+            outcome: "mismatch",
+            mismatches: vec![("changed", 2)],
+            seconds: 1.5,
+            bytes: (100, 200),
+        });
         let text = m.encode();
         for needle in [
             "bqsteward_reconciles_total{kind=\"IngestedTable\"} 1",
@@ -172,6 +294,11 @@ mod tests {
             "bqsteward_reconcile_duration_seconds_count{kind=\"IngestedTable\"} 1",
             "bqsteward_cloud_calls_total{api=\"bigquery\",operation=\"datasets.get\",outcome=\"ok\"} 1",
             "bqsteward_table_lag_seconds{table=\"p.d.t\"} 42.0",
+            "bqsteward_check_runs_total{check=\"exact\",outcome=\"mismatch\"} 1",
+            "bqsteward_check_mismatches_total{table=\"p.d.t\",kind=\"changed\"} 2",
+            "bqsteward_check_in_sync{table=\"p.d.t\",check=\"exact\"} 0",
+            "bqsteward_check_duration_seconds_count{kind=\"exact\"} 1",
+            "bqsteward_check_read_bytes_total{side=\"bigquery\"} 200",
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");
         }

@@ -111,6 +111,7 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
             fields: json!({}),
             conditions: vec![("Ready".into(), false, "InvalidSpec".into(), problems.join("; "))],
             changes: Vec::new(),
+            events: Vec::new(),
             requeue: ctx.requeue,
         })
     } else {
@@ -121,8 +122,11 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
         Err(e) => (
             Work {
                 fields: obj.status.clone(),
-                conditions: vec![("Ready".into(), false, e.reason().into(), e.to_string())],
+                conditions: std::iter::once(("Ready".into(), false, e.reason().into(), e.to_string()))
+                    .chain(kept_condition(&obj.status, "InSync"))
+                    .collect(),
                 changes: Vec::new(),
+                events: Vec::new(),
                 requeue: ctx.requeue,
             },
             Some(e),
@@ -144,6 +148,9 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
         };
         ctx.cluster.event(&obj.key, uid, note).await.ok();
     }
+    for note in &work.events {
+        ctx.cluster.event(&obj.key, uid, note.clone()).await.ok();
+    }
     match error {
         Some(e) => {
             // Every failure is an event (the recorder folds repeats into one series).
@@ -160,6 +167,17 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
             Ok(work.requeue)
         }
     }
+}
+
+/// A condition of the current status, kept as it is (a failed reconcile does not know better).
+fn kept_condition(status: &Value, type_: &str) -> Option<(String, bool, String, String)> {
+    let c = status["conditions"].as_array()?.iter().find(|c| c["type"] == type_)?;
+    Some((
+        type_.to_string(),
+        c["status"] == "True",
+        c["reason"].as_str().unwrap_or_default().to_string(),
+        c["message"].as_str().unwrap_or_default().to_string(),
+    ))
 }
 
 /// The event to send when the Ready condition's status or reason changed.

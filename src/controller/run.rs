@@ -304,6 +304,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::new());
     crate::cloud::observe_calls(metrics.call_observer());
+    crate::checks::observe_checks(metrics.check_observer());
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(serve(args.listen, metrics.clone(), ready.clone()));
 

@@ -26,6 +26,8 @@ pub struct Work {
     pub conditions: Vec<(String, bool, String, String)>,
     /// Changes made, for events.
     pub changes: Vec<String>,
+    /// Other events (check results).
+    pub events: Vec<super::cluster::Note>,
     /// When to look again.
     pub requeue: Duration,
 }
@@ -120,10 +122,19 @@ pub async fn work(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, Rec
         return Err(e.into());
     }
     let mut requeue = ctx.requeue;
+    let mut events = Vec::new();
     let (fields, conditions) = match &obj.loaded.resource {
         Resource::IngestedTable(it) => {
             let mut fields = collect.table_status.unwrap_or_else(|| json!({}));
-            let conditions = take_conditions(&mut fields);
+            let mut conditions = take_conditions(&mut fields);
+            // After the loads: a check never holds them up, and its failure is its own condition.
+            if let Some(c) =
+                super::checks::run_due(&clients, &name, &it.spec, &obj.status["checks"], chrono::Utc::now()).await
+            {
+                fields["checks"] = c.status;
+                conditions.push(c.condition);
+                events = c.events;
+            }
             requeue = it
                 .spec
                 .schedule
@@ -151,6 +162,7 @@ pub async fn work(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, Rec
         fields,
         conditions,
         changes: collect.changes,
+        events,
         requeue,
     })
 }
