@@ -206,6 +206,21 @@ pub struct LiveArgs {
 /// Benchmarks besides the load planner.
 #[derive(Subcommand, Debug)]
 pub enum BenchWhat {
+    /// The exact check of a table in sync (`bqsteward_bench.rows_<n>`, copied once into
+    /// BigQuery) against a WePay-style copy-and-join of the same table, in the same run: seconds,
+    /// bytes moved and statements of each, and their ratio. Uses the BigQuery and Cloud Storage
+    /// of `BIGQUERY_EMULATOR_HOST` / `STORAGE_EMULATOR_HOST`.
+    Check {
+        /// `mysql` or `postgres`.
+        #[arg(long)]
+        engine: String,
+        /// A file holding the connection URL of a user that may create the table.
+        #[arg(long)]
+        url_file: PathBuf,
+        /// Rows in the table.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
     /// A database pull (snapshot, JSON encoding, part files) of a table of `--rows` rows (created
     /// once as `bqsteward_bench.rows_<n>`) against the engine's own export of the same rows
     /// (`mariadb --batch`, `psql \copy … TO STDOUT`), in the same run: rows/s, MB/s, the ratio and
@@ -374,6 +389,46 @@ pub async fn bench_extract(engine: &str, url_file: &std::path::Path, rows: u64, 
                 f.pull_s / f.baseline_s.max(1e-9)
             );
             0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// `bqsteward bench check`: the exact check of a table in sync against a copy-and-join of it.
+pub async fn bench_check(engine: &str, url_file: &std::path::Path, rows: u64) -> i32 {
+    let (engine, url) = match engine_and_url(engine, url_file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match crate::checks::bench::run(engine, &url, rows).await {
+        Ok(f) => {
+            let total = f.check_bytes.0 + f.check_bytes.1;
+            println!(
+                "exact check ({}): {} rows in sync = {}: {:.2} s ({:.2} s in the source, {:.2} s in BigQuery), {} statements on the source and {} on BigQuery, \
+                 {:.3} MB received ({} B from the source, {} B from BigQuery)\n\
+                 copy-and-join: {:.2} s, {:.1} MB pulled, loaded and joined, {} rows differ\n\
+                 ratio (copy-and-join / exact check): time {:.1}x, bytes {:.0}x",
+                engine.as_str(),
+                f.rows,
+                f.check_in_sync,
+                f.check_s,
+                f.check_side_s.0,
+                f.check_side_s.1,
+                f.check_statements.0,
+                f.check_statements.1,
+                total as f64 / 1e6,
+                f.check_bytes.0,
+                f.check_bytes.1,
+                f.copy_s,
+                f.copy_bytes as f64 / 1e6,
+                f.copy_mismatches,
+                f.copy_s / f.check_s.max(1e-9),
+                f.copy_bytes as f64 / (total.max(1)) as f64
+            );
+            if f.check_in_sync && f.copy_mismatches == 0 { 0 } else { 1 }
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -53,6 +53,10 @@ fn main() {
             ..
         } => Ok(runtime().block_on(cli::bench_extract(&engine, &url_file, rows, file_size_mib))),
         Command::Bench {
+            what: Some(cli::BenchWhat::Check { engine, url_file, rows }),
+            ..
+        } => Ok(runtime().block_on(cli::bench_check(&engine, &url_file, rows))),
+        Command::Bench {
             what: None,
             objects,
             loaded,

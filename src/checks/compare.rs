@@ -226,7 +226,9 @@ pub struct Compare {
 /// Runs the search.
 pub async fn search(cmp: &Compare, src: &mut dyn Side, bq: &mut dyn Side) -> Result<Found, String> {
     let mut found = Found::default();
-    let (s, b) = (src.totals().await?, bq.totals().await?);
+    // Both sides at once: each statement pair costs the slower side, not the sum.
+    let (s, b) = futures::join!(src.totals(), bq.totals());
+    let (s, b) = (s?, b?);
     found.statements = (1, 1);
     found.source_rows = s.rows;
     found.bigquery_rows = b.rows;
@@ -274,7 +276,8 @@ async fn diff_children(
     out: &mut Vec<(Cell, u64, u64)>,
     found: &mut Found,
 ) -> Result<(), String> {
-    let (s, b) = (src.prints(split).await?, bq.prints(split).await?);
+    let (s, b) = futures::join!(src.prints(split), bq.prints(split));
+    let (s, b) = (s?, b?);
     found.statements.0 += 1;
     found.statements.1 += 1;
     let empty = Print::default();
@@ -289,7 +292,8 @@ async fn diff_children(
 }
 
 async fn leaf(cmp: &Compare, cell: &Cell, src: &mut dyn Side, bq: &mut dyn Side, found: &mut Found) -> Result<(), String> {
-    let (s, b) = (src.rows(cell).await?, bq.rows(cell).await?);
+    let (s, b) = futures::join!(src.rows(cell), bq.rows(cell));
+    let (s, b) = (s?, b?);
     found.statements.0 += 1;
     found.statements.1 += 1;
     let index = |rows: Vec<LeafRow>| rows.into_iter().map(|r| (r.key.clone(), r)).collect::<BTreeMap<_, _>>();

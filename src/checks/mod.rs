@@ -9,6 +9,7 @@
 //! A check only reads (read-only statements, under the source's `statementTimeout`), never stops
 //! loads, and reports through [`crate::crd::CheckResult`] (status, events, metrics, `bqsteward check`).
 
+pub mod bench;
 pub mod canon;
 pub mod compare;
 pub mod sides;
@@ -300,6 +301,7 @@ async fn run_inner(
         conn: &mut conn,
         ranges,
         bytes: 0,
+        seconds: 0.0,
         url: &url,
     };
     let mut big = BigQuerySide {
@@ -309,6 +311,7 @@ async fn run_inner(
         location: d.location.clone(),
         ranges,
         bytes: 0,
+        seconds: 0.0,
     };
     let found = match kind {
         Kind::RowCount => {
@@ -348,7 +351,7 @@ fn canon_column(sql: String, c: &Extracted, source_side: bool) -> CanonColumn {
     }
 }
 
-fn source_sql(
+pub(crate) fn source_sql(
     engine: DatabaseEngine,
     x: &crate::dbsource::extract::Extraction,
     key: &[usize],
@@ -380,7 +383,7 @@ fn source_sql(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bigquery_sql(
+pub(crate) fn bigquery_sql(
     spec: &IngestedTableSpec,
     raw: &TableRef,
     x: &crate::dbsource::extract::Extraction,

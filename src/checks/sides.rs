@@ -172,17 +172,21 @@ pub struct SourceSide<'a> {
     pub ranges: bool,
     /// Bytes received.
     pub bytes: u64,
+    /// Seconds spent in statements.
+    pub seconds: f64,
     /// Redacts driver errors.
     pub url: &'a crate::dbsource::secrets::SecretText,
 }
 
 impl SourceSide<'_> {
     async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let started = std::time::Instant::now();
         let rows = self
             .conn
             .texts(sql, &[])
             .await
             .map_err(|e| crate::dbsource::conn::redact(&format!("source: {e}"), self.url))?;
+        self.seconds += started.elapsed().as_secs_f64();
         self.bytes += bytes(&rows);
         Ok(rows)
     }
@@ -219,16 +223,20 @@ pub struct BigQuerySide<'a> {
     pub ranges: bool,
     /// Bytes received.
     pub bytes: u64,
+    /// Seconds spent in statements.
+    pub seconds: f64,
 }
 
 impl BigQuerySide<'_> {
     async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let started = std::time::Instant::now();
         let rows = self
             .bq
             .query(&self.project, &self.location, sql, &[])
             .await
             .map_err(|e| format!("BigQuery: {e}"))?
             .rows;
+        self.seconds += started.elapsed().as_secs_f64();
         self.bytes += bytes(&rows);
         Ok(rows)
     }

@@ -81,8 +81,14 @@ const COLUMNS: [(&str, &str, &str); 5] = [
     ("modify_time", "DATETIME(6)", "timestamp"),
 ];
 
-/// Creates `bqsteward_bench.rows_<n>` when missing (n rows), pulls it, runs the baseline.
-pub async fn run(engine: DatabaseEngine, url: &SecretText, rows: u64, file_mib: u32) -> Result<Figures, String> {
+/// Creates `bqsteward_bench.rows_<n>` when missing (n rows); returns a connection and the
+/// extraction of the table (also used by `bqsteward bench check`).
+pub(crate) async fn prepare(
+    engine: DatabaseEngine,
+    url: &SecretText,
+    rows: u64,
+    file_mib: u32,
+) -> Result<(Conn, Extraction), String> {
     let table = format!("rows_{rows}");
     let mut conn = Conn::open(engine, url, "--url-file").await.map_err(|e| e.message)?;
     let err = |e: sqlx::Error| super::conn::redact(&e.to_string(), url);
@@ -183,6 +189,13 @@ pub async fn run(engine: DatabaseEngine, url: &SecretText, rows: u64, file_mib: 
         primary_key: vec!["id".into()],
         pii: Vec::new(),
     };
+    Ok((conn, x))
+}
+
+/// Creates `bqsteward_bench.rows_<n>` when missing (n rows), pulls it, runs the baseline.
+pub async fn run(engine: DatabaseEngine, url: &SecretText, rows: u64, file_mib: u32) -> Result<Figures, String> {
+    let (mut conn, x) = prepare(engine, url, rows, file_mib).await?;
+    let table = x.table.clone();
     let sink = Discard::default();
     let req = PullRequest {
         kind: SetKind::Pull,
