@@ -207,6 +207,13 @@ q 'SELECT (SELECT COUNT(*) FROM `acme-data-eng.payments_replica.transactions`) A
 say "The clean view has no email; card_number was never read from the database"
 tool columns acme-data-eng.payments_replica.transactions
 tool columns acme-data-eng.payments_replica__views_clean.transactions
+say "Check the table against the replica (rows last modified over an hour ago): counts, then every value"
+bq 0 check "${db[@]}"
+say "Payment 500 is hard-deleted on the replica (no watermark pull can see that) and payment 600 mangled in BigQuery"
+mdb "DELETE FROM payments.transactions WHERE id = 500"
+q 'UPDATE `acme-data-eng.payments_replica.transactions` SET amount = amount + 0.01 WHERE id = 600'
+say "The exact check names both, with the key, the column and both values, from fingerprints (no copy)"
+bq 1 check "${db[@]}" --table payments-replica
 
 # --- 9 (optional) --------------------------------------------------------------------------------
 if [ "$cluster" = 1 ]; then

@@ -428,7 +428,11 @@ pub async fn bench_check(engine: &str, url_file: &std::path::Path, rows: u64) ->
                 f.copy_s / f.check_s.max(1e-9),
                 f.copy_bytes as f64 / (total.max(1)) as f64
             );
-            if f.check_in_sync && f.copy_mismatches == 0 { 0 } else { 1 }
+            if f.check_in_sync && f.copy_mismatches == 0 {
+                0
+            } else {
+                1
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");

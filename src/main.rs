@@ -36,11 +36,9 @@ fn main() {
             url_file,
             table,
         } => Ok(runtime().block_on(cli::import_schema(&engine, &url_file, &table))),
-        Command::Check { common, table, output } => Ok(runtime().block_on(bqsteward::commands::check(
-            &common,
-            table.as_deref(),
-            output,
-        ))),
+        Command::Check { common, table, output } => {
+            Ok(runtime().block_on(bqsteward::commands::check(&common, table.as_deref(), output)))
+        }
         Command::Plan { common, output } => Ok(runtime().block_on(bqsteward::commands::plan(&common, output))),
         Command::Bench {
             what:

@@ -110,7 +110,11 @@ fn cases() -> Vec<Case> {
             mysql_type: "BIGINT",
             pg_type: "bigint",
             values: vec![
-                (Some("-9223372036854775808"), Some("-9223372036854775808"), "-9223372036854775808"),
+                (
+                    Some("-9223372036854775808"),
+                    Some("-9223372036854775808"),
+                    "-9223372036854775808",
+                ),
                 (Some("0"), Some("0"), "0"),
                 (Some("42"), Some("42"), "42"),
             ],
@@ -142,10 +146,22 @@ fn cases() -> Vec<Case> {
                 (Some("1e300"), Some("1e300"), "1e300"),
                 (Some("1e15"), Some("1e15"), "1e15"),
                 (Some("1e-7"), Some("1e-7"), "1e-7"),
-                (Some("123456789012345678"), Some("123456789012345678"), "123456789012345678.0"),
+                (
+                    Some("123456789012345678"),
+                    Some("123456789012345678"),
+                    "123456789012345678.0",
+                ),
                 (Some("0.3333333333333333"), Some("0.3333333333333333"), "1/3"),
-                (Some("2.2250738585072014e-308"), Some("2.2250738585072014e-308"), "2.2250738585072014e-308"),
-                (Some("1.7976931348623157e308"), Some("1.7976931348623157e308"), "1.7976931348623157e308"),
+                (
+                    Some("2.2250738585072014e-308"),
+                    Some("2.2250738585072014e-308"),
+                    "2.2250738585072014e-308",
+                ),
+                (
+                    Some("1.7976931348623157e308"),
+                    Some("1.7976931348623157e308"),
+                    "1.7976931348623157e308",
+                ),
                 (Some("0"), Some("0"), "0.0"),
                 (Some("-0e0"), Some("'-0'"), "CAST('-0' AS FLOAT64)"),
                 (None, Some("'NaN'"), "CAST('NaN' AS FLOAT64)"),
@@ -169,10 +185,26 @@ fn cases() -> Vec<Case> {
             mysql_type: "DATETIME(6)",
             pg_type: "timestamp",
             values: vec![
-                (Some("'2024-01-02 03:04:05.123456'"), Some("'2024-01-02 03:04:05.123456'"), "DATETIME '2024-01-02 03:04:05.123456'"),
-                (Some("'2024-01-02 03:04:05.123457'"), Some("'2024-01-02 03:04:05.123457'"), "DATETIME '2024-01-02 03:04:05.123457'"),
-                (Some("'1000-01-01 00:00:00'"), Some("'1000-01-01 00:00:00'"), "DATETIME '1000-01-01 00:00:00'"),
-                (Some("'9999-12-31 23:59:59.999999'"), Some("'9999-12-31 23:59:59.999999'"), "DATETIME '9999-12-31 23:59:59.999999'"),
+                (
+                    Some("'2024-01-02 03:04:05.123456'"),
+                    Some("'2024-01-02 03:04:05.123456'"),
+                    "DATETIME '2024-01-02 03:04:05.123456'",
+                ),
+                (
+                    Some("'2024-01-02 03:04:05.123457'"),
+                    Some("'2024-01-02 03:04:05.123457'"),
+                    "DATETIME '2024-01-02 03:04:05.123457'",
+                ),
+                (
+                    Some("'1000-01-01 00:00:00'"),
+                    Some("'1000-01-01 00:00:00'"),
+                    "DATETIME '1000-01-01 00:00:00'",
+                ),
+                (
+                    Some("'9999-12-31 23:59:59.999999'"),
+                    Some("'9999-12-31 23:59:59.999999'"),
+                    "DATETIME '9999-12-31 23:59:59.999999'",
+                ),
             ],
         },
         Case {
@@ -180,9 +212,21 @@ fn cases() -> Vec<Case> {
             mysql_type: "TIMESTAMP(6) NULL",
             pg_type: "timestamptz",
             values: vec![
-                (Some("'2024-01-02 03:04:05.5'"), Some("'2024-01-02 05:04:05.5+02'"), "TIMESTAMP '2024-01-02 03:04:05.5+00:00'"),
-                (Some("'1970-01-01 00:00:01'"), Some("'1970-01-01 00:00:01+00'"), "TIMESTAMP '1970-01-01 00:00:01+00:00'"),
-                (Some("'2038-01-19 03:14:07.999999'"), Some("'2038-01-19 03:14:07.999999+00'"), "TIMESTAMP '2038-01-19 03:14:07.999999+00:00'"),
+                (
+                    Some("'2024-01-02 03:04:05.5'"),
+                    Some("'2024-01-02 05:04:05.5+02'"),
+                    "TIMESTAMP '2024-01-02 03:04:05.5+00:00'",
+                ),
+                (
+                    Some("'1970-01-01 00:00:01'"),
+                    Some("'1970-01-01 00:00:01+00'"),
+                    "TIMESTAMP '1970-01-01 00:00:01+00:00'",
+                ),
+                (
+                    Some("'2038-01-19 03:14:07.999999'"),
+                    Some("'2038-01-19 03:14:07.999999+00'"),
+                    "TIMESTAMP '2038-01-19 03:14:07.999999+00:00'",
+                ),
             ],
         },
         Case {
@@ -191,7 +235,11 @@ fn cases() -> Vec<Case> {
             pg_type: "time",
             values: vec![
                 (Some("'00:00:00'"), Some("'00:00:00'"), "TIME '00:00:00'"),
-                (Some("'23:59:59.999999'"), Some("'23:59:59.999999'"), "TIME '23:59:59.999999'"),
+                (
+                    Some("'23:59:59.999999'"),
+                    Some("'23:59:59.999999'"),
+                    "TIME '23:59:59.999999'",
+                ),
                 (Some("'12:30:00.5'"), Some("'12:30:00.5'"), "TIME '12:30:00.5'"),
             ],
         },
@@ -202,8 +250,16 @@ fn cases() -> Vec<Case> {
             values: vec![
                 (Some("''"), Some("''"), "''"),
                 (Some("NULL"), Some("NULL"), "CAST(NULL AS STRING)"),
-                (Some("'héllo 😀 ünïcode'"), Some("'héllo 😀 ünïcode'"), "'héllo 😀 ünïcode'"),
-                (Some("'it''s \\\\ a \"q\"'"), Some("'it''s \\ a \"q\"'"), "'it\\'s \\\\ a \"q\"'"),
+                (
+                    Some("'héllo 😀 ünïcode'"),
+                    Some("'héllo 😀 ünïcode'"),
+                    "'héllo 😀 ünïcode'",
+                ),
+                (
+                    Some("'it''s \\\\ a \"q\"'"),
+                    Some("'it''s \\ a \"q\"'"),
+                    "'it\\'s \\\\ a \"q\"'",
+                ),
                 (Some("'-'"), Some("'-'"), "'-'"),
                 (Some("'1:x'"), Some("'1:x'"), "'1:x'"),
             ],
@@ -229,8 +285,16 @@ async fn the_canonical_encoding_agrees_across_engines_type_by_type() {
     let mut compared = 0;
     for case in cases() {
         let t = unique("canon");
-        my(&mut m, &format!("CREATE TABLE {t} (id INT PRIMARY KEY, c {})", case.mysql_type)).await;
-        pg(&mut p, &format!("CREATE TABLE {t} (id int PRIMARY KEY, c {})", case.pg_type)).await;
+        my(
+            &mut m,
+            &format!("CREATE TABLE {t} (id INT PRIMARY KEY, c {})", case.mysql_type),
+        )
+        .await;
+        pg(
+            &mut p,
+            &format!("CREATE TABLE {t} (id int PRIMARY KEY, c {})", case.pg_type),
+        )
+        .await;
         for (i, (mv, pv, _)) in case.values.iter().enumerate() {
             if let Some(v) = mv {
                 my(&mut m, &format!("INSERT INTO {t} VALUES ({i}, {v})")).await;
@@ -239,7 +303,10 @@ async fn the_canonical_encoding_agrees_across_engines_type_by_type() {
                 pg(&mut p, &format!("INSERT INTO {t} VALUES ({i}, {v})")).await;
             }
         }
-        let mf = canon::field(Dialect::Mysql, &column(Dialect::Mysql, case.type_, &case.mysql_type.to_lowercase()));
+        let mf = canon::field(
+            Dialect::Mysql,
+            &column(Dialect::Mysql, case.type_, &case.mysql_type.to_lowercase()),
+        );
         let pf = canon::field(Dialect::Postgres, &column(Dialect::Postgres, case.type_, case.pg_type));
         let bf = canon::field(Dialect::BigQuery, &column(Dialect::BigQuery, case.type_, ""));
         let mine = my_texts(&mut m, &format!("SELECT {mf} FROM {t} ORDER BY id")).await;
@@ -271,7 +338,12 @@ async fn the_canonical_encoding_agrees_across_engines_type_by_type() {
                 compared += 1;
             }
             if pv.is_some() {
-                assert_eq!(pi.next().unwrap(), want, "{} PostgreSQL {pv:?} vs BigQuery {b}", case.type_);
+                assert_eq!(
+                    pi.next().unwrap(),
+                    want,
+                    "{} PostgreSQL {pv:?} vs BigQuery {b}",
+                    case.type_
+                );
                 compared += 1;
             }
         }
@@ -291,7 +363,12 @@ async fn the_canonical_encoding_agrees_across_engines_type_by_type() {
     let bf = canon::field(Dialect::BigQuery, &column(Dialect::BigQuery, "FLOAT64", ""));
     let got = my_texts(&mut m, &format!("SELECT {mf} FROM {t}")).await;
     let want = bq
-        .query(PROJECT, "US", &format!("SELECT {bf} FROM (SELECT 0.10000000149011612 AS c)"), &[])
+        .query(
+            PROJECT,
+            "US",
+            &format!("SELECT {bf} FROM (SELECT 0.10000000149011612 AS c)"),
+            &[],
+        )
         .await
         .unwrap()
         .rows[0][0]
@@ -366,7 +443,12 @@ fn kinds(v: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["kind"].as_str().unwrap().to_string(), m["key"].as_str().unwrap().to_string()))
+        .map(|m| {
+            (
+                m["kind"].as_str().unwrap().to_string(),
+                m["key"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -445,12 +527,27 @@ spec:
         dataset = e.dataset
     );
     ok(&e.run(&["apply"], &manifest).await, 0);
+    let plan = e.run(&["plan"], &manifest).await;
+    assert!(
+        plan.stdout
+            .contains("checks: rowCount every 2h (rows older than 1h), exact every 2h (rows older than 1h)"),
+        "{}",
+        plan.stdout
+    );
 
     // In sync: one aggregate statement per side after the totals.
     let r = e.run(&["check"], &manifest).await;
     ok(&r, 0);
-    assert!(r.stdout.contains("rowCount check") && r.stdout.contains("in sync: source 2500 rows, BigQuery 2500 rows"), "{}", r.stdout);
-    assert!(r.stdout.contains("(2 statements on the source, 2 on BigQuery)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("rowCount check") && r.stdout.contains("in sync: source 2500 rows, BigQuery 2500 rows"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("(2 statements on the source, 2 on BigQuery)"),
+        "{}",
+        r.stdout
+    );
 
     // Faults: on the source side, on BigQuery's side, one per type family.
     let raw = format!("`{PROJECT}.{}.{table}`", e.dataset);
@@ -482,7 +579,9 @@ spec:
     )
     .await;
 
-    let v = e.check(&manifest.replace("    rowCount: {every: 2h, olderThan: 1h}\n", ""), 1).await;
+    let v = e
+        .check(&manifest.replace("    rowCount: {every: 2h, olderThan: 1h}\n", ""), 1)
+        .await;
     let res = &v["result"];
     assert_eq!(res["inSync"], false);
     assert_eq!(res["missingInSource"], 2, "{v:#}");
@@ -490,24 +589,50 @@ spec:
     assert_eq!(res["changed"], 10, "{v:#}");
     assert_eq!(res["changedDuringCheck"], 1, "{v:#}");
     let k = kinds(&v);
-    for want in [("missingInSource", "id=10"), ("missingInSource", "id=99999"), ("missingInBigQuery", "id=20")] {
-        assert!(k.contains(&(want.0.to_string(), want.1.to_string())), "{want:?} not in {k:?}");
+    for want in [
+        ("missingInSource", "id=10"),
+        ("missingInSource", "id=99999"),
+        ("missingInBigQuery", "id=20"),
+    ] {
+        assert!(
+            k.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} not in {k:?}"
+        );
     }
     assert!(!k.iter().any(|(_, key)| key == "id=40"), "{k:?}");
     let col = |key: &str| changed(&v, key)["columns"][0].clone();
-    assert_eq!(col("id=30"), serde_json::json!({"column": "amount", "source": "37.5", "bigquery": "37.51"}));
-    assert_eq!(col("id=31"), serde_json::json!({"column": "price", "source": "10.333333333333334", "bigquery": "20.666666666666668"}));
+    assert_eq!(
+        col("id=30"),
+        serde_json::json!({"column": "amount", "source": "37.5", "bigquery": "37.51"})
+    );
+    assert_eq!(
+        col("id=31"),
+        serde_json::json!({"column": "price", "source": "10.333333333333334", "bigquery": "20.666666666666668"})
+    );
     assert_eq!(col("id=33")["source"], "2026-01-01 00:00:33.000033");
     assert_eq!(col("id=33")["bigquery"], "2026-01-01 00:00:33.000034");
     assert_eq!(col("id=34")["column"], "d");
     assert_eq!(col("id=35")["bigquery"], "00:00:01.000000");
-    assert_eq!(col("id=36"), serde_json::json!({"column": "flag", "source": "false", "bigquery": "true"}));
-    assert_eq!(col("id=37"), serde_json::json!({"column": "email", "source": "differs", "bigquery": "differs"}));
+    assert_eq!(
+        col("id=36"),
+        serde_json::json!({"column": "flag", "source": "false", "bigquery": "true"})
+    );
+    assert_eq!(
+        col("id=37"),
+        serde_json::json!({"column": "email", "source": "differs", "bigquery": "differs"})
+    );
     assert_eq!(col("id=38")["column"], "ts");
     assert_eq!(col("id=42")["bigquery"], "changed");
-    assert_eq!(col("id=49"), serde_json::json!({"column": "note", "source": null, "bigquery": ""}));
+    assert_eq!(
+        col("id=49"),
+        serde_json::json!({"column": "note", "source": null, "bigquery": ""})
+    );
     for m in v["mismatches"].as_array().unwrap() {
-        assert_eq!(m["columns"].as_array().map_or(1, |c| c.len().max(1)), 1, "one column per injected change: {m}");
+        assert_eq!(
+            m["columns"].as_array().map_or(1, |c| c.len().max(1)),
+            1,
+            "one column per injected change: {m}"
+        );
     }
     let text = v.to_string();
     assert!(!text.contains("example.com"), "a PII value was reported: {text}");
@@ -516,7 +641,10 @@ spec:
     // deletion in BigQuery: 2500 − 1 in the source (id 10) and 2500 − 1 + 1 in BigQuery; the row
     // updated after the cutoff leaves the source's count only.
     let rc = e
-        .check(&manifest.replace("    exact: {every: 2h, olderThan: 1h, chunkRows: 1000}\n", ""), 1)
+        .check(
+            &manifest.replace("    exact: {every: 2h, olderThan: 1h, chunkRows: 1000}\n", ""),
+            1,
+        )
         .await;
     assert_eq!(rc["check"], "rowCount");
     assert_eq!(rc["result"]["sourceRows"], 2498, "{rc:#}");
@@ -583,12 +711,18 @@ spec:
     assert_eq!(v["statements"], serde_json::json!({"source": 2, "bigquery": 2}));
 
     let raw = format!("`{PROJECT}.{}.{table}`", e.dataset);
-    e.exec(&format!("UPDATE {raw} SET total = total + NUMERIC '0.0001' WHERE code = 'order-77'"))
-        .await;
+    e.exec(&format!(
+        "UPDATE {raw} SET total = total + NUMERIC '0.0001' WHERE code = 'order-77'"
+    ))
+    .await;
     pg(&mut c, &format!("DELETE FROM shop.{table} WHERE code = 'order-500'")).await;
     let v = e.check(&manifest, 1).await;
     assert_eq!(
-        (v["result"]["changed"].clone(), v["result"]["missingInSource"].clone(), v["result"]["missingInBigQuery"].clone()),
+        (
+            v["result"]["changed"].clone(),
+            v["result"]["missingInSource"].clone(),
+            v["result"]["missingInBigQuery"].clone()
+        ),
         (serde_json::json!(1), serde_json::json!(1), serde_json::Value::Null),
         "{v:#}"
     );

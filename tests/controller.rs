@@ -765,11 +765,23 @@ async fn a_failing_check_sets_in_sync_false_with_an_event_and_loads_go_on() {
     assert_eq!(s.status["rowsLoaded"], json!(19), "{}", s.status);
     assert_eq!(condition(&s.status, "Ready").0, "True", "loads go on: {}", s.status);
     let (status, reason, message) = condition(&s.status, "InSync");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "Mismatch"), "{}", s.status);
-    assert!(message.contains("1 missing in BigQuery") && message.contains("id=7"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "Mismatch"),
+        "{}",
+        s.status
+    );
+    assert!(
+        message.contains("1 missing in BigQuery") && message.contains("id=7"),
+        "{message}"
+    );
     let exact = &s.status["checks"]["exact"];
     assert_eq!(
-        (exact["sourceRows"].clone(), exact["bigqueryRows"].clone(), exact["missingInBigQuery"].clone()),
+        (
+            exact["sourceRows"].clone(),
+            exact["bigqueryRows"].clone(),
+            exact["missingInBigQuery"].clone()
+        ),
         (json!(20), json!(19), json!(1)),
         "{}",
         s.status

@@ -98,6 +98,12 @@ fn the_demo_tells_the_whole_story() {
     has(
         "acme-data-eng.payments_replica__views_clean.transactions: id, amount, status, modify_time, _bqsteward_loaded_at",
     );
+    // The checks: in sync, then the hard delete and the mangled amount named.
+    has("IngestedTable demo/payments-replica (acme-data-eng.payments_replica.transactions), exact check");
+    has(" rows, every value equal\n");
+    has(": 0 missing in BigQuery, 1 missing in the source, 1 changed\n");
+    has("  - missing in the source: id=500");
+    has("  - changed: id=600: amount \"750\" in the source, \"750.01\" in BigQuery");
     assert!(!all.contains("bqsteward-test@127.0.0.1"), "the connection URL leaked");
     // Stopped what it started.
     has("databases: stopped mysql");

@@ -69,7 +69,16 @@ pub async fn run(engine: DatabaseEngine, url: &SecretText, rows: u64) -> Result<
     let cutoff = "9999-01-01 00:00:00.000000".to_string();
     let spec = bench_spec(&x);
     let src_sql = super::source_sql(engine, &x, &[0], &vec![false; all.len()], wm, "DATETIME", &cutoff);
-    let bq_sql = super::bigquery_sql(&spec, &target, &x, &[0], &vec![false; all.len()], wm, "DATETIME", &cutoff);
+    let bq_sql = super::bigquery_sql(
+        &spec,
+        &target,
+        &x,
+        &[0],
+        &vec![false; all.len()],
+        wm,
+        "DATETIME",
+        &cutoff,
+    );
     let cmp = Compare {
         columns: x.columns.iter().map(|c| c.name.clone()).collect(),
         types: x.columns.iter().map(|c| c.declared.canonical()).collect(),
@@ -183,7 +192,11 @@ async fn copy(
         .map(|c| Field::new(&c.name, c.declared.canonical(), "NULLABLE"))
         .collect();
     fields.push(Field::new(crate::ingest::table::BATCH_COLUMN, "STRING", "NULLABLE"));
-    fields.push(Field::new(crate::ingest::table::LOADED_AT_COLUMN, "TIMESTAMP", "NULLABLE"));
+    fields.push(Field::new(
+        crate::ingest::table::LOADED_AT_COLUMN,
+        "TIMESTAMP",
+        "NULLABLE",
+    ));
     let _ = bq.delete_table(table).await;
     bq.create_table(&TableDef {
         table: table.clone(),

@@ -156,8 +156,18 @@ fn float(d: Dialect, q: &str) -> String {
             format!("CAST(CAST({mant} AS INT64) AS STRING)"),
         ),
     };
-    let parts = concat(d, &[format!("CASE WHEN {x} < 0 THEN '-' ELSE '' END"), int_text_m, "'p'".into(), int_text_e]);
-    format!("CASE WHEN {nan} THEN 'nan' WHEN {inf} THEN 'inf' WHEN {ninf} THEN '-inf' WHEN {x} = 0 THEN '0' ELSE {parts} END")
+    let parts = concat(
+        d,
+        &[
+            format!("CASE WHEN {x} < 0 THEN '-' ELSE '' END"),
+            int_text_m,
+            "'p'".into(),
+            int_text_e,
+        ],
+    );
+    format!(
+        "CASE WHEN {nan} THEN 'nan' WHEN {inf} THEN 'inf' WHEN {ninf} THEN '-inf' WHEN {x} = 0 THEN '0' ELSE {parts} END"
+    )
 }
 
 /// Concatenation of non-NULL texts.
@@ -176,7 +186,11 @@ pub fn field(d: Dialect, c: &CanonColumn) -> String {
         Dialect::Postgres => format!("char_length({v})::text"),
         Dialect::BigQuery => format!("CAST(CHAR_LENGTH({v}) AS STRING)"),
     };
-    format!("CASE WHEN {} IS NULL THEN '-' ELSE {} END", c.sql, concat(d, &[len, "':'".into(), v]))
+    format!(
+        "CASE WHEN {} IS NULL THEN '-' ELSE {} END",
+        c.sql,
+        concat(d, &[len, "':'".into(), v])
+    )
 }
 
 /// The fields of `cols` as one text.

@@ -291,7 +291,13 @@ async fn diff_children(
     Ok(())
 }
 
-async fn leaf(cmp: &Compare, cell: &Cell, src: &mut dyn Side, bq: &mut dyn Side, found: &mut Found) -> Result<(), String> {
+async fn leaf(
+    cmp: &Compare,
+    cell: &Cell,
+    src: &mut dyn Side,
+    bq: &mut dyn Side,
+    found: &mut Found,
+) -> Result<(), String> {
     let (s, b) = futures::join!(src.rows(cell), bq.rows(cell));
     let (s, b) = (s?, b?);
     found.statements.0 += 1;
@@ -300,7 +306,10 @@ async fn leaf(cmp: &Compare, cell: &Cell, src: &mut dyn Side, bq: &mut dyn Side,
     let (s, b) = (index(s), index(b));
     let keys: std::collections::BTreeSet<&Vec<String>> = s.keys().chain(b.keys()).collect();
     // A row at or past the cutoff on either side changed (or arrived) during the check.
-    let recent = |r: Option<&LeafRow>| r.and_then(|r| r.watermark.as_deref()).is_some_and(|w| w >= cmp.cutoff.as_str());
+    let recent = |r: Option<&LeafRow>| {
+        r.and_then(|r| r.watermark.as_deref())
+            .is_some_and(|w| w >= cmp.cutoff.as_str())
+    };
     for key in keys {
         let (rs, rb) = (s.get(key), b.get(key));
         if recent(rs) || recent(rb) {
@@ -497,14 +506,28 @@ mod tests {
             s.rows[900].2 = "new".into();
             let found = search(&cmp(ranges), &mut s, &mut b).await.unwrap();
             assert_eq!(
-                (found.missing_in_source, found.missing_in_bigquery, found.changed, found.changed_during_check),
+                (
+                    found.missing_in_source,
+                    found.missing_in_bigquery,
+                    found.changed,
+                    found.changed_during_check
+                ),
                 (2, 1, 1, 1),
                 "{found:?}"
             );
             let keys: Vec<_> = found.listed.iter().map(|m| (m.kind.clone(), m.key.clone())).collect();
-            assert!(keys.contains(&(MismatchKind::MissingInSource, "id=17".into())), "{keys:?}");
-            assert!(keys.contains(&(MismatchKind::MissingInSource, "id=20000".into())), "{keys:?}");
-            assert!(keys.contains(&(MismatchKind::MissingInBigQuery, "id=4242".into())), "{keys:?}");
+            assert!(
+                keys.contains(&(MismatchKind::MissingInSource, "id=17".into())),
+                "{keys:?}"
+            );
+            assert!(
+                keys.contains(&(MismatchKind::MissingInSource, "id=20000".into())),
+                "{keys:?}"
+            );
+            assert!(
+                keys.contains(&(MismatchKind::MissingInBigQuery, "id=4242".into())),
+                "{keys:?}"
+            );
             let changed = found.listed.iter().find(|m| m.kind == MismatchKind::Changed).unwrap();
             assert_eq!(changed.key, "id=777");
             assert_eq!(

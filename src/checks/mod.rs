@@ -179,7 +179,12 @@ pub fn describe(m: &compare::Mismatch) -> String {
                 .iter()
                 .map(|c| match (&c.source, &c.bigquery) {
                     (Some(s), Some(b)) if s == "differs" && b == "differs" => format!("{} differs", c.column),
-                    _ => format!("{} {} in the source, {} in BigQuery", c.column, show(&c.source), show(&c.bigquery)),
+                    _ => format!(
+                        "{} {} in the source, {} in BigQuery",
+                        c.column,
+                        show(&c.source),
+                        show(&c.bigquery)
+                    ),
                 })
                 .collect();
             format!("changed: {}: {}", m.key, cols.join("; "))
@@ -192,7 +197,10 @@ pub fn describe(m: &compare::Mismatch) -> String {
 fn settings(spec: &IngestedTableSpec, kind: Kind) -> (std::time::Duration, u64) {
     let checks = spec.checks.as_ref();
     let (older, chunk) = match kind {
-        Kind::RowCount => (checks.and_then(|c| c.row_count.as_ref()).map(|r| r.older_than.clone()), 0),
+        Kind::RowCount => (
+            checks.and_then(|c| c.row_count.as_ref()).map(|r| r.older_than.clone()),
+            0,
+        ),
         Kind::Exact => {
             let x = checks.and_then(|c| c.exact.as_ref());
             (x.map(|x| x.older_than.clone()), x.map_or(100_000, |x| x.chunk_rows))
@@ -227,7 +235,10 @@ async fn run_inner(
     let observed = crate::dbsource::observe(sources, gcs, resource, spec).await?;
     let planned = crate::dbsource::plan(spec, &observed, chrono::Utc::now(), true);
     let Some(x) = planned.extraction else {
-        return Err(format!("the source cannot be read as declared: {}", planned.problems.join("; ")));
+        return Err(format!(
+            "the source cannot be read as declared: {}",
+            planned.problems.join("; ")
+        ));
     };
     let (older, chunk_rows) = settings(spec, kind);
     let wm = x
@@ -346,7 +357,11 @@ fn canon_column(sql: String, c: &Extracted, source_side: bool) -> CanonColumn {
     CanonColumn {
         sql,
         type_: c.declared.canonical(),
-        source_type: if source_side { c.source.data_type.clone() } else { String::new() },
+        source_type: if source_side {
+            c.source.data_type.clone()
+        } else {
+            String::new()
+        },
         presence_only: c.source.column_type == "ARRAY",
     }
 }
@@ -400,14 +415,20 @@ pub(crate) fn bigquery_sql(
         crate::ingest::table::BATCH_COLUMN.to_string(),
         crate::ingest::table::LOADED_AT_COLUMN.to_string(),
     ]);
-    let version = spec.version_column.clone().unwrap_or_else(|| x.columns[wm].name.clone());
+    let version = spec
+        .version_column
+        .clone()
+        .unwrap_or_else(|| x.columns[wm].name.clone());
     let key_names: Vec<String> = key.iter().map(|&i| names[i].clone()).collect();
     let latest = crate::views::sql::dedup(
         raw,
         &selected,
         &key_names,
         &version,
-        [crate::ingest::table::BATCH_COLUMN, crate::ingest::table::LOADED_AT_COLUMN],
+        [
+            crate::ingest::table::BATCH_COLUMN,
+            crate::ingest::table::LOADED_AT_COLUMN,
+        ],
     );
     let cols = x
         .columns

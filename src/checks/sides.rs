@@ -70,11 +70,20 @@ impl SideSql {
     pub fn totals_sql(&self, ranges: bool) -> String {
         let t = |e: &str| canon::as_text(self.d, e);
         let bounds = if ranges {
-            format!(", {}, {}", t(&format!("MIN({})", self.key_col())), t(&format!("MAX({})", self.key_col())))
+            format!(
+                ", {}, {}",
+                t(&format!("MIN({})", self.key_col())),
+                t(&format!("MAX({})", self.key_col()))
+            )
         } else {
             ", NULL, NULL".into()
         };
-        format!("SELECT {}{bounds} FROM {} WHERE {}", t("COUNT(*)"), self.from, self.old())
+        format!(
+            "SELECT {}{bounds} FROM {} WHERE {}",
+            t("COUNT(*)"),
+            self.from,
+            self.old()
+        )
     }
 
     /// The fingerprint of every bucket of `split`.
@@ -99,7 +108,11 @@ impl SideSql {
     pub fn rows_sql(&self, cell: &Cell) -> String {
         let mut sel: Vec<String> = self.key.iter().map(|&i| canon::field(self.d, &self.cols[i])).collect();
         let w = &self.cols[self.wm];
-        sel.push(format!("CASE WHEN {} IS NULL THEN NULL ELSE {} END", w.sql, canon::value(self.d, w)));
+        sel.push(format!(
+            "CASE WHEN {} IS NULL THEN NULL ELSE {} END",
+            w.sql,
+            canon::value(self.d, w)
+        ));
         for (i, c) in self.cols.iter().enumerate() {
             let f = canon::field(self.d, c);
             sel.push(if self.pii[i] { canon::md5_hex(self.d, &f) } else { f });
@@ -142,7 +155,9 @@ fn parse_prints(rows: Vec<Vec<Option<String>>>) -> Result<BTreeMap<i64, Print>, 
     let mut out = BTreeMap::new();
     for r in rows {
         let cell = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-        let b: i64 = cell(0).parse().map_err(|_| format!("bucket {:?} is not an integer", cell(0)))?;
+        let b: i64 = cell(0)
+            .parse()
+            .map_err(|_| format!("bucket {:?} is not an integer", cell(0)))?;
         out.insert(
             b,
             Print {

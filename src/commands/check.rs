@@ -16,7 +16,9 @@ pub async fn check(args: &LiveArgs, table: Option<&str>, output: Output) -> i32 
     let mut results = Vec::new();
     let mut picked = 0;
     for l in &world.resources {
-        let Resource::IngestedTable(it) = &l.resource else { continue };
+        let Resource::IngestedTable(it) = &l.resource else {
+            continue;
+        };
         let name = l.resource.qualified_name();
         let d = &it.spec.destination;
         let table_ref = format!("{}.{}.{}", d.project, d.dataset, d.table);
@@ -72,7 +74,11 @@ pub async fn check(args: &LiveArgs, table: Option<&str>, output: Output) -> i32 
             }
         }
     }
-    if results.iter().all(|(_, _, r)| r.result.in_sync) { EXIT_OK } else { EXIT_ERROR }
+    if results.iter().all(|(_, _, r)| r.result.in_sync) {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }
 }
 
 fn declared(c: &crate::crd::Checks) -> Vec<Kind> {
@@ -95,7 +101,11 @@ pub fn text(name: &str, table: &str, r: &Ran) -> String {
         let _ = writeln!(out, ": could not run: {e}");
         return out;
     }
-    let _ = writeln!(out, ", rows with a watermark before {} (database clock, UTC):", res.cutoff);
+    let _ = writeln!(
+        out,
+        ", rows with a watermark before {} (database clock, UTC):",
+        res.cutoff
+    );
     let counts = format!("source {} rows, BigQuery {} rows", res.source_rows, res.bigquery_rows);
     match r.kind {
         Kind::RowCount if res.in_sync => {

@@ -34,8 +34,16 @@ pub async fn run_due(
     let mut after = ChecksStatus::default();
     let mut events = Vec::new();
     for (kind, every, last) in [
-        (Kind::RowCount, declared.row_count.as_ref().map(|c| c.every.as_str()), &before.row_count),
-        (Kind::Exact, declared.exact.as_ref().map(|c| c.every.as_str()), &before.exact),
+        (
+            Kind::RowCount,
+            declared.row_count.as_ref().map(|c| c.every.as_str()),
+            &before.row_count,
+        ),
+        (
+            Kind::Exact,
+            declared.exact.as_ref().map(|c| c.every.as_str()),
+            &before.exact,
+        ),
     ] {
         let Some(every) = every else { continue };
         let every = crate::validate::database::duration(every).unwrap_or(std::time::Duration::from_secs(7200));
@@ -50,7 +58,12 @@ pub async fn run_due(
             if !ran.result.in_sync {
                 events.push(Note {
                     warning: true,
-                    reason: if ran.result.error.is_some() { "CheckFailed" } else { "OutOfSync" }.into(),
+                    reason: if ran.result.error.is_some() {
+                        "CheckFailed"
+                    } else {
+                        "OutOfSync"
+                    }
+                    .into(),
                     message: format!("{} check: {}", kind.as_str(), summary(&ran.result)),
                 });
             } else if !was_in_sync {
@@ -112,7 +125,11 @@ pub fn summary(r: &CheckResult) -> String {
             kinds.push(format!("{n} {what}"));
         }
     }
-    let mut out = if kinds.is_empty() { counts } else { format!("{counts}: {}", kinds.join(", ")) };
+    let mut out = if kinds.is_empty() {
+        counts
+    } else {
+        format!("{counts}: {}", kinds.join(", "))
+    };
     if let Some(first) = r.examples.first() {
         out.push_str(&format!(" (e.g. {first})"));
     }

@@ -109,7 +109,9 @@ impl crate::checks::CheckObserver for CheckCounter {
                 check: check.clone(),
             })
             .set(i64::from(m.outcome == "ok"));
-        self.duration.get_or_create(&KindLabels { kind: check }).observe(m.seconds);
+        self.duration
+            .get_or_create(&KindLabels { kind: check })
+            .observe(m.seconds);
         for (side, n) in [("source", m.bytes.0), ("bigquery", m.bytes.1)] {
             self.bytes.get_or_create(&SideLabels { side: side.into() }).inc_by(n);
         }

@@ -375,6 +375,20 @@ pub fn plan(
             spec.schedule.every
         ));
     }
+    if let Some(c) = &spec.checks {
+        let mut each = Vec::new();
+        if let Some(r) = &c.row_count {
+            each.push(format!("rowCount every {} (rows older than {})", r.every, r.older_than));
+        }
+        if let Some(x) = &c.exact {
+            each.push(format!("exact every {} (rows older than {})", x.every, x.older_than));
+        }
+        out.notes.push(format!(
+            "checks: {}; the controller runs them after loads (status.checks, condition InSync); run them now with \
+             `bqsteward check`",
+            each.join(", ")
+        ));
+    }
     match spec.mode {
         _ if !pull_due => {}
         LoadMode::Snapshot => out.pulls.push(PullRequest {

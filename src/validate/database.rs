@@ -159,7 +159,10 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
     if let Some(checks) = &spec.checks {
         let time_wm = matches!(wm_kind, Some(Some(WatermarkKind::Time(_))));
         if checks.row_count.is_none() && checks.exact.is_none() {
-            c.err("spec.checks", "declares no check: add rowCount and/or exact, or remove checks");
+            c.err(
+                "spec.checks",
+                "declares no check: add rowCount and/or exact, or remove checks",
+            );
         }
         if !time_wm && wm_kind.as_ref().is_none_or(|k| k.is_some()) {
             c.err(
@@ -177,7 +180,10 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
         let mut schedule = |field: &str, every: &str, older: &str| {
             match duration(every) {
                 Err(e) => c.err(format!("spec.checks.{field}.every"), e),
-                Ok(d) if d.as_secs() < 60 => c.err(format!("spec.checks.{field}.every"), format!("{every:?} is too short: at least 1m")),
+                Ok(d) if d.as_secs() < 60 => c.err(
+                    format!("spec.checks.{field}.every"),
+                    format!("{every:?} is too short: at least 1m"),
+                ),
                 Ok(_) => {}
             }
             c.check(format!("spec.checks.{field}.olderThan"), duration(older).map(|_| ()));
@@ -188,7 +194,10 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
         if let Some(x) = &checks.exact {
             schedule("exact", &x.every, &x.older_than);
             if !(1000..=10_000_000).contains(&x.chunk_rows) {
-                c.err("spec.checks.exact.chunkRows", format!("{} is out of range: 1000 to 10000000", x.chunk_rows));
+                c.err(
+                    "spec.checks.exact.chunkRows",
+                    format!("{} is out of range: 1000 to 10000000", x.chunk_rows),
+                );
             }
         }
     }
