@@ -269,8 +269,8 @@ fn cases() -> Vec<Case> {
             mysql_type: "VARBINARY(20)",
             pg_type: "bytea",
             values: vec![
-                (Some("X'00FF10'"), Some("'\\x00ff10'"), "b'\\x00\\xff\\x10'"),
-                (Some("X''"), Some("'\\x'"), "b''"),
+                (Some("X'00FF10'"), Some("'\\x00ff10'"), "FROM_HEX('00ff10')"),
+                (Some("X''"), Some("'\\x'"), "FROM_HEX('')"),
             ],
         },
     ]

@@ -86,12 +86,20 @@ pub fn value(d: Dialect, c: &CanonColumn) -> String {
         (_, "FLOAT64") => float(d, q),
         (Dialect::Mysql, "DATE") => format!("DATE_FORMAT({q}, '%Y-%m-%d')"),
         (Dialect::Postgres, "DATE") => format!("to_char({q}, 'YYYY-MM-DD')"),
-        (Dialect::BigQuery, "DATE") => format!("FORMAT_DATE('%Y-%m-%d', {q})"),
+        // The year padded by hand: `%Y` leaves years below 1000 unpadded in some formatters.
+        (Dialect::BigQuery, "DATE") => format!("CONCAT({}, FORMAT_DATE('-%m-%d', {q}))", bq_year(q)),
         (Dialect::Mysql, "DATETIME" | "TIMESTAMP") => format!("DATE_FORMAT({q}, '%Y-%m-%d %H:%i:%s.%f')"),
         (Dialect::Postgres, "DATETIME") => format!("to_char({q}, 'YYYY-MM-DD HH24:MI:SS.US')"),
         (Dialect::Postgres, "TIMESTAMP") => format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"),
-        (Dialect::BigQuery, "DATETIME") => format!("FORMAT_DATETIME('%Y-%m-%d %H:%M:%E6S', {q})"),
-        (Dialect::BigQuery, "TIMESTAMP") => format!("FORMAT_TIMESTAMP('%Y-%m-%d %H:%M:%E6S', {q}, 'UTC')"),
+        (Dialect::BigQuery, "DATETIME") => {
+            format!("CONCAT({}, FORMAT_DATETIME('-%m-%d %H:%M:%E6S', {q}))", bq_year(q))
+        }
+        (Dialect::BigQuery, "TIMESTAMP") => {
+            format!(
+                "CONCAT({}, FORMAT_TIMESTAMP('-%m-%d %H:%M:%E6S', {q}, 'UTC'))",
+                bq_year(q)
+            )
+        }
         (Dialect::Mysql, "TIME") => format!("TIME_FORMAT({q}, '%H:%i:%s.%f')"),
         (Dialect::Postgres, "TIME") => format!("to_char({q}, 'HH24:MI:SS.US')"),
         (Dialect::BigQuery, "TIME") => format!("FORMAT_TIME('%H:%M:%E6S', {q})"),
@@ -103,6 +111,11 @@ pub fn value(d: Dialect, c: &CanonColumn) -> String {
         (Dialect::Postgres, _) => format!("{q}::text"),
         (Dialect::BigQuery, _) => format!("CAST({q} AS STRING)"),
     }
+}
+
+/// The (UTC) year of a BigQuery date or time, four digits.
+fn bq_year(q: &str) -> String {
+    format!("LPAD(CAST(EXTRACT(YEAR FROM {q}) AS STRING), 4, '0')")
 }
 
 /// A double as `[-]MpE` through exact arithmetic (see the module header).

@@ -273,3 +273,51 @@ impl Side for BigQuerySide<'_> {
         Ok(self.sql.leaf_rows(rows))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(d: Dialect) -> SideSql {
+        let col = |n: &str, t: &'static str| CanonColumn {
+            sql: format!("`{n}`"),
+            type_: t,
+            source_type: String::new(),
+            presence_only: false,
+        };
+        SideSql {
+            d,
+            from: "`p.d.t`".into(),
+            cols: vec![col("id", "INT64"), col("email", "STRING"), col("at", "DATETIME")],
+            key: vec![0],
+            pii: vec![false, true, false],
+            wm: 2,
+            cutoff_sql: "DATETIME '2026-01-01 00:00:00'".into(),
+        }
+    }
+
+    #[test]
+    fn a_leaf_read_never_returns_a_pii_value() {
+        for d in [Dialect::Mysql, Dialect::Postgres, Dialect::BigQuery] {
+            let s = side(d);
+            let sql = s.rows_sql(&Cell::Range { lo: 0, hi: 10 });
+            let email = canon::field(d, &s.cols[1]);
+            let hashed = canon::md5_hex(d, &email);
+            assert!(sql.contains(&hashed), "{sql}");
+            // The email's field appears only inside its hash.
+            assert_eq!(sql.matches(&email).count(), 1, "{sql}");
+            assert!(sql.contains(&canon::field(d, &s.cols[0])), "{sql}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_filter_on_the_cutoff_and_the_cell() {
+        let s = side(Dialect::BigQuery);
+        let split = Cell::Range { lo: 100, hi: 300 }.split(4);
+        let sql = s.prints_sql(&split);
+        assert!(sql.contains("`at` < DATETIME '2026-01-01 00:00:00'"), "{sql}");
+        assert!(sql.contains("`id` >= 100 AND `id` < 300"), "{sql}");
+        assert!(sql.contains("DIV((`id` - (100)), 50)"), "{sql}");
+        assert_eq!(split.child(3), Cell::Range { lo: 250, hi: 300 });
+    }
+}
