@@ -732,3 +732,72 @@ spec:
     );
     assert!(kinds(&v).contains(&("missingInSource".into(), "code=order-500".into())));
 }
+
+/// A file source's row count: the rows the ledger recorded for each appended batch against the
+/// rows of that batch in the table; a row lost in BigQuery and a row of no batch are both named.
+#[tokio::test]
+async fn a_file_table_row_count_compares_each_batch_with_the_ledger() {
+    let e = env().await;
+    let gcs = GcsRest::new(&emulators()).unwrap();
+    let prefix = unique("files");
+    for (file, ids) in [("a.jsonl", 1..4), ("b.jsonl", 4..8)] {
+        let body: String = ids.map(|i| format!("{{\"id\": {i}, \"v\": \"row {i}\"}}\n")).collect();
+        bqsteward::cloud::storage::Storage::upload(
+            &gcs,
+            &e.bucket,
+            &format!("{prefix}/{file}"),
+            body.into_bytes(),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    }
+    let manifest = format!(
+        r#"apiVersion: bqsteward.dev/v1alpha1
+kind: IngestedTable
+metadata: {{name: events, namespace: files}}
+spec:
+  source: {{uri: "gs://{bucket}/{prefix}/", format: NEWLINE_DELIMITED_JSON}}
+  destination: {{project: {PROJECT}, dataset: {dataset}, table: events}}
+  schema:
+  - {{name: id, type: INT64}}
+  - {{name: v, type: STRING}}
+  checks:
+    rowCount: {{every: 1h, olderThan: 0s}}
+"#,
+        bucket = e.bucket,
+        dataset = e.dataset
+    );
+    ok(&e.run(&["apply"], &manifest).await, 0);
+    let v = e.check(&manifest, 0).await;
+    assert_eq!(
+        (
+            v["result"]["inSync"].clone(),
+            v["result"]["sourceRows"].clone(),
+            v["result"]["bigqueryRows"].clone()
+        ),
+        (serde_json::json!(true), serde_json::json!(7), serde_json::json!(7)),
+        "{v:#}"
+    );
+    let raw = format!("`{PROJECT}.{}.events`", e.dataset);
+    e.exec(&format!("DELETE FROM {raw} WHERE id = 2")).await;
+    e.exec(&format!("INSERT INTO {raw} (id, v) VALUES (99, 'by hand')"))
+        .await;
+    let r = e.run(&["check"], &manifest).await;
+    ok(&r, 1);
+    assert!(
+        r.stdout.contains("MISMATCH: ledger 7 rows, BigQuery 7 rows"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(": 7 rows in the ledger, 6 in the table"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("- 1 rows of no loaded batch of the ledger"),
+        "{}",
+        r.stdout
+    );
+}

@@ -1,6 +1,7 @@
-//! Data-quality checks of an IngestedTable against its database source (`spec.checks`): a row
-//! count and an exact comparison, both over the rows whose watermark is older than `olderThan` by
-//! the database's clock, on the replica table and on the BigQuery table's latest row per key.
+//! Data-quality checks of an IngestedTable against its source (`spec.checks`). Database sources:
+//! a row count and an exact comparison, both over the rows whose watermark is older than
+//! `olderThan` by the database's clock, on the replica table and on the BigQuery table's latest
+//! row per key. File sources: a row count per loaded batch, ledger against table ([`files`]).
 //!
 //! - [`canon`]: the canonical row encoding, identical in MySQL, PostgreSQL and BigQuery.
 //! - [`compare`]: the search (fingerprints of key cells, split where they differ, rows at leaves).
@@ -12,6 +13,7 @@
 pub mod bench;
 pub mod canon;
 pub mod compare;
+pub mod files;
 pub mod sides;
 
 use crate::cloud::bigquery::BigQuery;
@@ -100,10 +102,15 @@ pub async fn run(
     let outcome = run_inner(sources, bq, gcs, resource, spec, kind, &mut bytes).await;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let ran = match outcome {
-        Ok((found, cutoff)) => {
+        Ok((found, cutoff, differing)) => {
             let in_sync = match kind {
-                Kind::RowCount => found.source_rows == found.bigquery_rows,
+                Kind::RowCount => found.source_rows == found.bigquery_rows && differing.is_empty(),
                 Kind::Exact => found.in_sync(),
+            };
+            let examples = if differing.is_empty() {
+                found.listed.iter().take(5).map(describe).collect()
+            } else {
+                differing
             };
             Ran {
                 kind,
@@ -117,7 +124,7 @@ pub async fn run(
                     missing_in_source: found.missing_in_source as i64,
                     changed: found.changed as i64,
                     changed_during_check: found.changed_during_check as i64,
-                    examples: found.listed.iter().take(5).map(describe).collect(),
+                    examples,
                     error: None,
                 },
                 found: Some(found),
@@ -221,12 +228,18 @@ async fn run_inner(
     spec: &IngestedTableSpec,
     kind: Kind,
     bytes: &mut (u64, u64),
-) -> Result<(Found, String), String> {
-    let db = spec
-        .source
-        .database
-        .as_ref()
-        .ok_or("checks need a database source (spec.source.database)")?;
+) -> Result<(Found, String, Vec<String>), String> {
+    let Some(db) = spec.source.database.as_ref() else {
+        // Files: rows per batch, ledger against table.
+        return match kind {
+            Kind::RowCount => files::row_count(bq, spec, settings(spec, kind).0).await,
+            Kind::Exact => Err(
+                "the exact check needs a database source (spec.source.database): rows are compared by \
+                                key with the source table; for files use rowCount"
+                    .into(),
+            ),
+        };
+    };
     let wm_name = db
         .watermark
         .as_ref()
@@ -350,7 +363,7 @@ async fn run_inner(
     };
     *bytes = (src.bytes, big.bytes);
     conn.close().await;
-    Ok((found, cutoff))
+    Ok((found, cutoff, Vec::new()))
 }
 
 fn canon_column(sql: String, c: &Extracted, source_side: bool) -> CanonColumn {

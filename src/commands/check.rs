@@ -25,9 +25,11 @@ pub async fn check(args: &LiveArgs, table: Option<&str>, output: Output) -> i32 
         let bare = name.split_once('/').map_or(name.as_str(), |(_, n)| n);
         let kinds: Vec<Kind> = match table {
             Some(t) if t != name && t != bare && t != table_ref => continue,
-            // A named table runs its declared checks, or both with the defaults.
+            // A named table runs its declared checks, or the ones its source allows with the
+            // defaults.
             Some(_) => match &it.spec.checks {
                 Some(c) if c.row_count.is_some() || c.exact.is_some() => declared(c),
+                _ if it.spec.source.database.is_none() => vec![Kind::RowCount],
                 _ => vec![Kind::RowCount, Kind::Exact],
             },
             None => match &it.spec.checks {
@@ -38,7 +40,7 @@ pub async fn check(args: &LiveArgs, table: Option<&str>, output: Output) -> i32 
         picked += 1;
         for kind in kinds {
             let ran = checks::run(&owned.sources, &owned.bq, &owned.gcs, &name, &it.spec, kind).await;
-            results.push((name.clone(), table_ref.clone(), ran));
+            results.push((name.clone(), table_ref.clone(), ran, it.spec.source.database.is_none()));
         }
     }
     if picked == 0 {
@@ -55,7 +57,7 @@ pub async fn check(args: &LiveArgs, table: Option<&str>, output: Output) -> i32 
         Output::Json => {
             let list: Vec<serde_json::Value> = results
                 .iter()
-                .map(|(name, t, r)| {
+                .map(|(name, t, r, _)| {
                     serde_json::json!({
                         "resource": name,
                         "table": t,
@@ -69,12 +71,12 @@ pub async fn check(args: &LiveArgs, table: Option<&str>, output: Output) -> i32 
             println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
         }
         Output::Text => {
-            for (name, t, r) in &results {
-                print!("{}", text(name, t, r));
+            for (name, t, r, files) in &results {
+                print!("{}", text(name, t, r, *files));
             }
         }
     }
-    if results.iter().all(|(_, _, r)| r.result.in_sync) {
+    if results.iter().all(|(_, _, r, _)| r.result.in_sync) {
         EXIT_OK
     } else {
         EXIT_ERROR
@@ -93,7 +95,7 @@ fn declared(c: &crate::crd::Checks) -> Vec<Kind> {
 }
 
 /// The text report of one check.
-pub fn text(name: &str, table: &str, r: &Ran) -> String {
+pub fn text(name: &str, table: &str, r: &Ran, files: bool) -> String {
     use std::fmt::Write;
     let res = &r.result;
     let mut out = format!("IngestedTable {name} ({table}), {} check", r.kind.as_str());
@@ -106,13 +108,21 @@ pub fn text(name: &str, table: &str, r: &Ran) -> String {
         ", rows with a watermark before {} (database clock, UTC):",
         res.cutoff
     );
-    let counts = format!("source {} rows, BigQuery {} rows", res.source_rows, res.bigquery_rows);
+    let counts = format!(
+        "{} {} rows, BigQuery {} rows",
+        if files { "ledger" } else { "source" },
+        res.source_rows,
+        res.bigquery_rows
+    );
     match r.kind {
         Kind::RowCount if res.in_sync => {
             let _ = writeln!(out, "  in sync: {counts}");
         }
         Kind::RowCount => {
             let _ = writeln!(out, "  MISMATCH: {counts}");
+            for e in &res.examples {
+                let _ = writeln!(out, "  - {e}");
+            }
         }
         Kind::Exact => {
             let found = r.found.clone().unwrap_or_default();

@@ -98,8 +98,10 @@ pub struct IngestedTableSpec {
     /// out of that day on the replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_reload: Option<DailyReload>,
-    /// Data-quality checks of the table against its database source: a row count and an exact
-    /// comparison, each on its own schedule. A failing check never stops loads: it sets the
+    /// Data-quality checks of the table against its source, each on its own schedule: for a
+    /// database source a row count and an exact comparison; for files a row count per loaded
+    /// batch (the rows the ledger recorded against the rows the table holds with that
+    /// `_bqsteward_batch_id`, plus rows of no loaded batch). A failing check never stops loads: it sets the
     /// `InSync` condition to False, sends an event and moves the `bqsteward_check_*` metrics.
     /// `bqsteward check -f DIR` runs them once from the command line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,10 +261,11 @@ pub struct DailyReload {
     pub time_zone: String,
 }
 
-/// The checks of a table against its source. Both compare only rows whose watermark is older than
-/// `olderThan` (by the database's clock) on both sides — the source table and the table's latest
-/// version per `primaryKey` (what the `full` view shows) — so rows still on their way, or changed
-/// while a check runs, never raise an alarm.
+/// The checks of a table against its source. For a database source both compare only rows whose
+/// watermark is older than `olderThan` (by the database's clock) on both sides — the source table
+/// and the table's latest version per `primaryKey` (what the `full` view shows) — so rows still on
+/// their way, or changed while a check runs, never raise an alarm. For files, `rowCount` compares
+/// the appended batches recorded before `olderThan` (batches replaced by a reload are left out).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Checks {

@@ -158,12 +158,6 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
     }
     if let Some(checks) = &spec.checks {
         let time_wm = matches!(wm_kind, Some(Some(WatermarkKind::Time(_))));
-        if checks.row_count.is_none() && checks.exact.is_none() {
-            c.err(
-                "spec.checks",
-                "declares no check: add rowCount and/or exact, or remove checks",
-            );
-        }
         if !time_wm && wm_kind.as_ref().is_none_or(|k| k.is_some()) {
             c.err(
                 "spec.checks",
@@ -177,29 +171,7 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
                 "needs spec.primaryKey: BigQuery's side is the latest row per key (rows are matched by key)",
             );
         }
-        let mut schedule = |field: &str, every: &str, older: &str| {
-            match duration(every) {
-                Err(e) => c.err(format!("spec.checks.{field}.every"), e),
-                Ok(d) if d.as_secs() < 60 => c.err(
-                    format!("spec.checks.{field}.every"),
-                    format!("{every:?} is too short: at least 1m"),
-                ),
-                Ok(_) => {}
-            }
-            c.check(format!("spec.checks.{field}.olderThan"), duration(older).map(|_| ()));
-        };
-        if let Some(r) = &checks.row_count {
-            schedule("rowCount", &r.every, &r.older_than);
-        }
-        if let Some(x) = &checks.exact {
-            schedule("exact", &x.every, &x.older_than);
-            if !(1000..=10_000_000).contains(&x.chunk_rows) {
-                c.err(
-                    "spec.checks.exact.chunkRows",
-                    format!("{} is out of range: 1000 to 10000000", x.chunk_rows),
-                );
-            }
-        }
+        schedules(c, checks);
     }
     if let Some(r) = &spec.daily_reload {
         c.check("spec.dailyReload.at", time_of_day(&r.at).map(|_| ()));
@@ -213,6 +185,39 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
             c.err(
                 "spec.dailyReload",
                 "needs a time watermark (TIMESTAMP, DATETIME or DATE) to tell which rows belong to a day",
+            );
+        }
+    }
+}
+
+/// The schedules of `spec.checks` (both kinds of source): intervals, `olderThan`, `chunkRows`.
+pub(crate) fn schedules(c: &mut Checker, checks: &crate::crd::Checks) {
+    if checks.row_count.is_none() && checks.exact.is_none() {
+        c.err(
+            "spec.checks",
+            "declares no check: add rowCount and/or exact, or remove checks",
+        );
+    }
+    let mut schedule = |field: &str, every: &str, older: &str| {
+        match duration(every) {
+            Err(e) => c.err(format!("spec.checks.{field}.every"), e),
+            Ok(d) if d.as_secs() < 60 => c.err(
+                format!("spec.checks.{field}.every"),
+                format!("{every:?} is too short: at least 1m"),
+            ),
+            Ok(_) => {}
+        }
+        c.check(format!("spec.checks.{field}.olderThan"), duration(older).map(|_| ()));
+    };
+    if let Some(r) = &checks.row_count {
+        schedule("rowCount", &r.every, &r.older_than);
+    }
+    if let Some(x) = &checks.exact {
+        schedule("exact", &x.every, &x.older_than);
+        if !(1000..=10_000_000).contains(&x.chunk_rows) {
+            c.err(
+                "spec.checks.exact.chunkRows",
+                format!("{} is out of range: 1000 to 10000000", x.chunk_rows),
             );
         }
     }

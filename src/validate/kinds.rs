@@ -39,11 +39,22 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
                     "only with source.database (files are loaded from source.uri where they are); remove it",
                 );
             }
-            if spec.checks.is_some() {
-                c.err(
-                    "spec.checks",
-                    "only for database sources (source.database): a check compares the table with its source table",
-                );
+            if let Some(checks) = &spec.checks {
+                super::database::schedules(c, checks);
+                if checks.exact.is_some() {
+                    c.err(
+                        "spec.checks.exact",
+                        "needs a database source (source.database): rows are compared by key with the source table; \
+                         for files use rowCount (rows per loaded batch, ledger against table)",
+                    );
+                }
+                if checks.row_count.is_some() && spec.mode == crate::crd::LoadMode::Snapshot {
+                    c.err(
+                        "spec.checks.rowCount",
+                        "compares the rows of appended batches; mode: Snapshot replaces the table with each batch: \
+                         remove the check",
+                    );
+                }
             }
             if spec.daily_reload.is_some() {
                 c.err(
