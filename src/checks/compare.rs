@@ -236,13 +236,13 @@ pub async fn search(cmp: &Compare, src: &mut dyn Side, bq: &mut dyn Side) -> Res
         return Ok(found);
     }
     let cells = s.rows.max(b.rows).div_ceil(cmp.chunk_rows.max(1)).max(1);
-    let root = if cmp.ranges {
-        let lo = [s.bounds, b.bounds].iter().flatten().map(|x| x.0).min().unwrap_or(0);
-        let hi = [s.bounds, b.bounds].iter().flatten().map(|x| x.1).max().unwrap_or(0);
-        Cell::Range {
-            lo,
-            hi: hi.saturating_add(1),
-        }
+    let lo = [s.bounds, b.bounds].iter().flatten().map(|x| x.0).min().unwrap_or(0);
+    let hi = [s.bounds, b.bounds].iter().flatten().map(|x| x.1).max().unwrap_or(0);
+    // Keys far from zero would overflow `key - lo` in the engines' 64-bit arithmetic: hash
+    // cells then, like any other key.
+    const LIMIT: i64 = 1 << 62;
+    let root = if cmp.ranges && (-LIMIT..LIMIT).contains(&lo) && (-LIMIT..LIMIT).contains(&hi) {
+        Cell::Range { lo, hi: hi + 1 }
     } else {
         Cell::Hash { modulus: 1, residue: 0 }
     };
@@ -406,7 +406,7 @@ mod tests {
     fn inside(c: &Cell, k: i64) -> bool {
         match *c {
             Cell::Range { lo, hi } => k >= lo && k < hi,
-            Cell::Hash { modulus, residue } => (k as u64 * 2654435761) % modulus == residue,
+            Cell::Hash { modulus, residue } => (k as u64).wrapping_mul(2654435761) % modulus == residue,
         }
     }
 
@@ -428,7 +428,7 @@ mod tests {
                 }
                 let b = match split.parent {
                     Cell::Range { lo, .. } => (k - lo) / split.step as i64,
-                    Cell::Hash { .. } => ((*k as u64 * 2654435761) % split.step) as i64,
+                    Cell::Hash { .. } => ((*k as u64).wrapping_mul(2654435761) % split.step) as i64,
                 };
                 let e = out.entry(b).or_default();
                 e.0 += 1;
@@ -541,5 +541,20 @@ mod tests {
             // Far fewer statements than rows: only differing cells were split.
             assert!(s.statements < 40, "{}", s.statements);
         }
+    }
+
+    #[tokio::test]
+    async fn keys_near_the_ends_of_int64_use_hash_cells() {
+        let big = |n: i64| Mem {
+            rows: (0..n)
+                .map(|k| (i64::MAX - k, "1".to_string(), format!("v{k}")))
+                .collect(),
+            cutoff: "5".into(),
+            statements: 0,
+        };
+        let (mut s, mut b) = (big(3000), big(3000));
+        b.rows[10].2 = "changed".into();
+        let found = search(&cmp(true), &mut s, &mut b).await.unwrap();
+        assert_eq!(found.changed, 1, "{found:?}");
     }
 }

@@ -282,18 +282,29 @@ async fn run_inner(
 
     let (mut conn, url, _slot) = crate::dbsource::connect(sources, resource, spec).await?;
     let timeout = x.timeout.as_secs().max(1);
-    let setup = match db.engine {
-        DatabaseEngine::Mysql => vec![format!("SET SESSION max_statement_time = {timeout}")],
-        DatabaseEngine::Postgres => vec![
-            format!("SET statement_timeout = '{timeout}s'"),
-            "SET default_transaction_read_only = on".into(),
-        ],
-    };
-    for s in setup {
-        if let Err(e) = conn.exec(&s).await
-            && db.engine == DatabaseEngine::Postgres
-        {
-            return Err(crate::dbsource::conn::redact(&format!("source: {e}"), &url));
+    // Read-only sessions under the source's statement timeout.
+    let fail = |e: sqlx::Error| crate::dbsource::conn::redact(&format!("source: {e}"), &url);
+    match db.engine {
+        DatabaseEngine::Mysql => {
+            conn.exec("SET SESSION TRANSACTION READ ONLY").await.map_err(fail)?;
+            // MariaDB: max_statement_time (s); MySQL: max_execution_time (ms).
+            if conn
+                .exec(&format!("SET SESSION max_statement_time = {timeout}"))
+                .await
+                .is_err()
+            {
+                conn.exec(&format!("SET SESSION max_execution_time = {}", timeout * 1000))
+                    .await
+                    .map_err(fail)?;
+            }
+        }
+        DatabaseEngine::Postgres => {
+            conn.exec(&format!("SET statement_timeout = '{timeout}s'"))
+                .await
+                .map_err(fail)?;
+            conn.exec("SET default_transaction_read_only = on")
+                .await
+                .map_err(fail)?;
         }
     }
     let clock_sql = match db.engine {
