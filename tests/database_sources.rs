@@ -8,6 +8,7 @@ use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
 use bqsteward::cloud::storage::{GcsRest, Storage};
 use sqlx::Connection;
 use support::cli::{bqsteward, emulator_env, ok};
+use support::sql::{my, mysql, pg, postgres};
 use support::{databases, emulators, unique};
 
 const PROJECT: &str = "bqsteward-test";
@@ -74,29 +75,6 @@ impl Env {
             .map(|o| o.name)
             .collect()
     }
-}
-
-async fn mysql() -> sqlx::MySqlConnection {
-    let opts: sqlx::mysql::MySqlConnectOptions = databases().0.parse().unwrap();
-    sqlx::MySqlConnection::connect_with(&opts.timezone(Some("+00:00".into())))
-        .await
-        .unwrap()
-}
-
-async fn postgres() -> sqlx::PgConnection {
-    sqlx::PgConnection::connect(&databases().1).await.unwrap()
-}
-
-async fn my(c: &mut sqlx::MySqlConnection, sql: &str) {
-    sqlx::Executor::execute(&mut *c, sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-async fn pg(c: &mut sqlx::PgConnection, sql: &str) {
-    sqlx::Executor::execute(&mut *c, sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// Source rows as text, ordered by the first column.

@@ -9,7 +9,7 @@
 //! figures); the ratio, not the seconds, is the figure to compare.
 
 use super::compare::{self, Compare};
-use super::sides::{BigQuerySide, SourceSide};
+use super::sides::{Replica, SqlSide, Warehouse};
 use crate::cloud::bigquery::{BigQuery, BigQueryRest};
 use crate::cloud::bqtypes::{Field, TableDef, TableRef};
 use crate::cloud::storage::{GcsRest, Storage};
@@ -87,24 +87,18 @@ pub async fn run(engine: DatabaseEngine, url: &SecretText, rows: u64) -> Result<
         cutoff: cutoff.clone(),
         chunk_rows: 100_000,
         ranges: true,
+        count_only: false,
     };
-    let mut src = SourceSide {
-        sql: src_sql,
-        conn: &mut conn,
-        ranges: true,
-        bytes: 0,
-        seconds: 0.0,
-        url,
-    };
-    let mut big = BigQuerySide {
-        sql: bq_sql,
-        bq: &bq,
-        project: project.clone(),
-        location: "US".into(),
-        ranges: true,
-        bytes: 0,
-        seconds: 0.0,
-    };
+    let mut src = SqlSide::new(src_sql, true, Replica { conn: &mut conn, url });
+    let mut big = SqlSide::new(
+        bq_sql,
+        true,
+        Warehouse {
+            bq: &bq,
+            project: project.clone(),
+            location: "US".into(),
+        },
+    );
     let found = compare::search(&cmp, &mut src, &mut big).await?;
     let check_s = started.elapsed().as_secs_f64();
     let check_bytes = (src.bytes, big.bytes);

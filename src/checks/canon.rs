@@ -11,9 +11,9 @@
 //! | DATE                | `YYYY-MM-DD`                                                         |
 //! | DATETIME, TIMESTAMP | `YYYY-MM-DD HH:MM:SS.ffffff` (TIMESTAMP in UTC)                      |
 //! | TIME                | `HH:MM:SS.ffffff`                                                    |
-//! | STRING              | the text (UTF-8)                                                     |
+//! | STRING              | the text (UTF-8; PostgreSQL `char(n)` with its padding, as loaded)    |
 //! | BYTES               | lowercase hex                                                        |
-//! | JSON, REPEATED      | `present` (compared as NULL or not only: engines print JSON differently) |
+//! | JSON, REPEATED      | `present`: compared as NULL or not only (engines print JSON differently); JSON `null` and an empty array count as NULL |
 //!
 //! Floats go through arithmetic that is exact in IEEE 754 (division by powers of two), not through
 //! each engine's own float printing, which differs (`1e+20`, `1e20`, `100000000000000000000`).
@@ -54,8 +54,8 @@ pub struct CanonColumn {
     pub sql: String,
     /// The declared (BigQuery) type, canonical name.
     pub type_: &'static str,
-    /// The source's own data type (lowercase), when it changes the encoding (MySQL `float`,
-    /// `tinyint`; PostgreSQL `real`); empty on BigQuery.
+    /// The source's own data type (lowercase), when it changes the encoding (PostgreSQL `real`
+    /// and `character`); empty on BigQuery.
     pub source_type: String,
     /// REPEATED (or any column compared as NULL-or-not only).
     pub presence_only: bool,
@@ -83,6 +83,10 @@ pub fn value(d: Dialect, c: &CanonColumn) -> String {
             let s = format!("CAST({q} AS STRING)");
             format!("IF(STRPOS({s}, '.') > 0, RTRIM(RTRIM({s}, '0'), '.'), {s})")
         }
+        // PostgreSQL `real` is loaded from its shortest text (0.1), not widened (0.100000001…).
+        (Dialect::Postgres, "FLOAT64") if matches!(c.source_type.as_str(), "real" | "float4") => {
+            float(d, &format!("{q}::text::float8"))
+        }
         (_, "FLOAT64") => float(d, q),
         (Dialect::Mysql, "DATE") => format!("DATE_FORMAT({q}, '%Y-%m-%d')"),
         (Dialect::Postgres, "DATE") => format!("to_char({q}, 'YYYY-MM-DD')"),
@@ -108,8 +112,26 @@ pub fn value(d: Dialect, c: &CanonColumn) -> String {
         (Dialect::BigQuery, "BYTES") => format!("TO_HEX({q})"),
         // STRING and anything else read as text: MySQL in UTF-8 whatever the column's charset.
         (Dialect::Mysql, _) => format!("CONVERT({q} USING utf8mb4)"),
+        // `char(n)` keeps its padding, as the load's row_to_json does (`::text` would trim it).
+        (Dialect::Postgres, _) if matches!(c.source_type.as_str(), "character" | "bpchar") => {
+            format!("format('%s', {q})")
+        }
         (Dialect::Postgres, _) => format!("{q}::text"),
         (Dialect::BigQuery, _) => format!("CAST({q} AS STRING)"),
+    }
+}
+
+/// When a value counts as NULL: SQL NULL; for REPEATED columns also an empty array (BigQuery
+/// stores a NULL array as empty); for JSON also the JSON `null` (loaded as NULL).
+pub fn null_check(d: Dialect, c: &CanonColumn) -> String {
+    let q = c.sql.as_str();
+    match (d, c.presence_only, c.type_) {
+        (Dialect::Postgres, true, _) => format!("({q} IS NULL OR cardinality({q}) = 0)"),
+        (Dialect::BigQuery, true, _) => format!("({q} IS NULL OR ARRAY_LENGTH({q}) = 0)"),
+        (Dialect::Mysql, false, "JSON") => format!("({q} IS NULL OR TRIM({q}) = 'null')"),
+        (Dialect::Postgres, false, "JSON") => format!("({q} IS NULL OR btrim({q}::text) = 'null')"),
+        (Dialect::BigQuery, false, "JSON") => format!("({q} IS NULL OR TO_JSON_STRING({q}) = 'null')"),
+        _ => format!("{q} IS NULL"),
     }
 }
 
@@ -200,8 +222,8 @@ pub fn field(d: Dialect, c: &CanonColumn) -> String {
         Dialect::BigQuery => format!("CAST(CHAR_LENGTH({v}) AS STRING)"),
     };
     format!(
-        "CASE WHEN {} IS NULL THEN '-' ELSE {} END",
-        c.sql,
+        "CASE WHEN {} THEN '-' ELSE {} END",
+        null_check(d, c),
         concat(d, &[len, "':'".into(), v])
     )
 }

@@ -26,6 +26,8 @@ pub struct SideSql {
     pub wm: usize,
     /// The cutoff as a literal of the watermark's type in this dialect.
     pub cutoff_sql: String,
+    /// Fingerprints cover the keys only and leaves read keys only (the row count).
+    pub count_only: bool,
 }
 
 impl SideSql {
@@ -89,7 +91,14 @@ impl SideSql {
     /// The fingerprint of every bucket of `split`.
     pub fn prints_sql(&self, split: &Split) -> String {
         let t = |e: &str| canon::as_text(self.d, e);
-        let hash = canon::md5_hex(self.d, &canon::row_text(self.d, &self.cols));
+        // Counts alone would let a row missing on each side of one cell cancel out: the row count
+        // fingerprints the set of keys, the exact check whole rows.
+        let hash = if self.count_only {
+            let key: Vec<CanonColumn> = self.key.iter().map(|&i| self.cols[i].clone()).collect();
+            canon::md5_hex(self.d, &canon::row_text(self.d, &key))
+        } else {
+            canon::md5_hex(self.d, &canon::row_text(self.d, &self.cols))
+        };
         format!(
             "SELECT {}, {}, {}, {} FROM (SELECT {} AS _b, {hash} AS _h FROM {} WHERE {} AND {}) _x GROUP BY _b",
             t("_b"),
@@ -106,7 +115,15 @@ impl SideSql {
     /// Every row of `cell`: key fields, the watermark's text, each column's field (a hash of it
     /// for PII columns: their values never leave either side).
     pub fn rows_sql(&self, cell: &Cell) -> String {
-        let mut sel: Vec<String> = self.key.iter().map(|&i| canon::field(self.d, &self.cols[i])).collect();
+        // Key fields match rows across sides; a PII key column's as a hash, like its value.
+        let mut sel: Vec<String> = self
+            .key
+            .iter()
+            .map(|&i| {
+                let f = canon::field(self.d, &self.cols[i]);
+                if self.pii[i] { canon::md5_hex(self.d, &f) } else { f }
+            })
+            .collect();
         let w = &self.cols[self.wm];
         sel.push(format!(
             "CASE WHEN {} IS NULL THEN NULL ELSE {} END",
@@ -114,6 +131,9 @@ impl SideSql {
             canon::value(self.d, w)
         ));
         for (i, c) in self.cols.iter().enumerate() {
+            if self.count_only {
+                break;
+            }
             let f = canon::field(self.d, c);
             sel.push(if self.pii[i] { canon::md5_hex(self.d, &f) } else { f });
         }
@@ -177,30 +197,42 @@ fn bytes(rows: &[Vec<Option<String>>]) -> u64 {
         .sum()
 }
 
-/// The replica's side.
-pub struct SourceSide<'a> {
+/// Runs one statement of a side and returns its rows as text.
+#[async_trait]
+pub trait Statements: Send {
+    /// Runs `sql`.
+    async fn run(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String>;
+}
+
+/// A side answered by SQL statements: the replica's or BigQuery's.
+pub struct SqlSide<S> {
     /// Its SQL.
     pub sql: SideSql,
-    /// The connection.
-    pub conn: &'a mut Conn,
     /// Cells are key ranges.
     pub ranges: bool,
+    /// Where statements run.
+    pub runner: S,
     /// Bytes received.
     pub bytes: u64,
     /// Seconds spent in statements.
     pub seconds: f64,
-    /// Redacts driver errors.
-    pub url: &'a crate::dbsource::secrets::SecretText,
 }
 
-impl SourceSide<'_> {
+impl<S: Statements> SqlSide<S> {
+    /// A side running `sql`'s statements on `runner`.
+    pub fn new(sql: SideSql, ranges: bool, runner: S) -> Self {
+        SqlSide {
+            sql,
+            ranges,
+            runner,
+            bytes: 0,
+            seconds: 0.0,
+        }
+    }
+
     async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
         let started = std::time::Instant::now();
-        let rows = self
-            .conn
-            .texts(sql, &[])
-            .await
-            .map_err(|e| crate::dbsource::conn::redact(&format!("source: {e}"), self.url))?;
+        let rows = self.runner.run(sql).await?;
         self.seconds += started.elapsed().as_secs_f64();
         self.bytes += bytes(&rows);
         Ok(rows)
@@ -208,7 +240,7 @@ impl SourceSide<'_> {
 }
 
 #[async_trait]
-impl Side for SourceSide<'_> {
+impl<S: Statements> Side for SqlSide<S> {
     async fn totals(&mut self) -> Result<Totals, String> {
         let sql = self.sql.totals_sql(self.ranges);
         parse_totals(&self.query(&sql).await?)
@@ -224,53 +256,43 @@ impl Side for SourceSide<'_> {
     }
 }
 
-/// BigQuery's side.
-pub struct BigQuerySide<'a> {
-    /// Its SQL.
-    pub sql: SideSql,
+/// The replica (driver errors redacted of the URL).
+pub struct Replica<'a> {
+    /// The connection.
+    pub conn: &'a mut Conn,
+    /// Redacts driver errors.
+    pub url: &'a crate::dbsource::secrets::SecretText,
+}
+
+#[async_trait]
+impl Statements for Replica<'_> {
+    async fn run(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        self.conn
+            .texts(sql, &[])
+            .await
+            .map_err(|e| crate::dbsource::conn::redact(&format!("source: {e}"), self.url))
+    }
+}
+
+/// BigQuery, running queries in `project` and `location`.
+pub struct Warehouse<'a> {
     /// The client.
     pub bq: &'a dyn BigQuery,
     /// Project that runs the queries.
     pub project: String,
     /// Location.
     pub location: String,
-    /// Cells are key ranges.
-    pub ranges: bool,
-    /// Bytes received.
-    pub bytes: u64,
-    /// Seconds spent in statements.
-    pub seconds: f64,
 }
 
-impl BigQuerySide<'_> {
-    async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-        let started = std::time::Instant::now();
-        let rows = self
+#[async_trait]
+impl Statements for Warehouse<'_> {
+    async fn run(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        Ok(self
             .bq
             .query(&self.project, &self.location, sql, &[])
             .await
             .map_err(|e| format!("BigQuery: {e}"))?
-            .rows;
-        self.seconds += started.elapsed().as_secs_f64();
-        self.bytes += bytes(&rows);
-        Ok(rows)
-    }
-}
-
-#[async_trait]
-impl Side for BigQuerySide<'_> {
-    async fn totals(&mut self) -> Result<Totals, String> {
-        let sql = self.sql.totals_sql(self.ranges);
-        parse_totals(&self.query(&sql).await?)
-    }
-    async fn prints(&mut self, split: &Split) -> Result<BTreeMap<i64, Print>, String> {
-        let sql = self.sql.prints_sql(split);
-        parse_prints(self.query(&sql).await?)
-    }
-    async fn rows(&mut self, cell: &Cell) -> Result<Vec<LeafRow>, String> {
-        let sql = self.sql.rows_sql(cell);
-        let rows = self.query(&sql).await?;
-        Ok(self.sql.leaf_rows(rows))
+            .rows)
     }
 }
 
@@ -293,6 +315,7 @@ mod tests {
             pii: vec![false, true, false],
             wm: 2,
             cutoff_sql: "DATETIME '2026-01-01 00:00:00'".into(),
+            count_only: false,
         }
     }
 

@@ -171,7 +171,7 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
                 "needs spec.primaryKey: BigQuery's side is the latest row per key (rows are matched by key)",
             );
         }
-        schedules(c, checks);
+        schedules(c, spec, checks);
     }
     if let Some(r) = &spec.daily_reload {
         c.check("spec.dailyReload.at", time_of_day(&r.at).map(|_| ()));
@@ -191,7 +191,23 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, db: &DatabaseSour
 }
 
 /// The schedules of `spec.checks` (both kinds of source): intervals, `olderThan`, `chunkRows`.
-pub(crate) fn schedules(c: &mut Checker, checks: &crate::crd::Checks) {
+pub(crate) fn schedules(c: &mut Checker, spec: &IngestedTableSpec, checks: &crate::crd::Checks) {
+    if let Some(p) = &spec.partitioning {
+        if p.require_partition_filter {
+            c.err(
+                "spec.checks",
+                "compares every row, and partitioning.requirePartitionFilter refuses queries over all partitions: \
+                 set it to false or remove checks",
+            );
+        }
+        if p.expiration_days.is_some() {
+            c.err(
+                "spec.checks",
+                "compares every row the source holds, and partitioning.expirationDays makes BigQuery drop old ones \
+                 (each would be reported missing): remove expirationDays or the checks",
+            );
+        }
+    }
     if checks.row_count.is_none() && checks.exact.is_none() {
         c.err(
             "spec.checks",

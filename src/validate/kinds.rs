@@ -40,7 +40,7 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
                 );
             }
             if let Some(checks) = &spec.checks {
-                super::database::schedules(c, checks);
+                super::database::schedules(c, spec, checks);
                 if checks.exact.is_some() {
                     c.err(
                         "spec.checks.exact",

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod controller;
 pub mod kube;
 pub mod proxy;
+pub mod sql;
 
 // The Cloud Identity and Resource Manager stand-ins live in the crate (scripts/emulators.sh starts
 // them for the demo); the tests use them in-process.
