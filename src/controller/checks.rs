@@ -19,6 +19,8 @@ pub struct ChecksOutcome {
     pub condition: (String, bool, String, String),
     /// Events to record.
     pub events: Vec<Note>,
+    /// When the next check is due.
+    pub next_due: std::time::Duration,
 }
 
 /// Runs the checks that are due at `now` and carries the others' last results over.
@@ -33,6 +35,7 @@ pub async fn run_due(
     let before: ChecksStatus = serde_json::from_value(previous.clone()).unwrap_or_default();
     let mut after = ChecksStatus::default();
     let mut events = Vec::new();
+    let mut next_due = std::time::Duration::MAX;
     for (kind, every, last) in [
         (
             Kind::RowCount,
@@ -52,6 +55,12 @@ pub async fn run_due(
                 .map(|t| now.signed_duration_since(t).to_std().unwrap_or_default() >= every)
                 .unwrap_or(true)
         });
+        let since = last
+            .as_ref()
+            .and_then(|r| chrono::DateTime::parse_from_rfc3339(&r.time).ok())
+            .and_then(|t| now.signed_duration_since(t).to_std().ok())
+            .unwrap_or_default();
+        next_due = next_due.min(if due { every } else { every.saturating_sub(since) });
         let result = if due {
             let ran = checks::run(clients.sources, clients.bq, clients.gcs, resource, spec, kind).await;
             let was_in_sync = last.as_ref().is_none_or(|r| r.in_sync);
@@ -103,6 +112,7 @@ pub async fn run_due(
         status: serde_json::to_value(&after).unwrap_or_default(),
         condition: ("InSync".into(), ok, reason.into(), message),
         events,
+        next_due,
     })
 }
 

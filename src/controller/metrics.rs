@@ -242,6 +242,18 @@ impl Metrics {
         Box::new(CallCounter(self.calls.clone()))
     }
 
+    /// Sets a table's `check_in_sync` from its last result in the status (after a restart, before
+    /// the check runs again).
+    pub fn seed_in_sync(&self, table: &str, check: &str, in_sync: bool) {
+        self.checks
+            .in_sync
+            .get_or_create(&TableCheckLabels {
+                table: table.into(),
+                check: check.into(),
+            })
+            .set(i64::from(in_sync));
+    }
+
     /// The observer of data-quality checks (give it to [`crate::checks::observe_checks`]).
     pub fn check_observer(&self) -> Box<dyn crate::checks::CheckObserver> {
         Box::new(self.checks.clone())

@@ -167,6 +167,19 @@ async fn reconcile_kind<K: Kind>(raw: Arc<DynamicObject>, shared: Arc<Shared>) -
         status: obj.status_json(),
     };
     let labels = KindLabels { kind: K::KIND.into() };
+    // The last check results, so the gauge (and its alert) survives a restart; a check that runs
+    // in this reconcile sets it again.
+    if let Resource::IngestedTable(it) = &object.loaded.resource
+        && let Some(checks) = it.status.as_ref().and_then(|s| s.checks.as_ref())
+    {
+        let d = &it.spec.destination;
+        let table = format!("{}.{}.{}", d.project, d.dataset, d.table);
+        for (check, r) in [("rowCount", &checks.row_count), ("exact", &checks.exact)] {
+            if let Some(r) = r {
+                shared.metrics.seed_in_sync(&table, check, r.in_sync);
+            }
+        }
+    }
     let started = Instant::now();
     let result = reconcile(&shared.ctx, &object, &shared.all()).await;
     shared.metrics.reconciles.get_or_create(&labels).inc();

@@ -128,12 +128,14 @@ pub async fn work(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, Rec
             let mut fields = collect.table_status.unwrap_or_else(|| json!({}));
             let mut conditions = take_conditions(&mut fields);
             // After the loads: a check never holds them up, and its failure is its own condition.
+            let mut check_due = None;
             if let Some(c) =
                 super::checks::run_due(&clients, &name, &it.spec, &obj.status["checks"], chrono::Utc::now()).await
             {
                 fields["checks"] = c.status;
                 conditions.push(c.condition);
                 events = c.events;
+                check_due = Some(c.next_due);
             }
             requeue = it
                 .spec
@@ -142,6 +144,10 @@ pub async fn work(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, Rec
                 .parse::<kube::core::Duration>()
                 .map(Duration::from)
                 .unwrap_or(ctx.requeue);
+            // Back when the next check is due, if that comes before the next pull or listing.
+            if let Some(d) = check_due {
+                requeue = requeue.min(d.max(Duration::from_secs(60)));
+            }
             (fields, conditions)
         }
         Resource::DatasetAccess(da) => {

@@ -724,8 +724,9 @@ pub struct CheckResult {
     /// Exact check: rows that changed while the check ran (not mismatches).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub changed_during_check: i64,
-    /// A few of the mismatching rows, e.g. `changed id=42: amount 10.5 → 10.05` (PII columns as
-    /// "differs"). `bqsteward check` lists up to 100.
+    /// A few of the mismatching rows (or, for files, batches), e.g. `changed: id=42: amount "10.5"
+    /// in the source, "10.05" in BigQuery`; PII columns say "differs", PII keys show a hash.
+    /// `bqsteward check` lists up to 100.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<String>,
     /// Why the check could not run.
