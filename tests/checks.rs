@@ -843,6 +843,12 @@ spec:
     let r = e.run(&["check"], &manifest).await;
     ok(&r, 1);
     assert!(
+        r.stdout
+            .contains("rowCount check, batches recorded in the ledger before "),
+        "{}",
+        r.stdout
+    );
+    assert!(
         r.stdout.contains("MISMATCH: ledger 7 rows, BigQuery 7 rows"),
         "{}",
         r.stdout

@@ -103,11 +103,15 @@ pub fn text(name: &str, table: &str, r: &Ran, files: bool) -> String {
         let _ = writeln!(out, ": could not run: {e}");
         return out;
     }
-    let _ = writeln!(
-        out,
-        ", rows with a watermark before {} (database clock, UTC):",
-        res.cutoff
-    );
+    if files {
+        let _ = writeln!(out, ", batches recorded in the ledger before {} (UTC):", res.cutoff);
+    } else {
+        let _ = writeln!(
+            out,
+            ", rows with a watermark before {} (database clock, UTC):",
+            res.cutoff
+        );
+    }
     let counts = format!(
         "{} {} rows, BigQuery {} rows",
         if files { "ledger" } else { "source" },
