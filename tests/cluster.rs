@@ -76,6 +76,24 @@ fn crds_are_accepted_explained_and_printed() {
     assert!(table.contains("proj-1"), "{table}");
     let header = k.kubectl(&["get", "igt,cp,gm", "-A"]).ok();
     assert!(!header.contains("error"), "{header}");
+    // An IngestedTable shows Ready, Lag, Files loaded, Quarantined and Age, in that order.
+    k.kubectl_in(
+        &["apply", "--server-side", "-f", "-"],
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {name: t, namespace: printers}\nspec:\n  source: {uri: gs://b/p/, format: NEWLINE_DELIMITED_JSON}\n  destination: {project: proj-1, dataset: d, table: t}\n  schema: [{name: id, type: INT64}]\n",
+    )
+    .ok();
+    let table = k.kubectl(&["get", "igt", "-n", "printers"]).ok();
+    let header = table.lines().next().unwrap_or_default().to_string();
+    let at = |col: &str| header.find(col).unwrap_or_else(|| panic!("{col} missing: {header}"));
+    assert!(
+        at("READY") < at("LAG")
+            && at("LAG") < at("FILES LOADED")
+            && at("FILES LOADED") < at("QUARANTINED")
+            && at("QUARANTINED") < at("AGE"),
+        "{header}"
+    );
+    k.kubectl(&["delete", "igt", "t", "-n", "printers", "--wait=false"])
+        .ok();
     k.kubectl(&["delete", "dsa", "p", "-n", "printers", "--wait=false"])
         .ok();
 }
@@ -333,6 +351,9 @@ async fn the_controller_reconciles_the_samples_in_a_real_cluster() {
     let igt = k.get("igt", "data-platform", "payments-transactions").unwrap();
     assert_eq!(igt["status"]["filesLoaded"], json!(2), "{}", igt["status"]);
     assert_eq!(igt["status"]["rowsLoaded"], json!(20), "{}", igt["status"]);
+    // The dashboard's per-table series: both files' end-to-end delay, jobs against the budget.
+    assert!(ctl.counter("bqsteward_table_delivery_delay_seconds_count") >= 2.0);
+    assert!(ctl.counter("bqsteward_table_load_job_budget") >= 1000.0);
     assert!(
         igt["status"]["jobsToday"].as_i64().is_some_and(|n| n >= 1),
         "{}",
@@ -778,9 +799,35 @@ fn the_helm_chart_lints_renders_and_the_server_accepts_it() {
             "metrics.serviceMonitor.enabled=true",
             "--set",
             "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.grafanaDashboard.enabled=true",
         ])
         .ok();
     assert!(monitoring.contains("kind: ServiceMonitor") && monitoring.contains("kind: PrometheusRule"));
+    // The dashboard's ConfigMap is core API: the server takes it as rendered.
+    assert!(monitoring.contains("grafana_dashboard: \"1\""), "{monitoring}");
+    let dashboard = k
+        .helm(&[
+            "template",
+            "bqs",
+            "charts/bqsteward",
+            "--namespace",
+            ns,
+            "--show-only",
+            "templates/grafana-dashboard.yaml",
+            "--set",
+            "metrics.grafanaDashboard.enabled=true",
+        ])
+        .ok();
+    assert!(
+        dashboard.contains("bqsteward_table_delivery_delay_seconds_bucket"),
+        "{dashboard}"
+    );
+    let out = k.kubectl_in(&["apply", "--dry-run=server", "-n", ns, "-f", "-"], &dashboard);
+    assert!(
+        out.ok()
+            .contains("configmap/bqs-bqsteward-dashboard created (server dry run)")
+    );
 }
 
 #[test]

@@ -136,6 +136,25 @@ pub struct Metrics {
     calls: Family<CallLabels, Counter>,
     /// Data-quality checks.
     checks: CheckCounter,
+    /// Per-table end-to-end delay (object upload → loaded), seconds.
+    pub delivery: Family<TableLabels, Histogram>,
+    /// Per-table load jobs started today (UTC).
+    pub jobs_today: Family<TableLabels, Gauge>,
+    /// Per-table daily load-job budget.
+    pub job_budget: Family<TableLabels, Gauge>,
+}
+
+/// Observes delivery delays into the histogram: the controller's [`crate::ingest::DelayObserver`].
+#[derive(Clone)]
+struct DelayHistogram(Family<TableLabels, Histogram>);
+
+impl crate::ingest::DelayObserver for DelayHistogram {
+    fn delivered(&self, table: &str, seconds: &[f64]) {
+        let h = self.0.get_or_create(&TableLabels { table: table.into() });
+        for s in seconds {
+            h.observe(*s);
+        }
+    }
 }
 
 /// Counts cloud calls: the controller's [`crate::cloud::CallObserver`].
@@ -224,7 +243,31 @@ impl Metrics {
             "Bytes data-quality checks received, by side (source, bigquery)",
             checks.bytes.clone(),
         );
+        // 5 s to ~3.8 days, doubling.
+        let delivery = Family::<TableLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(5.0, 2.0, 17))
+        });
+        let jobs_today = Family::<TableLabels, Gauge>::default();
+        let job_budget = Family::<TableLabels, Gauge>::default();
+        registry.register(
+            "table_delivery_delay_seconds",
+            "End-to-end delay per file, from its upload to its load, per table",
+            delivery.clone(),
+        );
+        registry.register(
+            "table_load_jobs_today",
+            "Load jobs started today (UTC) per table",
+            jobs_today.clone(),
+        );
+        registry.register(
+            "table_load_job_budget",
+            "Daily load-job budget per table (loadPolicy.dailyJobBudget)",
+            job_budget.clone(),
+        );
         Metrics {
+            delivery,
+            jobs_today,
+            job_budget,
             checks,
             registry,
             reconciles,
@@ -252,6 +295,11 @@ impl Metrics {
                 check: check.into(),
             })
             .set(i64::from(in_sync));
+    }
+
+    /// The observer of delivery delays (give it to [`crate::ingest::observe_delays`]).
+    pub fn delay_observer(&self) -> Box<dyn crate::ingest::DelayObserver> {
+        Box::new(DelayHistogram(self.delivery.clone()))
     }
 
     /// The observer of data-quality checks (give it to [`crate::checks::observe_checks`]).
@@ -316,5 +364,81 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");
         }
+    }
+
+    /// Every metric a panel of the shipped Grafana dashboard queries is one `/metrics` serves.
+    #[test]
+    fn every_dashboard_metric_exists() {
+        let m = Metrics::new();
+        // One sample in every family (a family without samples is not exposed).
+        let k = KindLabels {
+            kind: "IngestedTable".into(),
+        };
+        let t = TableLabels { table: "p.d.t".into() };
+        m.reconciles.get_or_create(&k).inc();
+        m.duration.get_or_create(&k).observe(0.3);
+        m.failures
+            .get_or_create(&FailureLabels {
+                kind: "IngestedTable".into(),
+                category: "retryable".into(),
+            })
+            .inc();
+        m.lag.get_or_create(&t).set(1.0);
+        m.quarantined.get_or_create(&t).set(1);
+        m.jobs_today.get_or_create(&t).set(1);
+        m.job_budget.get_or_create(&t).set(1000);
+        m.call_observer().call("bigquery", "jobs.insert", "ok");
+        m.delay_observer().delivered("p.d.t", &[42.0]);
+        m.check_observer().ran(&crate::checks::Measured {
+            kind: crate::checks::Kind::Exact,
+            table: "p.d.t".into(),
+            outcome: "ok",
+            mismatches: vec![("changed", 0)],
+            seconds: 1.0,
+            bytes: (1, 1),
+        });
+        let text = m.encode();
+        // Served names: each family's TYPE line, with the suffixes its samples carry.
+        let mut served = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            if parts.next() != Some("#") || parts.next() != Some("TYPE") {
+                continue;
+            }
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            for s in suffixes {
+                served.insert(format!("{name}{s}"));
+            }
+        }
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../charts/bqsteward/dashboards/bqsteward.json")).unwrap();
+        let mut used = std::collections::BTreeSet::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let mut rest = expr;
+                while let Some(at) = rest.find("bqsteward_") {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    rest = &rest[at + name.len()..];
+                    used.insert(name);
+                }
+            }
+        }
+        assert!(used.len() >= 12, "{used:?}");
+        let missing: Vec<_> = used.difference(&served).collect();
+        assert!(
+            missing.is_empty(),
+            "the dashboard queries metrics /metrics does not serve: {missing:?}\n{text}"
+        );
     }
 }

@@ -207,6 +207,16 @@ async fn reconcile_kind<K: Kind>(raw: Arc<DynamicObject>, shared: Arc<Shared>) -
             .map(|d| Duration::from(d).as_secs_f64())
             .unwrap_or(0.0);
         shared.metrics.lag.get_or_create(&t).set(lag);
+        shared
+            .metrics
+            .jobs_today
+            .get_or_create(&t)
+            .set(st.jobs_today.unwrap_or(0));
+        shared
+            .metrics
+            .job_budget
+            .get_or_create(&t)
+            .set(i64::from(it.spec.load_policy.daily_job_budget));
     }
     result.map(Action::requeue)
 }
@@ -318,6 +328,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     crate::cloud::observe_calls(metrics.call_observer());
     crate::checks::observe_checks(metrics.check_observer());
+    crate::ingest::observe_delays(metrics.delay_observer());
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(serve(args.listen, metrics.clone(), ready.clone()));
 

@@ -41,9 +41,11 @@ struct Collect {
 }
 
 impl Reporter for Collect {
-    fn table_applied(&mut self, _t: &Target, state: &TableState, applied: &TableApplied) {
+    fn table_applied(&mut self, t: &Target, state: &TableState, applied: &TableApplied) {
         let report = applied.loads.as_ref().and_then(|r| r.as_ref().ok());
         if let Some(r) = report {
+            let d = &t.spec.destination;
+            crate::ingest::delivered(&format!("{}.{}.{}", d.project, d.dataset, d.table), &r.delays_ms);
             if r.files_loaded > 0 {
                 self.changes
                     .push(format!("loaded {} files ({} rows)", r.files_loaded, r.rows_loaded));

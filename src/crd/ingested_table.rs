@@ -30,9 +30,15 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Files", type_ = "integer", json_path = ".status.filesLoaded"),
+    printcolumn(name = "Lag", type_ = "string", json_path = ".status.lag"),
+    printcolumn(name = "Files loaded", type_ = "integer", json_path = ".status.filesLoaded"),
     printcolumn(name = "Quarantined", type_ = "integer", json_path = ".status.quarantinedFiles"),
-    printcolumn(name = "Lag", type_ = "string", json_path = ".status.lag", priority = "1"),
+    printcolumn(
+        name = "In sync",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"InSync\")].status",
+        priority = "1"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -61,6 +61,22 @@ pub struct Report {
     /// Files whose first lines were read for undeclared fields, and the bytes read
     /// ([`super::precheck`]).
     pub prechecked: (usize, u64),
+    /// Per file loaded, milliseconds from the object's last update (its upload) to its batch's
+    /// ledger record: the end-to-end delay.
+    pub delays_ms: Vec<i64>,
+}
+
+impl Report {
+    /// Records the end-to-end delay of `files`, loaded now.
+    fn delays(&mut self, files: &[super::model::SourceFile]) {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.delays_ms.extend(
+            files
+                .iter()
+                .filter(|f| f.updated_ms > 0)
+                .map(|f| (now - f.updated_ms).max(0)),
+        );
+    }
 }
 
 /// Applies a plan.
@@ -336,6 +352,7 @@ impl<'a> Executor<'a> {
                     report.batches_loaded += 1;
                     report.files_loaded += b.files.len();
                     report.rows_loaded += rows;
+                    report.delays(&b.files);
                 }
                 Err((category, message)) if b.files.len() == 1 => {
                     let f = &b.files[0];
@@ -433,6 +450,7 @@ impl<'a> Executor<'a> {
             report.batches_loaded += 1;
             report.files_loaded += batch.files.len();
             report.rows_loaded += rows;
+            report.delays(&batch.files);
         } else {
             let bad_keys: std::collections::HashSet<(&str, i64)> =
                 bad.iter().map(|(f, _, _)| (f.uri.as_str(), f.generation)).collect();

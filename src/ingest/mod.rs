@@ -22,3 +22,26 @@ pub mod source;
 pub mod status;
 pub mod table;
 pub mod target;
+
+/// Receives the end-to-end delay of every file loaded (the controller's delivery-delay histogram).
+pub trait DelayObserver: Send + Sync {
+    /// Files of `table` (`project.dataset.table`) were loaded `seconds` after their upload.
+    fn delivered(&self, table: &str, seconds: &[f64]);
+}
+
+static DELAYS: std::sync::OnceLock<Box<dyn DelayObserver>> = std::sync::OnceLock::new();
+
+/// Installs the process-wide observer (once).
+pub fn observe_delays(o: Box<dyn DelayObserver>) {
+    let _ = DELAYS.set(o);
+}
+
+/// Reports the end-to-end delays of one apply's loaded files (no-op without an observer).
+pub fn delivered(table: &str, delays_ms: &[i64]) {
+    if let Some(o) = DELAYS.get()
+        && !delays_ms.is_empty()
+    {
+        let secs: Vec<f64> = delays_ms.iter().map(|ms| *ms as f64 / 1000.0).collect();
+        o.delivered(table, &secs);
+    }
+}
