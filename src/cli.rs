@@ -135,6 +135,16 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         db_connections: usize,
     },
+    /// Per IngestedTable: last load, files waiting and the oldest's age, end-to-end delay p50/p99
+    /// over the last 24 hours, quarantined files by category, load jobs today against the budget.
+    /// Read-only (the listing and the ledger). Exit 0, or 1 when a table cannot be read.
+    Status {
+        #[command(flatten)]
+        common: LiveArgs,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Run the data-quality checks of `spec.checks` once (row count, exact comparison against the
     /// database source), read-only. Exit 0 = in sync, 1 = any mismatch or error.
     Check {

@@ -36,6 +36,7 @@ fn main() {
             url_file,
             table,
         } => Ok(runtime().block_on(cli::import_schema(&engine, &url_file, &table))),
+        Command::Status { common, output } => Ok(runtime().block_on(bqsteward::commands::status(&common, output))),
         Command::Check { common, table, output } => {
             Ok(runtime().block_on(bqsteward::commands::check(&common, table.as_deref(), output)))
         }

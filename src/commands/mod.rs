@@ -6,8 +6,10 @@
 
 mod check;
 mod printer;
+mod status;
 
 pub use check::check;
+pub use status::status;
 
 use crate::cli::{LiveArgs, PlanOutput};
 use crate::cloud::Endpoints;
