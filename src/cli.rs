@@ -213,6 +213,20 @@ pub struct LiveArgs {
     pub db_connections: usize,
 }
 
+/// The database table a database benchmark uses (`bqsteward_bench.rows_<n>`, created once).
+#[derive(clap::Args, Debug)]
+pub struct BenchDb {
+    /// `mysql` or `postgres`.
+    #[arg(long)]
+    pub engine: String,
+    /// A file holding the connection URL of a user that may create the table.
+    #[arg(long)]
+    pub url_file: PathBuf,
+    /// Rows in the table.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+}
+
 /// Benchmarks besides the load planner.
 #[derive(Subcommand, Debug)]
 pub enum BenchWhat {
@@ -221,30 +235,16 @@ pub enum BenchWhat {
     /// bytes moved and statements of each, and their ratio. Uses the BigQuery and Cloud Storage
     /// of `BIGQUERY_EMULATOR_HOST` / `STORAGE_EMULATOR_HOST`.
     Check {
-        /// `mysql` or `postgres`.
-        #[arg(long)]
-        engine: String,
-        /// A file holding the connection URL of a user that may create the table.
-        #[arg(long)]
-        url_file: PathBuf,
-        /// Rows in the table.
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: u64,
+        #[command(flatten)]
+        db: BenchDb,
     },
     /// A database pull (snapshot, JSON encoding, part files) of a table of `--rows` rows (created
     /// once as `bqsteward_bench.rows_<n>`) against the engine's own export of the same rows
     /// (`mariadb --batch`, `psql \copy … TO STDOUT`), in the same run: rows/s, MB/s, the ratio and
     /// peak memory.
     Extract {
-        /// `mysql` or `postgres`.
-        #[arg(long)]
-        engine: String,
-        /// A file holding the connection URL of a user that may create the table.
-        #[arg(long)]
-        url_file: PathBuf,
-        /// Rows in the table.
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: u64,
+        #[command(flatten)]
+        db: BenchDb,
         /// Part file size (MiB).
         #[arg(long, default_value_t = 64)]
         file_size_mib: u32,

@@ -42,19 +42,13 @@ fn main() {
         }
         Command::Plan { common, output } => Ok(runtime().block_on(bqsteward::commands::plan(&common, output))),
         Command::Bench {
-            what:
-                Some(cli::BenchWhat::Extract {
-                    engine,
-                    url_file,
-                    rows,
-                    file_size_mib,
-                }),
+            what: Some(cli::BenchWhat::Extract { db, file_size_mib }),
             ..
-        } => Ok(runtime().block_on(cli::bench_extract(&engine, &url_file, rows, file_size_mib))),
+        } => Ok(runtime().block_on(cli::bench_extract(&db.engine, &db.url_file, db.rows, file_size_mib))),
         Command::Bench {
-            what: Some(cli::BenchWhat::Check { engine, url_file, rows }),
+            what: Some(cli::BenchWhat::Check { db }),
             ..
-        } => Ok(runtime().block_on(cli::bench_check(&engine, &url_file, rows))),
+        } => Ok(runtime().block_on(cli::bench_check(&db.engine, &db.url_file, db.rows))),
         Command::Bench {
             what: None,
             objects,

@@ -288,16 +288,7 @@ async fn run_inner(
     match db.engine {
         DatabaseEngine::Mysql => {
             conn.exec("SET SESSION TRANSACTION READ ONLY").await.map_err(fail)?;
-            // MariaDB: max_statement_time (s); MySQL: max_execution_time (ms).
-            if conn
-                .exec(&format!("SET SESSION max_statement_time = {timeout}"))
-                .await
-                .is_err()
-            {
-                conn.exec(&format!("SET SESSION max_execution_time = {}", timeout * 1000))
-                    .await
-                    .map_err(fail)?;
-            }
+            conn.mysql_statement_timeout(x.timeout).await.map_err(fail)?;
         }
         DatabaseEngine::Postgres => {
             conn.exec(&format!("SET statement_timeout = '{timeout}s'"))
@@ -308,12 +299,8 @@ async fn run_inner(
                 .map_err(fail)?;
         }
     }
-    let clock_sql = match db.engine {
-        DatabaseEngine::Mysql => "SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%d %H:%i:%s.%f')",
-        DatabaseEngine::Postgres => "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
-    };
     let clock = conn
-        .texts(clock_sql, &[])
+        .texts(&format!("SELECT {}", crate::dbsource::extract::clock(db.engine)), &[])
         .await
         .map_err(|e| crate::dbsource::conn::redact(&format!("cannot read the database clock: {e}"), &url))?
         .first()

@@ -236,6 +236,21 @@ impl Conn {
             .ok_or_else(|| sqlx::Error::Protocol("connection lost by an earlier failed query".into()))
     }
 
+    /// Sets a MySQL/MariaDB session's statement timeout: MariaDB's `max_statement_time` (s), else
+    /// MySQL's `max_execution_time` (ms) — each refuses the other's.
+    pub async fn mysql_statement_timeout(&mut self, timeout: std::time::Duration) -> Result<(), sqlx::Error> {
+        let secs = timeout.as_secs().max(1);
+        if self
+            .exec(&format!("SET SESSION max_statement_time = {secs}"))
+            .await
+            .is_err()
+        {
+            self.exec(&format!("SET SESSION max_execution_time = {}", timeout.as_millis()))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Runs statements without results (simple protocol: transaction control, SET).
     pub async fn exec(&mut self, sql: &str) -> Result<(), sqlx::Error> {
         let mut inner = self.take()?;

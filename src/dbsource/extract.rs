@@ -137,10 +137,7 @@ impl Extraction {
 
     /// The database clock (UTC) and the greatest watermark value of this snapshot.
     fn high_query(&self) -> String {
-        let clock = match self.engine {
-            DatabaseEngine::Mysql => "DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%d %H:%i:%s.%f')".to_string(),
-            DatabaseEngine::Postgres => "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')".to_string(),
-        };
+        let clock = clock(self.engine);
         match &self.watermark {
             Some((col, WatermarkKind::Key)) => {
                 let q = types::quote(self.engine, col);
@@ -174,6 +171,14 @@ impl Extraction {
             }
             None => format!("SELECT {clock}, NULL"),
         }
+    }
+}
+
+/// The database clock in UTC as `YYYY-MM-DD HH:MM:SS.ffffff` (an expression).
+pub fn clock(engine: DatabaseEngine) -> &'static str {
+    match engine {
+        DatabaseEngine::Mysql => "DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%d %H:%i:%s.%f')",
+        DatabaseEngine::Postgres => "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
     }
 }
 
@@ -212,18 +217,9 @@ pub async fn pull(
     }
     let db = |what: &str, e: sqlx::Error| DbError::sqlx(what, &e, url);
     if x.engine == DatabaseEngine::Mysql {
-        let ms = x.timeout.as_millis();
-        let secs = x.timeout.as_secs().max(1);
-        // MariaDB: max_statement_time (s); MySQL: max_execution_time (ms). Each refuses the other's.
-        if conn
-            .exec(&format!("SET SESSION max_statement_time = {secs}"))
+        conn.mysql_statement_timeout(x.timeout)
             .await
-            .is_err()
-        {
-            conn.exec(&format!("SET SESSION max_execution_time = {ms}"))
-                .await
-                .map_err(|e| db("cannot set the statement timeout", e))?;
-        }
+            .map_err(|e| db("cannot set the statement timeout", e))?;
     }
     for stmt in x.begin() {
         conn.exec(&stmt)
