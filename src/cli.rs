@@ -134,6 +134,13 @@ pub enum Command {
         /// Most connections open at once to one source database (database sources' pulls).
         #[arg(long, default_value_t = 2)]
         db_connections: usize,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        audit: AuditArgs,
+        /// How often spooled audit events are written to BigQuery (one insert job per audit
+        /// table per flush), e.g. `60s`.
+        #[arg(long, default_value = "60s")]
+        audit_flush_interval: String,
     },
     /// Per IngestedTable: last load, files waiting and the oldest's age, end-to-end delay p50/p99
     /// over the last 24 hours, quarantined files by category, load jobs today against the budget.
@@ -211,6 +218,28 @@ pub struct LiveArgs {
     /// Most connections open at once to one source database.
     #[arg(long, default_value_t = 2)]
     pub db_connections: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditArgs,
+}
+
+/// Where the audit log goes (rows in BigQuery, one per change made or refused).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AuditArgs {
+    /// BigQuery table of the audit log: `PROJECT.DATASET.TABLE` (every row there; the dataset
+    /// must exist), or `off`. Default: `PROJECT._bqsteward_<location>.audit` of each change's
+    /// project and location, beside the load ledger (group changes: the first table's).
+    #[arg(long, env = "BQSTEWARD_AUDIT_TABLE")]
+    pub audit_table: Option<String>,
+    /// Directory keeping audit events until BigQuery has them (a crash or an outage loses none;
+    /// the next run writes them). Default: `$XDG_STATE_HOME/bqsteward/audit` or
+    /// `~/.local/state/bqsteward/audit`.
+    #[arg(long, env = "BQSTEWARD_AUDIT_SPOOL")]
+    pub audit_spool: Option<PathBuf>,
+    /// The manifests' source revision, written on every audit row (e.g. `$(git rev-parse
+    /// HEAD)`); an object's `bqsteward.dev/revision` annotation takes precedence.
+    #[arg(long, env = "BQSTEWARD_REVISION")]
+    pub revision: Option<String>,
 }
 
 /// The database table a database benchmark uses (`bqsteward_bench.rows_<n>`, created once).

@@ -5,6 +5,7 @@
 //! [`policy`] (the guardrail file) and [`cloud`] (narrow clients of Google Cloud APIs).
 
 pub mod access;
+pub mod audit;
 pub mod checks;
 pub mod cli;
 pub mod cloud;

@@ -73,6 +73,8 @@ fn main() {
             lease_name,
             lease_duration,
             db_connections,
+            audit,
+            audit_flush_interval,
         } => {
             let policy = bqsteward::policy::Policy::load(policy.as_deref()).map_err(anyhow::Error::from);
             let duration = |flag: &str, text: &str, example: &str| {
@@ -88,8 +90,9 @@ fn main() {
                     Ok(d)
                 }
             });
-            match (policy, requeue, lease_duration) {
-                (Ok(policy), Ok(requeue), Ok(lease_duration)) => {
+            let flush = duration("--audit-flush-interval", &audit_flush_interval, "60s");
+            match (policy, requeue, lease_duration, flush) {
+                (Ok(policy), Ok(requeue), Ok(lease_duration), Ok(audit_flush_interval)) => {
                     let args = bqsteward::controller::run::RunArgs {
                         policy,
                         identity,
@@ -100,10 +103,12 @@ fn main() {
                         lease_name,
                         lease_duration,
                         db_connections,
+                        audit,
+                        audit_flush_interval,
                     };
                     runtime().block_on(bqsteward::controller::run::run(args)).map(|()| 0)
                 }
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+                (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => Err(e),
             }
         }
         Command::Apply {

@@ -111,6 +111,22 @@ fn argocd_health_maps_conditions_for_every_kind() {
             "InvalidSpec: spec.access[2].iamMember: forbidden".into()
         )
     );
+    let plan_only = vec![
+        cond("Ready", "False", "PlanOnly", "plan only"),
+        cond(
+            "Planned",
+            "True",
+            "PendingChanges",
+            "Plan: access lists: 1 dataset to change (+1 \u{2212}0 entries)",
+        ),
+    ];
+    assert_eq!(
+        health(obj(1, Some(1), plan_only)),
+        (
+            "Suspended".into(),
+            "Plan: access lists: 1 dataset to change (+1 \u{2212}0 entries)".into()
+        )
+    );
     let failed = vec![cond("Ready", "False", "ApplyFailed", "dataset p.d does not exist")];
     assert_eq!(health(obj(3, Some(3), failed)).0, "Degraded");
 

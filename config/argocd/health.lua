@@ -3,6 +3,8 @@
 --   Degraded:    Degraded=True (e.g. quarantined files), or Ready=False for a reason that needs a
 --                person (InvalidSpec, ApplyFailed, CloudError, ...)
 --   Progressing: no status yet, status older than the spec, or Loading=True / FilesPending
+--   Suspended:   Ready=False with reason PlanOnly (annotation bqsteward.dev/mode: plan): the
+--                message is the plan (what apply would change)
 --   Healthy:     Ready=True
 hs = {}
 if obj.status == nil or obj.status.conditions == nil then
@@ -30,6 +32,15 @@ end
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = ready.message
+  return hs
+end
+if ready ~= nil and ready.status == "False" and ready.reason == "PlanOnly" then
+  local planned = nil
+  for _, c in ipairs(obj.status.conditions) do
+    if c.type == "Planned" then planned = c end
+  end
+  hs.status = "Suspended"
+  hs.message = (planned ~= nil and planned.message) or ready.message
   return hs
 end
 if (loading ~= nil and loading.status == "True") or (ready ~= nil and ready.reason == "FilesPending") then

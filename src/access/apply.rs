@@ -6,6 +6,7 @@ use super::compile::{DesiredAcl, Reason};
 use super::entry::AclEntry;
 use super::entry::Principal;
 use super::plan::{DatasetPlan, Observed, plan_dataset};
+use crate::audit::{Action, Event};
 use crate::cloud::bigquery::BigQuery;
 use crate::cloud::bqtypes::TableRef;
 use crate::cloud::retry::{Backoff, Pacer, with_retry};
@@ -70,6 +71,7 @@ impl Applier<'_> {
             };
             let plan = plan_dataset(desired, observed.as_ref(), self.policy, self.approved);
             if plan.is_refused() {
+                audit_refused(&plan);
                 return Outcome::Refused(plan);
             }
             if !plan.has_changes() {
@@ -90,8 +92,8 @@ impl Applier<'_> {
             })
             .await;
             match result {
-                Ok(_) => {
-                    audit(&key, &plan);
+                Ok(info) => {
+                    audit(&plan, &info);
                     return Outcome::Applied { plan, writes };
                 }
                 Err(e) if e.status() == Some(412) && writes <= MAX_CONFLICT_RETRIES => {
@@ -147,21 +149,52 @@ pub async fn drop_missing_views(bq: &dyn BigQuery, desired: &mut [DesiredAcl]) -
     notes
 }
 
-/// One structured line per change written: the audit trail.
-fn audit(dataset: &str, plan: &DatasetPlan) {
-    for (action, entries) in [("add", &plan.add), ("remove", &plan.remove)] {
+/// The audit events of a list written: one per entry added or removed, keyed by the etag the
+/// write was made against (so the same change recorded again is the same event).
+fn audit(plan: &DatasetPlan, after: &crate::cloud::bigquery::DatasetInfo) {
+    let resource = resource_label(plan);
+    let target = format!("{}.{}", plan.dataset.project, plan.dataset.dataset);
+    let before = plan.etag.clone().unwrap_or_default();
+    for (action, entries) in [(Action::AccessAdded, &plan.add), (Action::AccessRemoved, &plan.remove)] {
         for e in entries {
-            tracing::info!(
-                target: "bqsteward::audit",
-                dataset,
-                entry = %e.principal,
-                role = e.role.as_deref().unwrap_or("-"),
-                action,
-                actor = "bqsteward",
-                resource = plan.resource.as_deref().unwrap_or("-"),
-                "access changed"
-            );
+            let mut ev = Event::new(action, &resource, &target, &e.principal.to_string(), &before)
+                .home(&plan.dataset.project, &after.location);
+            ev.role = e.role.clone().unwrap_or_default();
+            ev.etag_before = before.clone();
+            ev.etag_after = after.etag.clone();
+            crate::audit::record(ev);
         }
+    }
+}
+
+/// The audit event of a refused list (nothing written): the refusals, keyed by the etag read.
+pub fn audit_refused(plan: &DatasetPlan) {
+    let target = format!("{}.{}", plan.dataset.project, plan.dataset.dataset);
+    let before = plan.etag.clone().unwrap_or_default();
+    let mut ev = Event::new(
+        Action::AccessRefused,
+        &resource_label(plan),
+        &target,
+        "",
+        &format!("{before}/{}", plan.refusals.join(";")),
+    );
+    ev.outcome = "refused".into();
+    ev.etag_before = before;
+    ev.message = plan.refusals.join("; ");
+    crate::audit::record(ev);
+}
+
+fn resource_label(plan: &DatasetPlan) -> String {
+    match &plan.resource {
+        Some(r) => format!(
+            "{} {r}",
+            if plan.resource_kind.is_empty() {
+                "DatasetAccess"
+            } else {
+                plan.resource_kind
+            }
+        ),
+        None => format!("(authorizations) {}.{}", plan.dataset.project, plan.dataset.dataset),
     }
 }
 

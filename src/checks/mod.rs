@@ -165,10 +165,38 @@ pub async fn run(
         seconds: started.elapsed().as_secs_f64(),
         bytes,
     };
-    tracing::info!(target: "bqsteward::audit", resource = %resource, check = kind.as_str(), in_sync = r.in_sync,
-        source_rows = r.source_rows, bigquery_rows = r.bigquery_rows, missing_in_bigquery = r.missing_in_big_query,
-        missing_in_source = r.missing_in_source, changed = r.changed, error = ?r.error,
-        seconds = measured.seconds, "checked");
+    let mut ev = crate::audit::Event::new(
+        crate::audit::Action::Check,
+        &format!("IngestedTable {resource}"),
+        &measured.table,
+        kind.as_str(),
+        "",
+    )
+    .home(&d.project, &d.location);
+    ev.outcome = if r.error.is_some() {
+        "failed"
+    } else if r.in_sync {
+        "in_sync"
+    } else {
+        "mismatch"
+    }
+    .into();
+    ev.category = kind.as_str().into();
+    ev.rows = Some(r.source_rows);
+    ev.duration_ms = Some((measured.seconds * 1000.0) as i64);
+    ev.message = match &r.error {
+        Some(e) => e.clone(),
+        None => format!(
+            "source {} rows, BigQuery {} rows; missing in BigQuery {}, missing in the source {}, changed {}, changed during the check {}",
+            r.source_rows,
+            r.bigquery_rows,
+            r.missing_in_big_query,
+            r.missing_in_source,
+            r.changed,
+            r.changed_during_check
+        ),
+    };
+    crate::audit::record(ev);
     if let Some(o) = OBSERVER.get() {
         o.ran(&measured);
     }

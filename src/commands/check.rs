@@ -13,36 +13,44 @@ pub async fn check(args: &LiveArgs, table: Option<&str>, output: Output) -> i32 
         Ok(x) => x,
         Err(code) => return code,
     };
-    let mut results = Vec::new();
-    let mut picked = 0;
-    for l in &world.resources {
-        let Resource::IngestedTable(it) = &l.resource else {
-            continue;
-        };
-        let name = l.resource.qualified_name();
-        let d = &it.spec.destination;
-        let table_ref = format!("{}.{}.{}", d.project, d.dataset, d.table);
-        let bare = name.split_once('/').map_or(name.as_str(), |(_, n)| n);
-        let kinds: Vec<Kind> = match table {
-            Some(t) if t != name && t != bare && t != table_ref => continue,
-            // A named table runs its declared checks, or the ones its source allows with the
-            // defaults.
-            Some(_) => match &it.spec.checks {
-                Some(c) if c.row_count.is_some() || c.exact.is_some() => declared(c),
-                _ if it.spec.source.database.is_none() => vec![Kind::RowCount],
-                _ => vec![Kind::RowCount, Kind::Exact],
-            },
-            None => match &it.spec.checks {
-                Some(c) => declared(c),
-                None => continue,
-            },
-        };
-        picked += 1;
-        for kind in kinds {
-            let ran = checks::run(&owned.sources, &owned.bq, &owned.gcs, &name, &it.spec, kind).await;
-            results.push((name.clone(), table_ref.clone(), ran, it.spec.source.database.is_none()));
+    let rec = match super::recorder(args) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let run = async {
+        let mut results = Vec::new();
+        let mut picked = 0;
+        for l in &world.resources {
+            let Resource::IngestedTable(it) = &l.resource else {
+                continue;
+            };
+            let name = l.resource.qualified_name();
+            let d = &it.spec.destination;
+            let table_ref = format!("{}.{}.{}", d.project, d.dataset, d.table);
+            let bare = name.split_once('/').map_or(name.as_str(), |(_, n)| n);
+            let kinds: Vec<Kind> = match table {
+                Some(t) if t != name && t != bare && t != table_ref => continue,
+                // A named table runs its declared checks, or the ones its source allows with the
+                // defaults.
+                Some(_) => match &it.spec.checks {
+                    Some(c) if c.row_count.is_some() || c.exact.is_some() => declared(c),
+                    _ if it.spec.source.database.is_none() => vec![Kind::RowCount],
+                    _ => vec![Kind::RowCount, Kind::Exact],
+                },
+                None => match &it.spec.checks {
+                    Some(c) => declared(c),
+                    None => continue,
+                },
+            };
+            picked += 1;
+            for kind in kinds {
+                let ran = checks::run(&owned.sources, &owned.bq, &owned.gcs, &name, &it.spec, kind).await;
+                results.push((name.clone(), table_ref.clone(), ran, it.spec.source.database.is_none()));
+            }
         }
-    }
+        (results, picked)
+    };
+    let (results, picked) = super::audited(rec, args, &world, &owned.bq, run).await;
     if picked == 0 {
         eprintln!(
             "error: {}",

@@ -9,6 +9,7 @@ mod printer;
 mod status;
 
 pub use check::check;
+
 pub use status::status;
 
 use crate::cli::{LiveArgs, PlanOutput};
@@ -145,6 +146,43 @@ impl Owned {
     }
 }
 
+/// Opens the audit recorder `args` configure (before anything is changed: an unusable spool is an
+/// error, nothing applied).
+fn recorder(args: &LiveArgs) -> Result<std::sync::Arc<crate::audit::Recorder>, i32> {
+    crate::audit::open(&args.audit, args.identity.as_deref()).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_ERROR
+    })
+}
+
+/// Runs `f` as one audited run of `world`, then writes the audit rows (this run's and any an
+/// earlier run left) to BigQuery. Rows BigQuery does not take stay spooled, with a warning.
+async fn audited<F: std::future::Future>(
+    rec: std::sync::Arc<crate::audit::Recorder>,
+    args: &LiveArgs,
+    world: &World,
+    bq: &dyn crate::cloud::bigquery::BigQuery,
+    f: F,
+) -> F::Output {
+    let run = crate::audit::RunContext::new(rec.clone(), args.audit.revision.as_deref().unwrap_or("")).for_world(world);
+    let out = crate::audit::within(std::sync::Arc::new(run), f).await;
+    let flushed = rec.flush(bq).await;
+    if !flushed.errors.is_empty() {
+        eprintln!(
+            "warning: {} audit {} not written to BigQuery ({}); kept in {} and written by the next run",
+            flushed.pending,
+            if flushed.pending == 1 { "row" } else { "rows" },
+            flushed.errors.join("; "),
+            args.audit
+                .audit_spool
+                .clone()
+                .unwrap_or_else(crate::audit::default_spool_dir)
+                .display()
+        );
+    }
+    out
+}
+
 /// `bqsteward plan`: every kind observed and planned, nothing written. Exit 0 = no changes,
 /// 2 = changes pending, 1 = an error or a refusal.
 pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
@@ -175,7 +213,20 @@ pub async fn apply(args: &LiveArgs, allow_large_removal: bool, show_sql: bool) -
         Ok(x) => x,
         Err(code) => return code,
     };
+    let rec = match recorder(args) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let mut out = printer::Printer::new(std::io::stdout().is_terminal(), show_sql);
-    let summary = engine::apply(&mut world, &owned.clients(), &Scope::All, allow_large_removal, &mut out).await;
+    let w = world.clone();
+    let clients = owned.clients();
+    let summary = audited(
+        rec,
+        args,
+        &w,
+        &owned.bq,
+        engine::apply(&mut world, &clients, &Scope::All, allow_large_removal, &mut out),
+    )
+    .await;
     if summary.failed { EXIT_ERROR } else { EXIT_OK }
 }

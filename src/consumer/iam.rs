@@ -115,11 +115,19 @@ pub async fn apply(
         let p = observe_and_plan(iam, resource, project, members, backoff).await?;
         let Some(policy) = &p.policy else { return Ok(p) };
         match with_retry(backoff, "projects.setIamPolicy", || iam.set_iam_policy(project, policy)).await {
-            Ok(_) => {
-                for (action, list) in [("add", &p.add), ("remove", &p.remove)] {
+            Ok(after) => {
+                use crate::audit::{Action, Event};
+                for (action, list) in [
+                    (Action::IamBindingAdded, &p.add),
+                    (Action::IamBindingRemoved, &p.remove),
+                ] {
                     for m in list {
-                        tracing::info!(target: "bqsteward::audit", project, member = %m, role = JOB_USER, action,
-                            actor = "bqsteward", resource, "iam binding changed");
+                        let mut ev =
+                            Event::new(action, &format!("ConsumerProject {resource}"), project, m, &policy.etag);
+                        ev.role = JOB_USER.into();
+                        ev.etag_before = policy.etag.clone();
+                        ev.etag_after = after.etag.clone();
+                        crate::audit::record(ev);
                     }
                 }
                 return Ok(p);

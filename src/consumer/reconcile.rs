@@ -233,7 +233,13 @@ pub async fn cleanup(
     }
     for v in &ours {
         with_retry(backoff, "tables.delete", || bq.delete_table(v)).await?;
-        tracing::info!(target: "bqsteward::audit", resource = %t.resource, view = %v, action = "deleted", "view written");
+        crate::audit::record(crate::audit::Event::new(
+            crate::audit::Action::ViewDeleted,
+            &format!("ConsumerProject {}", t.resource),
+            &v.to_string(),
+            "",
+            "",
+        ));
         done.views_deleted.push(v.to_string());
     }
     // Authorizations: every declared view's entry on its source dataset.

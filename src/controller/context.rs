@@ -50,6 +50,10 @@ pub struct Ctx {
     pub cache: WorldCache,
     /// Database sources: Secrets read from the cluster, connection limits.
     pub sources: crate::dbsource::Sources,
+    /// The audit log's recorder (`None`: the trail only).
+    pub audit: Option<Arc<crate::audit::Recorder>>,
+    /// The manifests' revision of objects without a `bqsteward.dev/revision` annotation.
+    pub revision: String,
 }
 
 /// BigQuery and Cloud Storage clients acting as one namespace's service account.

@@ -142,6 +142,12 @@ pub struct Metrics {
     pub jobs_today: Family<TableLabels, Gauge>,
     /// Per-table daily load-job budget.
     pub job_budget: Family<TableLabels, Gauge>,
+    /// Audit events spooled, not yet in BigQuery.
+    pub audit_pending: Gauge,
+    /// Audit rows written to BigQuery.
+    pub audit_written: Counter,
+    /// Audit flushes BigQuery did not take in full.
+    pub audit_failures: Counter,
 }
 
 /// Observes delivery delays into the histogram: the controller's [`crate::ingest::DelayObserver`].
@@ -264,7 +270,26 @@ impl Metrics {
             "Daily load-job budget per table (loadPolicy.dailyJobBudget)",
             job_budget.clone(),
         );
+        let (audit_pending, audit_written, audit_failures) = (Gauge::default(), Counter::default(), Counter::default());
+        registry.register(
+            "audit_pending_events",
+            "Audit events kept in the spool, not yet written to BigQuery",
+            audit_pending.clone(),
+        );
+        registry.register(
+            "audit_rows_written",
+            "Audit rows written to BigQuery",
+            audit_written.clone(),
+        );
+        registry.register(
+            "audit_flush_failures",
+            "Audit flushes BigQuery did not take in full (the events stay spooled and are retried)",
+            audit_failures.clone(),
+        );
         Metrics {
+            audit_pending,
+            audit_written,
+            audit_failures,
             delivery,
             jobs_today,
             job_budget,

@@ -49,6 +49,10 @@ pub struct RunArgs {
     pub lease_duration: Duration,
     /// Most connections open at once to one source database.
     pub db_connections: usize,
+    /// Where the audit log goes.
+    pub audit: crate::cli::AuditArgs,
+    /// How often spooled audit events are written.
+    pub audit_flush_interval: Duration,
 }
 
 /// The controllers watch untyped objects and convert each one, so that one object that does not
@@ -305,7 +309,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let instance = std::env::var("POD_NAME").ok();
+    let audit = crate::audit::open(&args.audit, args.identity.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let ctx = Ctx {
+        audit: Some(audit.clone()),
+        revision: args.audit.revision.clone().unwrap_or_default(),
         bq: Arc::new(BigQueryRest::new(&endpoints).await?),
         gcs: Arc::new(GcsRest::new(&endpoints)?),
         groups,
@@ -331,6 +338,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::ingest::observe_delays(metrics.delay_observer());
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(serve(args.listen, metrics.clone(), ready.clone()));
+    // The audit log: spooled events (this process's, and any an earlier one left) written every
+    // interval, in one insert job per audit table.
+    {
+        let (audit, metrics, bq) = (
+            audit.clone(),
+            metrics.clone(),
+            Arc::new(BigQueryRest::new(&endpoints).await?),
+        );
+        let every = args.audit_flush_interval;
+        tokio::spawn(async move {
+            loop {
+                let f = audit.flush(bq.as_ref()).await;
+                metrics.audit_written.inc_by(f.written as u64);
+                metrics.audit_pending.set(f.pending as i64);
+                if !f.errors.is_empty() {
+                    metrics.audit_failures.inc();
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
 
     let mut lost_leadership = None;
     if args.leader_election {
@@ -530,6 +558,8 @@ mod tests {
             cache: Default::default(),
             tenants: Default::default(),
             sources: crate::dbsource::Sources::new(Arc::new(crate::dbsource::secrets::NoSecrets), 1),
+            audit: None,
+            revision: String::new(),
         };
         let shared = Arc::new(Shared {
             ctx,

@@ -103,14 +103,28 @@ impl Reporter for Collect {
     }
 }
 
-/// Reconciles `obj` (valid, in `world`) through the engine, scoped to it.
-pub async fn work(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, ReconcileError> {
+/// Reconciles `obj` (valid, in `world`) through the engine, scoped to it; what it changes is
+/// recorded in the audit log under one run id per reconcile.
+pub async fn work(ctx: &Ctx, obj: &Object, world: World) -> Result<Work, ReconcileError> {
+    match &ctx.audit {
+        Some(rec) => {
+            let run = crate::audit::RunContext::new(rec.clone(), &ctx.revision).for_world(&world);
+            crate::audit::within(std::sync::Arc::new(run), work_inner(ctx, obj, world)).await
+        }
+        None => work_inner(ctx, obj, world).await,
+    }
+}
+
+async fn work_inner(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, ReconcileError> {
     let name = format!("{}/{}", obj.key.namespace, obj.key.name);
     let scope = Scope::Object {
         kind: obj.key.kind,
         name: name.clone(),
     };
     let clients = ctx.clients_for(&obj.key.namespace);
+    if world.is_plan_only(obj.key.kind, &name) {
+        return Ok(plan_only(ctx, &clients, world, &scope).await);
+    }
     let mut collect = Collect::default();
     let summary = crate::engine::apply(&mut world, &clients, &scope, false, &mut collect).await;
     // An incompatible schema is the table's status (Ready=False with the reason); any other
@@ -173,6 +187,53 @@ pub async fn work(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, Rec
         events,
         requeue,
     })
+}
+
+/// A plan-only object (`bqsteward.dev/mode: plan`): observed and planned, nothing applied. The
+/// status says what apply would change (`status.plan`, condition `Planned`); `Ready` is False with
+/// reason `PlanOnly` (ArgoCD shows it as Suspended).
+async fn plan_only(ctx: &Ctx, clients: &crate::engine::Clients<'_>, mut world: World, scope: &Scope) -> Work {
+    let now = chrono::Utc::now();
+    let set = crate::engine::plan_scoped(&mut world, clients, scope).await;
+    let planned = crate::render::plan::planned_changes(&set, now);
+    let mut fields = json!({});
+    // A table's observed state (files waiting, loaded so far) as usual, without its conditions.
+    if let (Some(Ok(state)), Some(_)) = (set.tables.first(), world.tables.first()) {
+        let st = crate::ingest::status::status(&state.observed, &state.plan, None, None, now);
+        fields = serde_json::to_value(&st).unwrap_or_default();
+        take_conditions(&mut fields);
+    }
+    let reason = if planned.refused {
+        "Refused"
+    } else if planned.changes {
+        "PendingChanges"
+    } else {
+        "NoChanges"
+    };
+    fields["plan"] = serde_json::to_value(&planned).unwrap_or_default();
+    Work {
+        fields,
+        conditions: vec![
+            (
+                "Ready".into(),
+                false,
+                "PlanOnly".into(),
+                format!(
+                    "plan only ({}: plan): nothing is applied; remove the annotation to apply",
+                    crate::engine::world::ANNOTATION_MODE
+                ),
+            ),
+            (
+                "Planned".into(),
+                !planned.refused,
+                reason.into(),
+                planned.summary.clone(),
+            ),
+        ],
+        changes: Vec::new(),
+        events: Vec::new(),
+        requeue: ctx.requeue,
+    }
 }
 
 fn ready(message: &str) -> Vec<(String, bool, String, String)> {

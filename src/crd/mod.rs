@@ -54,6 +54,31 @@ pub struct CommonStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Set while the object is plan-only (annotation `bqsteward.dev/mode: plan`): what `apply`
+    /// would change. Removing the annotation applies it; this field then goes away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlannedChanges>,
+}
+
+/// What applying a plan-only object would change, as of the last reconcile.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedChanges {
+    /// When it was planned (RFC 3339).
+    pub time: String,
+    /// Whether anything would change.
+    pub changes: bool,
+    /// Whether something is refused or could not be read.
+    pub refused: bool,
+    /// Counts: files to load, pulls, views, access entries to add and remove, group members to
+    /// add, change and remove.
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// One line per pending change (the first 20), e.g. `+READER group:analysts@acme.com on
+    /// acme-prod.sales`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+    /// The plan's summary line.
+    pub summary: String,
 }
 
 /// The CRDs of all four kinds, in a stable order.

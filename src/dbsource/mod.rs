@@ -562,10 +562,29 @@ pub async fn run(
                 Err(e) => return Err(failed(&e)),
             }
         };
-        tracing::info!(target: "bqsteward::audit", resource = %resource, table = %spec_db(spec).table,
-            set = %req.set, low = ?req.low, below = ?req.below, high = ?marker.high, rows = marker.rows,
-            files = marker.files, bytes = marker.bytes, rejected = marker.rejected,
-            seconds = started.elapsed().as_secs_f64(), "pulled");
+        let d = &spec.destination;
+        let mut ev = crate::audit::Event::new(
+            crate::audit::Action::Pull,
+            &format!("IngestedTable {resource}"),
+            &format!("{}.{}.{}", d.project, d.dataset, d.table),
+            &req.set,
+            &req.set,
+        )
+        .home(&d.project, &d.location);
+        ev.rows = Some(marker.rows as i64);
+        ev.files = Some(marker.files as i64);
+        ev.bytes = Some(marker.bytes as i64);
+        ev.duration_ms = Some(started.elapsed().as_millis() as i64);
+        ev.message = format!(
+            "pulled {} from {} (low {:?}, below {:?}, high {:?}); {} rows rejected",
+            req.set,
+            spec_db(spec).table,
+            req.low,
+            req.below,
+            marker.high,
+            marker.rejected
+        );
+        crate::audit::record(ev);
         if marker.rejected > 0 {
             tracing::warn!(target: "bqsteward::audit", resource = %resource, set = %req.set, rows = marker.rejected,
                 report = %format!("gs://{}/{}{}/{}", x.bucket, x.prefix, req.set, landing::REJECTED),

@@ -54,7 +54,18 @@ pub async fn apply(
     for ((plan, live), d) in plan(c, w, groups, approved).await.into_iter().zip(groups) {
         r.group_planned(d, &plan);
         if plan.is_refused() {
-            summary.fail(super::Error::Failed(plan.refusals.join("; ")));
+            let why = plan.refusals.join("; ");
+            let mut ev = crate::audit::Event::new(
+                crate::audit::Action::MembersRefused,
+                &format!("GroupMembership {}", plan.resource),
+                &plan.group,
+                "",
+                &why,
+            );
+            ev.outcome = "refused".into();
+            ev.message = why.clone();
+            crate::audit::record(ev);
+            summary.fail(super::Error::Failed(why));
             continue;
         }
         let Some(client) = c.groups else { continue };

@@ -96,6 +96,9 @@ pub async fn apply(
         .flat_map(|p| p.refusals.iter().map(move |r| format!("{}: {r}", p.dataset)))
         .collect();
     if !refusals.is_empty() {
+        for p in plans.iter().filter(|p| p.is_refused()) {
+            crate::access::apply::audit_refused(p);
+        }
         summary.fail(Error::Failed(refusals.join("; ")));
         return summary;
     }

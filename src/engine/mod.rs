@@ -177,6 +177,14 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
     // Views to delete once the lists phase has retired their authorizations: (resource, views).
     let mut to_delete: Vec<(String, Vec<crate::cloud::bqtypes::TableRef>)> = Vec::new();
     for t in w.tables.iter().filter(|t| scope.covers("IngestedTable", &t.name)) {
+        if w.is_plan_only("IngestedTable", &t.name) {
+            r.note(&format!(
+                "IngestedTable {}: plan only ({}: plan): not applied",
+                t.name,
+                world::ANNOTATION_MODE
+            ));
+            continue;
+        }
         let state = tables::plan(c, t, now).await;
         r.table_planned(t, &state);
         let state = match state {
@@ -208,6 +216,15 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
         .iter()
         .filter(|t| scope.covers("ConsumerProject", &t.resource))
     {
+        if w.is_plan_only("ConsumerProject", &t.resource) {
+            r.note(&format!(
+                "ConsumerProject {}: plan only ({}: plan): not applied",
+                t.resource,
+                world::ANNOTATION_MODE
+            ));
+            not_applied.push(t.resource.clone());
+            continue;
+        }
         let plan = consumers::plan(c, t).await;
         r.consumer_planned(t, &plan);
         let plan = match plan {
@@ -261,6 +278,17 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
     // The list of a consumer dataset whose ConsumerProject was refused or failed waits with it (its
     // dataset may not exist; the refusal was reported once, above).
     lists.retain(|d| !(d.owner_kind == "ConsumerProject" && d.owner.as_ref().is_some_and(|o| not_applied.contains(o))));
+    // Nor is the list of a plan-only owner written.
+    lists.retain(|d| {
+        let plan_only = d.owner.as_ref().is_some_and(|o| w.is_plan_only(d.owner_kind, o));
+        if plan_only {
+            r.note(&format!(
+                "access list of {}: its owner is plan only: not written",
+                d.key
+            ));
+        }
+        !plan_only
+    });
     if !lists.is_empty() {
         for note in crate::access::apply::drop_missing_views(c.bq, &mut lists).await {
             r.note(&note);
@@ -298,6 +326,17 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
         .groups
         .iter()
         .filter(|g| scope.covers("GroupMembership", &g.resource))
+        .filter(|g| {
+            let plan_only = w.is_plan_only("GroupMembership", &g.resource);
+            if plan_only {
+                r.note(&format!(
+                    "GroupMembership {}: plan only ({}: plan): not applied",
+                    g.resource,
+                    world::ANNOTATION_MODE
+                ));
+            }
+            !plan_only
+        })
         .collect();
     if !in_scope.is_empty() {
         summary.merge(groups::apply(c, w, &in_scope, approved, r).await);
@@ -350,6 +389,16 @@ impl PlanSet {
 /// Observes and plans the whole world, read-only, in the phase order of [`apply`].
 #[tracing::instrument(skip_all)]
 pub async fn plan(w: &mut World, c: &Clients<'_>) -> PlanSet {
+    plan_scoped(w, c, &Scope::All).await
+}
+
+/// Observes and plans what `scope` covers, read-only: the world keeps only the tables, consumers
+/// and groups in scope (the [`PlanSet`] follows its order), and the access lists are those a run
+/// of [`apply`] with this scope would write. The controller's plan-only objects.
+pub async fn plan_scoped(w: &mut World, c: &Clients<'_>, scope: &Scope) -> PlanSet {
+    w.tables.retain(|t| scope.covers("IngestedTable", &t.name));
+    w.consumers.retain(|t| scope.covers("ConsumerProject", &t.resource));
+    w.groups.retain(|g| scope.covers("GroupMembership", &g.resource));
     let now = chrono::Utc::now().timestamp_millis();
     let mut tables_planned = Vec::new();
     for t in &w.tables {
@@ -377,7 +426,11 @@ pub async fn plan(w: &mut World, c: &Clients<'_>) -> PlanSet {
         .flatten()
         .flat_map(|p| p.retire.iter().cloned())
         .collect();
-    let lists = lists::in_scope(w, &Scope::All, &anywhere, None);
+    let anywhere_keys = match scope {
+        Scope::All => None,
+        Scope::Object { .. } => Some(lists::consumer_source_datasets(w, scope)),
+    };
+    let lists = lists::in_scope(w, scope, &anywhere, anywhere_keys.as_ref());
     let lists = lists::plan(c, &w.policy, &lists, false).await;
     let all_groups: Vec<&DesiredGroup> = w.groups.iter().collect();
     let groups = if all_groups.is_empty() {

@@ -40,6 +40,22 @@ pub struct World {
     /// The desired access list of every dataset bqsteward writes (retirements added by the phases
     /// that delete views).
     pub desired: Vec<DesiredAcl>,
+    /// Resources annotated `bqsteward.dev/mode: plan` (`Kind namespace/name`): observed and
+    /// planned, never applied — by the controller or by `bqsteward apply` — and the access lists
+    /// they own are not written.
+    pub plan_only: std::collections::BTreeSet<String>,
+}
+
+/// The annotation that makes an object plan-only: `bqsteward.dev/mode: plan`.
+pub const ANNOTATION_MODE: &str = "bqsteward.dev/mode";
+
+/// Whether `r` is annotated plan-only.
+pub fn is_plan_only(r: &Resource) -> bool {
+    r.metadata()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_MODE))
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("plan"))
 }
 
 impl World {
@@ -107,7 +123,13 @@ impl World {
         }
         let mut desired = compile(&resources, owner.as_ref());
         crate::access::compile::add_tenant_identities(&mut desired, &policy);
+        let plan_only = resources
+            .iter()
+            .filter(|l| is_plan_only(&l.resource))
+            .map(|l| format!("{} {}", l.resource.kind(), l.resource.qualified_name()))
+            .collect();
         let world = World {
+            plan_only,
             identity_email: identity.and_then(identity_email),
             identity: owner,
             policy,
@@ -118,6 +140,11 @@ impl World {
             desired,
         };
         (world, errors)
+    }
+
+    /// Whether `kind` `name` (`namespace/name`) is plan-only.
+    pub fn is_plan_only(&self, kind: &str, name: &str) -> bool {
+        self.plan_only.contains(&format!("{kind} {name}"))
     }
 
     /// Adds entries of views bqsteward deleted to the lists it plans: to the dataset named

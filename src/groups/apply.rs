@@ -136,20 +136,24 @@ pub async fn apply(groups: &dyn Groups, plan: &GroupPlan, live: &[LiveMember], b
     report
 }
 
+/// The audit event of one membership change (no home: it goes to the fallback audit table).
 fn audit(plan: &GroupPlan, op: &Op) {
+    use crate::audit::{Action, Event};
     let (action, role) = match op {
-        Op::Add { role, .. } => ("add", role_str(*role).to_string()),
-        Op::Change { from, to, .. } => ("change", format!("{}->{}", role_str(*from), role_str(*to))),
-        Op::Remove { role, .. } => ("remove", role_str(*role).to_string()),
+        Op::Add { role, .. } => (Action::MemberAdded, role_str(*role).to_string()),
+        Op::Change { from, to, .. } => (
+            Action::MemberRoleChanged,
+            format!("{}->{}", role_str(*from), role_str(*to)),
+        ),
+        Op::Remove { role, .. } => (Action::MemberRemoved, role_str(*role).to_string()),
     };
-    tracing::info!(
-        target: "bqsteward::audit",
-        group = %plan.group,
-        member = op.email(),
-        role,
+    let mut ev = Event::new(
         action,
-        actor = "bqsteward",
-        resource = %plan.resource,
-        "membership changed"
+        &format!("GroupMembership {}", plan.resource),
+        &plan.group,
+        op.email(),
+        "",
     );
+    ev.role = role;
+    crate::audit::record(ev);
 }

@@ -166,9 +166,21 @@ impl<'a> Executor<'a> {
     /// Reports a file as quarantined (after the ledger recorded it): one audit line with the short
     /// error, the full error in the report.
     fn quarantined(&self, report: &mut Report, f: SourceFile, category: Category, message: String) {
-        tracing::warn!(target: "bqsteward::audit", resource = %self.t.name, uri = %f.uri,
-            generation = f.generation, category = category.as_str(),
-            error = %super::classify::short(&message), "quarantined file");
+        let t = self.t;
+        let subject = format!("{}#{}", f.uri, f.generation);
+        let mut ev = crate::audit::Event::new(
+            crate::audit::Action::Quarantined,
+            &format!("IngestedTable {}", t.name),
+            &t.table.to_string(),
+            &subject,
+            &subject,
+        )
+        .home(&t.table.project, &t.ledger.location);
+        ev.outcome = "refused".into();
+        ev.category = category.as_str().into();
+        ev.message = super::classify::short(&message).to_string();
+        ev.bytes = Some(f.size as i64);
+        crate::audit::record(ev);
         report.quarantined.push((f.uri, f.generation, category, message));
     }
 
@@ -215,6 +227,46 @@ impl<'a> Executor<'a> {
         Ok(rest)
     }
 
+    /// Records the audit event of a batch that reached the table (before the ledger says so: a
+    /// crash in between re-records it on resume, under the same id).
+    fn audit_loaded(&self, b: &Batch, rows: i64, jobs_before: usize, move_job: &str, started: std::time::Instant) {
+        use crate::audit::{Action, Event};
+        let t = self.t;
+        let action = if b.kind == BatchKind::Reload {
+            Action::Reload
+        } else {
+            Action::LoadBatch
+        };
+        let mut ev = Event::new(
+            action,
+            &format!("IngestedTable {}", t.name),
+            &t.table.to_string(),
+            &b.id,
+            &b.id,
+        )
+        .home(&t.table.project, &t.ledger.location);
+        let now = chrono::Utc::now().timestamp_millis();
+        ev.files = Some(b.files.len() as i64);
+        ev.rows = Some(rows);
+        ev.bytes = Some(b.files.iter().map(|f| f.size as i64).sum());
+        ev.job_ids = self.runner.inserted().into_iter().skip(jobs_before).collect();
+        if !ev.job_ids.iter().any(|j| j == move_job) {
+            ev.job_ids.push(move_job.to_string());
+        }
+        ev.duration_ms = Some(started.elapsed().as_millis() as i64);
+        ev.delays_ms = b
+            .files
+            .iter()
+            .filter(|f| f.updated_ms > 0)
+            .map(|f| (now - f.updated_ms).max(0))
+            .collect();
+        ev.category = b.kind.as_str().to_string();
+        if !b.replaces.is_empty() {
+            ev.message = format!("replaces batches {}", b.replaces.join(", "));
+        }
+        crate::audit::record(ev);
+    }
+
     fn crash(&self, step: Step) -> Result<(), RunError> {
         match self.crash_after {
             Some(s) if s == step => Err(RunError::Crash(step)),
@@ -256,14 +308,34 @@ impl<'a> Executor<'a> {
             if let Some(why) = &p.claim {
                 labels.insert(LABEL_MANAGED_BY.to_string(), "bqsteward".to_string());
                 labels.insert(table::LABEL_OWNER.to_string(), table::owner_label(&t.name));
-                tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table, why = %why, "labelled table as owned");
+                let mut ev = crate::audit::Event::new(
+                    crate::audit::Action::TableLabelled,
+                    &format!("IngestedTable {}", t.name),
+                    &t.table.to_string(),
+                    "",
+                    &info.etag,
+                )
+                .home(&t.table.project, &t.ledger.location);
+                ev.etag_before = info.etag.clone();
+                ev.message = format!("labelled as owned: {why}");
+                crate::audit::record(ev);
             }
             for c in &p.mark_pii {
                 labels.insert(table::pii_label(c), "true".to_string());
             }
             self.bq.patch_table_labels(&t.table, &labels, &info.etag).await?;
             if !p.mark_pii.is_empty() {
-                tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table, columns = ?p.mark_pii, "marked PII columns");
+                let mut ev = crate::audit::Event::new(
+                    crate::audit::Action::TableLabelled,
+                    &format!("IngestedTable {}", t.name),
+                    &t.table.to_string(),
+                    &p.mark_pii.join(","),
+                    &info.etag,
+                )
+                .home(&t.table.project, &t.ledger.location);
+                ev.etag_before = info.etag.clone();
+                ev.message = "marked PII columns".into();
+                crate::audit::record(ev);
             }
             // The etag changed; the schema patch below needs the new one.
             live = self.bq.get_table(&t.table).await?;
@@ -301,7 +373,16 @@ impl<'a> Executor<'a> {
                 self.bq
                     .create_table(&table::table_def(&t.spec, t.table.clone(), &t.name))
                     .await?;
-                tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table, "created table");
+                crate::audit::record(
+                    crate::audit::Event::new(
+                        crate::audit::Action::TableCreated,
+                        &format!("IngestedTable {}", t.name),
+                        &t.table.to_string(),
+                        "",
+                        "",
+                    )
+                    .home(&t.table.project, &t.ledger.location),
+                );
             }
             SchemaChange::Additive { add, relax } => {
                 let live = live.expect("additive change of an existing table");
@@ -319,8 +400,18 @@ impl<'a> Executor<'a> {
                     );
                     self.bq.query(&t.table.project, &t.ledger.location, &sql, &[]).await?;
                 }
-                tracing::info!(target: "bqsteward::audit", resource = %t.name, table = %t.table,
-                    added = ?add.iter().map(|f| &f.name).collect::<Vec<_>>(), relaxed = ?relax, "changed table schema");
+                let added: Vec<&str> = add.iter().map(|f| f.name.as_str()).collect();
+                let mut ev = crate::audit::Event::new(
+                    crate::audit::Action::SchemaChanged,
+                    &format!("IngestedTable {}", t.name),
+                    &t.table.to_string(),
+                    &added.join(","),
+                    &live.etag,
+                )
+                .home(&t.table.project, &t.ledger.location);
+                ev.etag_before = live.etag.clone();
+                ev.message = format!("added {}; relaxed {}", added.join(", "), relax.join(", "));
+                crate::audit::record(ev);
             }
             SchemaChange::None | SchemaChange::Incompatible(_) => {}
         }
@@ -333,11 +424,13 @@ impl<'a> Executor<'a> {
         while let Some(b) = stack.pop() {
             let meta = self.t.meta(&b);
             let before = self.runner.loads_inserted();
+            let (started, jobs_before) = (std::time::Instant::now(), self.runner.inserted().len());
             let staging = self.t.staging(&b.id);
             match self.load(&b, &staging).await? {
                 Ok(rows) => {
                     self.crash(Step::StagingLoaded)?;
                     let (move_job, _) = self.move_rows(&b, std::slice::from_ref(&staging)).await?;
+                    self.audit_loaded(&b, rows, jobs_before, &move_job, started);
                     self.crash(Step::Moved)?;
                     let jobs = i64::from(self.runner.loads_inserted() - before);
                     let events: Vec<_> = b
@@ -393,6 +486,7 @@ impl<'a> Executor<'a> {
         let table_name = self.t.table.to_string();
         let meta = self.t.meta(batch);
         let before = self.runner.loads_inserted();
+        let (started, jobs_before) = (std::time::Instant::now(), self.runner.inserted().len());
         let per_job = self.t.spec.load_policy.max_files_per_job.max(1) as usize;
         let mut stagings = Vec::new();
         // Files with undeclared fields make the set incomplete, like any quarantined file.
@@ -437,6 +531,7 @@ impl<'a> Executor<'a> {
         let jobs = i64::from(self.runner.loads_inserted() - before);
         if bad.is_empty() {
             let (move_job, _) = self.move_rows(batch, &stagings).await?;
+            self.audit_loaded(batch, rows, jobs_before, &move_job, started);
             self.crash(Step::Moved)?;
             let events: Vec<_> = batch
                 .files
@@ -529,8 +624,8 @@ impl<'a> Executor<'a> {
         let base = format!("bqsteward_move_{}", b.id);
         match self.runner.run(&base, &config, false, || Ok(())).await? {
             Finished::Ok(job) => {
-                tracing::info!(target: "bqsteward::audit", resource = %self.t.name, table = %self.t.table,
-                    batch = %b.id, kind = b.kind.as_str(), files = b.files.len(), rows_affected = job.dml_rows.unwrap_or(0), job = %job.id, "loaded batch");
+                tracing::debug!(resource = %self.t.name, table = %self.t.table,
+                    batch = %b.id, kind = b.kind.as_str(), files = b.files.len(), rows_affected = job.dml_rows.unwrap_or(0), job = %job.id, "moved batch");
                 Ok((job.id, job.dml_rows.unwrap_or(0)))
             }
             Finished::Failed(job, f) => Err(job_failed("move job", job, &f)),

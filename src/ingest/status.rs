@@ -139,6 +139,7 @@ pub fn status(
     recent.truncate(5);
     IngestedTableStatus {
         common: CommonStatus {
+            plan: None,
             observed_generation: generation,
             conditions,
         },

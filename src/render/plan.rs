@@ -314,3 +314,92 @@ fn table_json(t: &Target, p: &Result<TableState, crate::engine::PlanFailure>) ->
         Err(e) => serde_json::json!({"resource": t.name, "table": t.table.to_string(), "error": e.to_string()}),
     }
 }
+
+/// What applying would change, for a plan-only object's status and `bqsteward status`: counts,
+/// the first pending changes one per line, and the summary line.
+pub fn planned_changes(p: &PlanSet, now: chrono::DateTime<chrono::Utc>) -> crate::crd::PlannedChanges {
+    use crate::groups::plan::Op;
+    use crate::views::plan::ViewChange;
+    let mut counts: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let mut pending = Vec::new();
+    let mut bump = |k: &str, n: usize| *counts.entry(k.to_string()).or_default() += n as i64;
+    let views = |l: &crate::views::LayoutPlan, pending: &mut Vec<String>, bump: &mut dyn FnMut(&str, usize)| {
+        for ds in &l.create_datasets {
+            bump("datasetsToCreate", 1);
+            pending.push(format!("create dataset {}.{ds}", l.project));
+        }
+        for v in &l.views {
+            let what = match v.change {
+                ViewChange::Unchanged => continue,
+                ViewChange::Create => "create",
+                _ => "update",
+            };
+            bump("viewsToWrite", 1);
+            pending.push(format!("{what} view {}", v.view.def.table));
+        }
+        for v in &l.delete {
+            bump("viewsToDelete", 1);
+            pending.push(format!("delete view {v}"));
+        }
+    };
+    for t in p.tables.iter().flatten() {
+        let files = t.plan.loads.files_to_load();
+        if files > 0 {
+            bump("filesToLoad", files);
+            pending.push(format!("load {files} files"));
+        }
+        if t.pulls() > 0 {
+            bump("pulls", t.pulls());
+            pending.push(format!("{} pulls from the source database", t.pulls()));
+        }
+        views(&t.views, &mut pending, &mut bump);
+    }
+    for c in p.consumers.iter().flatten() {
+        views(&c.views, &mut pending, &mut bump);
+        if let Some(iam) = c.iam.as_ref().filter(|i| i.has_changes()) {
+            bump("bindingMembersToAdd", iam.add.len());
+            bump("bindingMembersToRemove", iam.remove.len());
+            pending.extend(iam.add.iter().map(|m| format!("+jobUser {m} on {}", iam.project)));
+            pending.extend(iam.remove.iter().map(|m| format!("-jobUser {m} on {}", iam.project)));
+        }
+    }
+    for l in &p.lists {
+        let role = |e: &crate::access::AclEntry| e.role.clone().unwrap_or_else(|| "VIEW".into());
+        bump("entriesToAdd", l.add.len());
+        bump("entriesToRemove", l.remove.len());
+        pending.extend(
+            l.add
+                .iter()
+                .map(|e| format!("+{} {} on {}", role(e), e.principal, l.dataset)),
+        );
+        pending.extend(
+            l.remove
+                .iter()
+                .map(|e| format!("-{} {} on {}", role(e), e.principal, l.dataset)),
+        );
+    }
+    for (g, _) in &p.groups {
+        let (a, c, r) = g.counts();
+        bump("membersToAdd", a);
+        bump("membersToChange", c);
+        bump("membersToRemove", r);
+        for op in &g.ops {
+            let sign = match op {
+                Op::Add { .. } => "+",
+                Op::Change { .. } => "~",
+                Op::Remove { .. } => "-",
+            };
+            pending.push(format!("{sign}{} in {}", op.email(), g.group));
+        }
+    }
+    counts.retain(|_, v| *v > 0);
+    pending.truncate(20);
+    crate::crd::PlannedChanges {
+        time: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        changes: p.changes(),
+        refused: p.failed(),
+        counts,
+        pending,
+        summary: summary_line(p),
+    }
+}

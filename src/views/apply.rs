@@ -2,6 +2,7 @@
 
 use super::layout::Layout;
 use super::plan::{LayoutPlan, ObservedLayout, ObservedView, ViewChange};
+use crate::audit::{Action, Event};
 use crate::cloud::CloudError;
 use crate::cloud::bigquery::BigQuery;
 use crate::cloud::bqtypes::{Param, TableRef};
@@ -110,7 +111,7 @@ pub async fn delete_views(bq: &dyn BigQuery, resource: &str, views: &[TableRef])
     let mut done = Vec::new();
     for t in views {
         with_retry(&backoff, "tables.delete", || bq.delete_table(t)).await?;
-        tracing::info!(target: "bqsteward::audit", resource = %resource, view = %t, action = "deleted", "view written");
+        crate::audit::record(Event::new(Action::ViewDeleted, resource, &t.to_string(), "", ""));
         done.push(format!("deleted view {t} (no longer declared)"));
     }
     Ok(done)
@@ -129,7 +130,16 @@ pub async fn apply(bq: &dyn BigQuery, plan: &LayoutPlan) -> Result<Done, CloudEr
             bq.create_dataset(&plan.project, ds, &plan.location)
         })
         .await?;
-        tracing::info!(target: "bqsteward::audit", resource = %plan.resource, dataset = %format!("{}.{ds}", plan.project), "created dataset");
+        crate::audit::record(
+            Event::new(
+                Action::DatasetCreated,
+                &plan.resource,
+                &format!("{}.{ds}", plan.project),
+                "",
+                "",
+            )
+            .home(&plan.project, &plan.location),
+        );
         done.push(format!("created dataset {}.{ds} ({})", plan.project, plan.location));
     }
     if let Some(salt) = &plan.create_salt {
@@ -143,7 +153,10 @@ pub async fn apply(bq: &dyn BigQuery, plan: &LayoutPlan) -> Result<Done, CloudEr
         })
         .await?;
         // The salt itself is never read or logged by bqsteward.
-        tracing::info!(target: "bqsteward::audit", resource = %plan.resource, table = %salt, "created salt table");
+        let mut ev = Event::new(Action::TableCreated, &plan.resource, &salt.to_string(), "", "")
+            .home(&plan.project, &plan.location);
+        ev.message = "salt table (random, generated inside BigQuery)".into();
+        crate::audit::record(ev);
         done.push(format!("created salt table {salt} (random, generated inside BigQuery)"));
     }
     if plan.waiting_for_table {
@@ -173,8 +186,23 @@ pub async fn apply(bq: &dyn BigQuery, plan: &LayoutPlan) -> Result<Done, CloudEr
                 "restored labels and description of"
             }
         };
-        tracing::info!(target: "bqsteward::audit", resource = %plan.resource, view = %def.table,
-            layer = v.view.layer.layer.as_str(), sql_hash = %v.view.hash, action = what, "view written");
+        let action = if matches!(v.change, ViewChange::Create) {
+            Action::ViewCreated
+        } else {
+            Action::ViewPatched
+        };
+        let before = v.etag.clone().unwrap_or_default();
+        let mut ev = Event::new(
+            action,
+            &plan.resource,
+            &def.table.to_string(),
+            "",
+            &format!("{before}/{}", v.view.hash),
+        )
+        .home(&plan.project, &plan.location);
+        ev.etag_before = before;
+        ev.message = format!("{what} {} view (SQL {})", v.view.layer.layer.as_str(), v.view.hash);
+        crate::audit::record(ev);
         done.push(format!("{what} {} view {}", v.view.layer.layer.as_str(), def.table));
     }
     Ok(done)

@@ -38,6 +38,8 @@ pub async fn bqsteward(args: &[&str], manifests: &str, env: &[(&str, &str)]) -> 
     for var in ENDPOINT_VARS {
         c.env_remove(var);
     }
+    // Each run its own audit spool, unless the test shares one between runs.
+    c.env("BQSTEWARD_AUDIT_SPOOL", dir.path().join("audit-spool"));
     c.envs(env.iter().copied());
     let out = c.output().await.unwrap();
     Run {

@@ -51,6 +51,8 @@ impl Controller {
         for var in super::cli::ENDPOINT_VARS.iter().chain(&["POD_NAMESPACE"]) {
             c.env_remove(var);
         }
+        // The audit spool of this replica (kept across its restarts).
+        c.env("BQSTEWARD_AUDIT_SPOOL", s.log_dir.join(format!("{name}-audit-spool")));
         c.envs(s.env.iter().map(|(k, v)| (k, v)));
         let child = c.spawn().expect("start bqsteward run");
         Controller {

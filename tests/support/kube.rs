@@ -424,5 +424,7 @@ pub async fn test_ctx(kube: std::sync::Arc<RealCluster>, identity: &str) -> bqst
         pacer: Default::default(),
         cache: Default::default(),
         sources: bqsteward::dbsource::Sources::new(std::sync::Arc::new(bqsteward::dbsource::secrets::NoSecrets), 2),
+        audit: None,
+        revision: String::new(),
     }
 }

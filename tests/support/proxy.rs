@@ -63,6 +63,8 @@ struct State {
     rules: VecDeque<Rule>,
     seen: Vec<Seen>,
     job_ids: std::collections::HashSet<String>,
+    /// Requests whose path or body contains one of these get this status, until cleared.
+    refuse: Option<(Vec<String>, u16, &'static str)>,
 }
 
 /// A running proxy.
@@ -104,6 +106,17 @@ impl Proxy {
         });
     }
 
+    /// Answers every request whose path or body contains one of `needles` with `code` and
+    /// BigQuery's error `reason` (without forwarding), until [`Proxy::stop_refusing`].
+    pub fn refuse(&self, needles: &[&str], code: u16, reason: &'static str) {
+        self.state.lock().unwrap().refuse = Some((needles.iter().map(|n| n.to_string()).collect(), code, reason));
+    }
+
+    /// Ends [`Proxy::refuse`].
+    pub fn stop_refusing(&self) {
+        self.state.lock().unwrap().refuse = None;
+    }
+
     /// Requests seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
@@ -140,11 +153,18 @@ impl Proxy {
             };
             let fault = {
                 let mut st = self.state.lock().unwrap();
+                let text = String::from_utf8_lossy(&body);
+                let refused = st.refuse.as_ref().and_then(|(needles, code, reason)| {
+                    needles
+                        .iter()
+                        .any(|n| path.contains(n.as_str()) || text.contains(n.as_str()))
+                        .then_some(Fault::Status(*code, reason))
+                });
                 let i = st
                     .rules
                     .iter()
                     .position(|r| r.method == method && path.contains(&r.path));
-                i.and_then(|i| st.rules.remove(i)).map(|r| r.fault)
+                refused.or_else(|| i.and_then(|i| st.rules.remove(i)).map(|r| r.fault))
             };
             let (status, resp_body) = match fault {
                 Some(Fault::Reset) => {
