@@ -799,3 +799,63 @@ async fn a_failing_check_sets_in_sync_false_with_an_event_and_loads_go_on() {
     assert_eq!(again.status["checks"], s.status["checks"]);
     assert_eq!(condition(&again.status, "InSync").0, "False");
 }
+
+/// A plan-only object (`bqsteward.dev/mode: plan`) changes nothing in the cloud and shows its plan
+/// in the status; removing the annotation applies it and the plan goes away.
+#[tokio::test]
+async fn a_plan_only_object_changes_nothing_shows_its_plan_and_applies_when_the_annotation_goes() {
+    let kube = Arc::new(RealCluster::new().await);
+    namespace(&kube, "ctl-plan");
+    let (ctx, bq, _) = ctx(kube.clone()).await;
+    let ds = support::unique("ctl");
+    bq.create_dataset(PROJECT, &ds, "US").await.unwrap();
+    let before = access(&bq, &ds).await;
+    let text = |annotations: &str| {
+        format!(
+            "apiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {{name: planned, namespace: ctl-plan{annotations}}}\nspec:\n  project: {PROJECT}\n  dataset: {ds}\n  access:\n    - {{role: OWNER, specialGroup: projectOwners}}\n    - {{role: READER, group: planned@acme.com}}\n"
+        )
+    };
+    let all = load(&text(", annotations: {bqsteward.dev/mode: plan}"));
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    assert_eq!(access(&bq, &ds).await, before, "nothing applied");
+    let s = kube.get(&key_of(&all[0])).status;
+    let (st, reason, _) = condition(&s, "Ready");
+    assert_eq!((st.as_str(), reason.as_str()), ("False", "PlanOnly"), "{s:#}");
+    let (st, reason, message) = condition(&s, "Planned");
+    assert_eq!((st.as_str(), reason.as_str()), ("True", "PendingChanges"), "{s:#}");
+    assert!(message.contains("access lists: 1 dataset to change"), "{message}");
+    assert!(
+        s["plan"]["pending"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == &serde_json::json!(format!("+READER group:planned@acme.com on {PROJECT}.{ds}"))),
+        "{s:#}"
+    );
+    assert_eq!(
+        s["plan"]["counts"]["entriesToAdd"], 3,
+        "the group, projectOwners and bqsteward's OWNER entry: {s:#}"
+    );
+    // Planned again: still nothing applied.
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    assert_eq!(access(&bq, &ds).await, before);
+
+    // The annotation goes: applied, Ready, no plan left in the status.
+    kube.kube
+        .kubectl(&[
+            "annotate",
+            "datasetaccess.bqsteward.dev",
+            "planned",
+            "-n",
+            "ctl-plan",
+            "bqsteward.dev/mode-",
+        ])
+        .ok();
+    let all = load(&text(""));
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    assert!(access(&bq, &ds).await.contains(&"group:planned@acme.com".to_string()));
+    let s = kube.get(&key_of(&all[0])).status;
+    assert_eq!(condition(&s, "Ready").0, "True", "{s:#}");
+    assert_eq!(condition(&s, "Planned").0, "", "{s:#}");
+    assert!(s["plan"].is_null(), "{s:#}");
+}

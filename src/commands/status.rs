@@ -43,8 +43,59 @@ pub struct TableStatus {
     pub jobs_today: i64,
     /// `loadPolicy.dailyJobBudget`.
     pub job_budget: u32,
+    /// When the next load is due: `now` with files waiting, else the last load plus `every`
+    /// (the controller's next look), RFC 3339.
+    pub next_load: Option<String>,
+    /// The latest quality check of each kind, from the audit log.
+    pub last_checks: Vec<LastEvent>,
     /// Why the table could not be read.
     pub error: Option<String>,
+}
+
+/// The latest audit row of a target (dataset, group, table check).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastEvent {
+    /// `project.dataset`, a group's email or a table.
+    pub target: String,
+    /// When (RFC 3339).
+    pub time: String,
+    /// The action (`access_added`, `member_removed`, `check`, …).
+    pub action: String,
+    /// The entry, member or check kind.
+    pub subject: String,
+    /// The resource that made it.
+    pub resource: String,
+    /// `done`, `refused`, `in_sync`, `mismatch`, `failed`.
+    pub outcome: String,
+    /// The revision of the manifests.
+    pub revision: String,
+}
+
+/// What a plan-only object would change.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanOnly {
+    /// `Kind namespace/name`.
+    pub resource: String,
+    /// The pending changes.
+    pub plan: crate::crd::PlannedChanges,
+}
+
+/// Everything `status` prints.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// Per IngestedTable.
+    pub tables: Vec<TableStatus>,
+    /// Per dataset with a DatasetAccess: the last change, from the audit log.
+    pub datasets: Vec<LastEvent>,
+    /// Per GroupMembership's group: the last change, from the audit log.
+    pub groups: Vec<LastEvent>,
+    /// Objects annotated `bqsteward.dev/mode: plan` and what applying them would change.
+    pub plan_only: Vec<PlanOnly>,
+    /// Why the audit log could not be read (the rest is still shown).
+    pub audit_error: Option<String>,
 }
 
 /// Prints every IngestedTable's status.
@@ -55,15 +106,71 @@ pub async fn status(args: &LiveArgs, output: Output) -> i32 {
     };
     let clients = owned.clients();
     let now = chrono::Utc::now();
-    let mut out = Vec::new();
+    let mut out = Status::default();
     for t in &world.tables {
-        out.push(table_status(&clients, t, now).await);
+        out.tables.push(table_status(&clients, t, now).await);
+    }
+    // The audit log: each table's last checks, each dataset's and group's last change.
+    let datasets: Vec<String> = world
+        .resources
+        .iter()
+        .filter_map(|l| match &l.resource {
+            crate::manifest::Resource::DatasetAccess(d) => Some(format!("{}.{}", d.spec.project, d.spec.dataset)),
+            _ => None,
+        })
+        .collect();
+    let groups: Vec<String> = world.groups.iter().map(|g| g.group.clone()).collect();
+    match audit_latest(&clients, &world, args, &out.tables, &datasets, &groups).await {
+        Ok(latest) => {
+            for t in &mut out.tables {
+                t.last_checks = latest
+                    .iter()
+                    .filter(|e| e.target == t.table && e.action == "check")
+                    .cloned()
+                    .collect();
+            }
+            let last = |target: &String| {
+                latest
+                    .iter()
+                    .find(|e| &e.target == target && e.action != "check")
+                    .cloned()
+                    .unwrap_or_else(|| LastEvent {
+                        target: target.clone(),
+                        ..LastEvent::default()
+                    })
+            };
+            out.datasets = datasets.iter().map(last).collect();
+            out.groups = groups.iter().map(last).collect();
+        }
+        Err(e) => out.audit_error = Some(e),
+    }
+    // Plan-only objects: what applying them would change.
+    for name in world.plan_only.clone() {
+        let Some((kind, n)) = name.split_once(' ') else {
+            continue;
+        };
+        let kind: &'static str = match kind {
+            "IngestedTable" => "IngestedTable",
+            "DatasetAccess" => "DatasetAccess",
+            "ConsumerProject" => "ConsumerProject",
+            _ => "GroupMembership",
+        };
+        let scope = crate::engine::Scope::Object {
+            kind,
+            name: n.to_string(),
+        };
+        let mut w = world.clone();
+        let set = crate::engine::plan_scoped(&mut w, &clients, &scope).await;
+        out.plan_only.push(PlanOnly {
+            resource: name.clone(),
+            plan: crate::render::plan::planned_changes(&set, now),
+        });
     }
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default()),
-        Output::Text => out.iter().for_each(|s| print!("{}", text(s))),
+        Output::Text => print!("{}", full_text(&out)),
     }
-    if out.iter().any(|s| s.error.is_some()) {
+    if out.tables.iter().any(|s| s.error.is_some()) {
         EXIT_ERROR
     } else {
         EXIT_OK
@@ -96,6 +203,27 @@ async fn table_status(c: &crate::engine::Clients<'_>, t: &Target, now: chrono::D
         .filter(|_| s.files_waiting > 0)
         .map(crate::ingest::report::duration_ms);
     s.jobs_today = st.jobs_today.unwrap_or(0);
+    let every = t
+        .spec
+        .schedule
+        .every
+        .parse::<kube::core::Duration>()
+        .ok()
+        .map(std::time::Duration::from);
+    s.next_load = if s.files_waiting > 0 {
+        Some("now".into())
+    } else {
+        s.last_load
+            .as_deref()
+            .and_then(|l| chrono::DateTime::parse_from_rfc3339(l).ok())
+            .zip(every)
+            .and_then(|(l, e)| {
+                chrono::Duration::from_std(e)
+                    .ok()
+                    .map(|e| l.with_timezone(&chrono::Utc) + e)
+            })
+            .map(|n| n.max(now).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
     match ledger_figures(c.bq, t, &s.table).await {
         Ok((delays, quarantined)) => {
             s.loaded_24h = delays.len();
@@ -106,6 +234,133 @@ async fn table_status(c: &crate::engine::Clients<'_>, t: &Target, now: chrono::D
         Err(e) => s.error = Some(format!("cannot read the ledger: {e}")),
     }
     s
+}
+
+/// The latest audit row per target (a change) and per table and check kind (a check), from every
+/// audit table the world's changes go to, over the last 90 days. No audit table yet: nothing.
+async fn audit_latest(
+    c: &crate::engine::Clients<'_>,
+    w: &crate::engine::World,
+    args: &LiveArgs,
+    tables: &[TableStatus],
+    datasets: &[String],
+    groups: &[String],
+) -> Result<Vec<LastEvent>, String> {
+    use crate::audit::{Destination, Home};
+    let mut places: std::collections::BTreeSet<(crate::cloud::bqtypes::TableRef, Option<String>)> = Default::default();
+    match crate::audit::destination(args.audit.audit_table.as_deref())? {
+        Destination::Off => return Ok(Vec::new()),
+        Destination::Table(t) => {
+            places.insert((t, None));
+        }
+        Destination::PerHome => {
+            let homes = w.tables.iter().map(|t| Home {
+                project: t.table.project.clone(),
+                location: t.ledger.location.clone(),
+            });
+            let consumers = w.consumers.iter().map(|c| Home {
+                project: c.spec.project.clone(),
+                location: c.spec.location.clone(),
+            });
+            for h in homes.chain(consumers).chain(crate::audit::fallback_home(w)) {
+                places.insert((crate::audit::table::home_table(&h), Some(h.location)));
+            }
+        }
+    }
+    let targets: Vec<&str> = tables
+        .iter()
+        .map(|t| t.table.as_str())
+        .chain(datasets.iter().map(String::as_str))
+        .chain(groups.iter().map(String::as_str))
+        .collect();
+    let mut out: Vec<(i64, LastEvent)> = Vec::new();
+    for (table, location) in places {
+        if c.bq.get_table(&table).await.map_err(|e| e.to_string())?.is_none() {
+            continue;
+        }
+        let location = match location {
+            Some(l) => l,
+            None => {
+                c.bq.get_dataset(&table.project, &table.dataset)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|d| d.location)
+                    .unwrap_or_default()
+            }
+        };
+        let sql = format!(
+            "SELECT target, FORMAT_TIMESTAMP('%Y-%m-%dT%H:%M:%SZ', time), action, COALESCE(subject, ''), resource, outcome,              COALESCE(revision, ''), CAST(UNIX_MILLIS(time) AS STRING) FROM {t}              WHERE target IN UNNEST(@targets) AND time >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 90 DAY)              QUALIFY ROW_NUMBER() OVER (PARTITION BY target, IF(action = 'check', COALESCE(subject, ''), '-') ORDER BY time DESC) = 1",
+            t = table.sql()
+        );
+        let rows =
+            c.bq.query(
+                &table.project,
+                &location,
+                &sql,
+                &[Param::strings("targets", targets.iter())],
+            )
+            .await
+            .map_err(|e| format!("audit table {table}: {e}"))?;
+        for r in rows.rows {
+            let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            out.push((
+                get(7).parse().unwrap_or(0),
+                LastEvent {
+                    target: get(0),
+                    time: get(1),
+                    action: get(2),
+                    subject: get(3),
+                    resource: get(4),
+                    outcome: get(5),
+                    revision: get(6),
+                },
+            ));
+        }
+    }
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
+    Ok(out.into_iter().map(|(_, e)| e).collect())
+}
+
+/// The whole report as text.
+pub fn full_text(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out: String = s.tables.iter().map(text).collect();
+    let line = |out: &mut String, kind: &str, e: &LastEvent| {
+        let _ = if e.time.is_empty() {
+            writeln!(out, "{kind} {}: no change in the audit log (90 days)", e.target)
+        } else {
+            writeln!(
+                out,
+                "{kind} {}: last change {} {} {} by {}{}",
+                e.target,
+                e.time,
+                e.action,
+                e.subject,
+                e.resource,
+                if e.revision.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (revision {})", e.revision)
+                }
+            )
+        };
+    };
+    for e in &s.datasets {
+        line(&mut out, "dataset", e);
+    }
+    for e in &s.groups {
+        line(&mut out, "group", e);
+    }
+    for p in &s.plan_only {
+        let _ = writeln!(out, "{} (plan only): {}", p.resource, p.plan.summary);
+        for l in &p.plan.pending {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
+    if let Some(e) = &s.audit_error {
+        let _ = writeln!(out, "! cannot read the audit log: {e}");
+    }
+    out
 }
 
 /// The delays (seconds) of files loaded in the last 24 hours, sorted, and the files quarantined
@@ -218,6 +473,12 @@ pub fn text(s: &TableStatus) -> String {
         }
     );
     let _ = writeln!(out, "  load jobs      {} today of {}", s.jobs_today, s.job_budget);
+    if let Some(n) = &s.next_load {
+        let _ = writeln!(out, "  next load      {n}");
+    }
+    for c in &s.last_checks {
+        let _ = writeln!(out, "  last check     {} {} at {}", c.subject, c.outcome, c.time);
+    }
     out
 }
 

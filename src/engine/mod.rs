@@ -283,8 +283,11 @@ pub async fn apply(w: &mut World, c: &Clients<'_>, scope: &Scope, approved: bool
         let plan_only = d.owner.as_ref().is_some_and(|o| w.is_plan_only(d.owner_kind, o));
         if plan_only {
             r.note(&format!(
-                "access list of {}: its owner is plan only: not written",
-                d.key
+                "{} {} (access list of {}): plan only ({}: plan): not written",
+                d.owner_kind,
+                d.owner.as_deref().unwrap_or_default(),
+                d.key,
+                world::ANNOTATION_MODE
             ));
         }
         !plan_only
