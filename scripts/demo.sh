@@ -75,6 +75,10 @@ scripts/emulators.sh start
 eval "$(scripts/emulators.sh env)"
 export BQSTEWARD_IDENTITY=serviceAccount:bqsteward@acme-data-eng.iam.gserviceaccount.com
 export RUST_LOG=${RUST_LOG:-warn}
+# The audit log: events spooled here until BigQuery has them; every row carries this revision
+# (in a config repository: the commit, e.g. --revision "$(git rev-parse HEAD)").
+export BQSTEWARD_AUDIT_SPOOL=$state/audit-spool
+export BQSTEWARD_REVISION=demo-rev-1
 started=$(date +%s)
 
 tool() { python3 scripts/demo_tool.py "$@"; }
@@ -139,6 +143,9 @@ tool grant-reader acme-data-eng.payments__views_clean intern@acme.com
 bq 2 plan -f config/demo
 bq 0 apply -f config/demo
 bq 0 plan -f config/demo
+say "The audit log in BigQuery, one row per change (a saved query of config/audit/queries.sql):"
+say "who got or lost access to the clean payments dataset, by which resource and revision"
+q "SELECT CONCAT(action, ' ', subject) AS change, resource, revision FROM \`acme-data-eng._bqsteward_us.audit\` WHERE target = 'acme-data-eng.payments__views_clean' AND action IN ('access_added', 'access_removed') ORDER BY time, subject"
 
 # --- 6 ------------------------------------------------------------------------------------------
 step "6. A consumer project and a group (local stand-ins for Resource Manager and Cloud Identity)"

@@ -94,7 +94,7 @@ async fn drift_is_shown_by_plan_and_removed_by_apply() {
     // The audit trail: one structured line per change.
     assert_eq!(r.stderr.matches("access changed").count(), 3, "{}", r.stderr);
     assert!(
-        r.stderr.contains("action=\"add\"") && r.stderr.contains("actor=\"bqsteward\""),
+        r.stderr.contains("action=\"access_added\"") && r.stderr.contains(&format!("actor={IDENTITY}")),
         "{}",
         r.stderr
     );
@@ -125,9 +125,9 @@ async fn drift_is_shown_by_plan_and_removed_by_apply() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["fields"]["action"], "remove", "{lines:?}");
+    assert_eq!(lines[0]["fields"]["action"], "access_removed", "{lines:?}");
     assert!(
-        lines[0]["fields"]["entry"]
+        lines[0]["fields"]["subject"]
             .as_str()
             .unwrap()
             .contains("intruder@evil.com"),

@@ -34,14 +34,18 @@ fn the_demo_tells_the_whole_story() {
     has("created clean view acme-data-eng.payments__views_clean.transactions");
     // 3. Dedup, no PII in clean, no PCI anywhere, quarantined files with categories.
     has("raw_rows | payments");
-    // Quarantined files: one short line each — no temporary path, no repeated message.
+    // Quarantined files: one short line each — no temporary path, no repeated message (the audit
+    // trail's line adds the event id, actor and run id).
     for line in all.lines().filter(|l| l.contains("quarantined") && l.contains(".json")) {
         assert!(
-            line.chars().count() < 300 && !line.contains("/tmp/") && !line.contains(" | "),
+            line.chars().count() < 600 && !line.contains("/tmp/") && !line.contains(" | "),
             "{line}"
         );
     }
     has("Malformed JSON in the file");
+    // 5. The audit log names the removal of the drift, with the revision.
+    has("access_removed user:intern@acme.com");
+    has("demo-rev-1");
     has("210      | 120");
     has(
         "acme-data-eng.payments__views_clean.transactions: id, merchant, amount, currency, status, modify_time, _bqsteward_loaded_at",

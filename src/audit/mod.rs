@@ -245,16 +245,32 @@ impl Event {
 /// The audit trail line of an event.
 fn trail(e: &Event) {
     let message = e.action.message();
+    // The fields every event has, then only the details this one has (a short line).
+    let mut details: Vec<String> = Vec::new();
+    let mut add = |k: &str, v: String| {
+        if !v.is_empty() {
+            details.push(format!("{k}={v}"));
+        }
+    };
     let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    add("role", e.role.clone());
+    add("etag_before", e.etag_before.clone());
+    add("etag_after", e.etag_after.clone());
+    add("files", opt(e.files));
+    add("rows", opt(e.rows));
+    add("bytes", opt(e.bytes));
+    add("jobs", e.job_ids.join(","));
+    add("duration_ms", opt(e.duration_ms));
+    add("category", e.category.clone());
+    add("revision", e.revision.clone());
+    add("message", e.message.clone());
+    let details = details.join(" ");
     let level_warn = e.outcome != "done" || e.action == Action::Quarantined;
     macro_rules! line {
         ($lvl:ident) => {
             tracing::$lvl!(target: "bqsteward::audit", event_id = %e.id, action = e.action.as_str(), resource = %e.resource,
-                target = %e.target, subject = %e.subject, role = %e.role, outcome = %e.outcome,
-                etag_before = %e.etag_before, etag_after = %e.etag_after, files = %opt(e.files), rows = %opt(e.rows),
-                bytes = %opt(e.bytes), jobs = %e.job_ids.join(","), duration_ms = %opt(e.duration_ms),
-                category = %e.category, detail = %e.message, actor = %e.actor, run_id = %e.run_id,
-                revision = %e.revision, "{message}")
+                target = %e.target, subject = %e.subject, outcome = %e.outcome, actor = %e.actor, run_id = %e.run_id,
+                details = %details, "{message}")
         };
     }
     if level_warn { line!(warn) } else { line!(info) }
