@@ -255,14 +255,34 @@ async fn each_change_is_one_row_a_rerun_adds_none_and_the_saved_queries_find_the
             && r[2].as_deref() == Some("1")),
         "{quarantined:?}"
     );
+    // A schema change and a re-ingestion: one row each.
+    let widened = manifest("").replace(
+        "{name: v, type: INT64}]",
+        "{name: v, type: INT64}, {name: w, type: STRING}]",
+    );
+    ok(&bqsteward(&["apply"], &widened, &env).await, 0);
+    let reload = format!("prefix=gs://{bucket}/in/a.json id=fix1");
+    ok(&bqsteward(&["apply", "--reload", &reload], &widened, &env).await, 0);
+    ok(&bqsteward(&["apply", "--reload", &reload], &widened, &env).await, 0);
+    let later = rows(&bq, mine, &params).await;
+    let schema: Vec<_> = later.iter().filter(|r| r["action"] == "schema_changed").collect();
+    assert_eq!(schema.len(), 1, "{later:#?}");
+    assert_eq!(schema[0]["subject"], "w");
+    let reloads: Vec<_> = later.iter().filter(|r| r["action"] == "reload").collect();
+    assert_eq!(reloads.len(), 1, "the same request again does nothing: {later:#?}");
+    assert_eq!(
+        (reloads[0]["files"].as_str(), reloads[0]["rows"].as_str()),
+        (Some("1"), Some("2"))
+    );
     let revisions = run(3, vec![]).await;
     let by_rev = revisions
         .iter()
         .find(|r| r[0].as_deref() == Some(&revision))
         .unwrap_or_else(|| panic!("{revisions:?}"));
+    let of_revision = later.iter().filter(|r| r["revision"] == revision.as_str()).count();
     assert_eq!(
         by_rev[3].as_deref(),
-        Some(table_rows.len().to_string().as_str()),
+        Some(of_revision.to_string().as_str()),
         "{by_rev:?}"
     );
 }

@@ -322,9 +322,18 @@ async fn the_controller_reconciles_the_samples_in_a_real_cluster() {
             ("RESOURCE_MANAGER_EMULATOR_HOST".into(), iam.url.clone()),
             ("BQSTEWARD_IDENTITY".into(), IDENTITY.into()),
         ],
-        args: ["--requeue", "3s", "--lease-namespace", ns, "--lease-name", &lease]
-            .map(String::from)
-            .to_vec(),
+        args: [
+            "--requeue",
+            "3s",
+            "--lease-namespace",
+            ns,
+            "--lease-name",
+            &lease,
+            "--audit-flush-interval",
+            "2s",
+        ]
+        .map(String::from)
+        .to_vec(),
         log_dir: dir.path(),
     };
     let ctl = Controller::start("story", 19181, &settings);
@@ -354,6 +363,14 @@ async fn the_controller_reconciles_the_samples_in_a_real_cluster() {
     // The dashboard's per-table series: both files' end-to-end delay, jobs against the budget.
     assert!(ctl.counter("bqsteward_table_delivery_delay_seconds_count") >= 2.0);
     assert!(ctl.counter("bqsteward_table_load_job_budget") >= 1000.0);
+    // The audit log: the controller's periodic flushes write the rows of what it changed.
+    eventually(Duration::from_secs(60), "audit rows written", || async {
+        (ctl.counter("bqsteward_audit_rows_written_total") >= 5.0
+            && ctl.counter("bqsteward_audit_pending_events") == 0.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(ctl.counter("bqsteward_audit_flush_failures_total"), 0.0);
     assert!(
         igt["status"]["jobsToday"].as_i64().is_some_and(|n| n >= 1),
         "{}",
