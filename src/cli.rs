@@ -211,6 +211,10 @@ pub struct LiveArgs {
     /// Same syntax as the `bqsteward.dev/reload` annotation, which it overrides.
     #[arg(long)]
     pub reload: Option<String>,
+    /// List every IngestedTable's whole prefix this run, also those with `source.ordering:
+    /// Lexical` that list from a cursor (catches files that arrived later than `lateArrival`).
+    #[arg(long)]
+    pub full_listing: bool,
     /// Where database sources' connection Secrets are: `DIR/<secret name>/<key>` (the layout of a
     /// mounted Secret). Needed by IngestedTables with `source.database`.
     #[arg(long, env = "BQSTEWARD_SECRETS_DIR")]

@@ -30,6 +30,25 @@ pub trait Storage: Send + Sync {
         prefix: &str,
         sink: &mut (dyn FnMut(ObjectInfo) + Send),
     ) -> Result<(), CloudError>;
+    /// Like [`Storage::list_each`], only names at or after `start_offset` (Cloud Storage's
+    /// `startOffset`) and, when given, matching `match_glob` (`matchGlob`, against the whole
+    /// name). A server may ignore the glob: callers filter again.
+    async fn list_each_from(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_offset: &str,
+        match_glob: Option<&str>,
+        sink: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<(), CloudError> {
+        let _ = match_glob;
+        self.list_each(bucket, prefix, &mut |o| {
+            if o.name.as_str() >= start_offset {
+                sink(o)
+            }
+        })
+        .await
+    }
     /// Every object whose name starts with `prefix`, in name order (all pages).
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, CloudError> {
         let mut out = Vec::new();
@@ -177,6 +196,17 @@ impl Storage for GcsRest {
         prefix: &str,
         sink: &mut (dyn FnMut(ObjectInfo) + Send),
     ) -> Result<(), CloudError> {
+        self.list_each_from(bucket, prefix, "", None, sink).await
+    }
+
+    async fn list_each_from(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_offset: &str,
+        match_glob: Option<&str>,
+        sink: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<(), CloudError> {
         let op = format!("objects.list gs://{bucket}/{prefix}");
         let url = format!("{}/storage/v1/b/{}/o", self.root, enc(bucket));
         let backoff = crate::cloud::retry::Backoff::default();
@@ -190,6 +220,12 @@ impl Storage for GcsRest {
                     "items(name,size,generation,updated),nextPageToken".to_string(),
                 ),
             ];
+            if !start_offset.is_empty() {
+                query.push(("startOffset", start_offset.to_string()));
+            }
+            if let Some(g) = match_glob {
+                query.push(("matchGlob", g.to_string()));
+            }
             if let Some(p) = &page {
                 query.push(("pageToken", p.clone()));
             }

@@ -61,7 +61,10 @@ fn prepare(args: &LiveArgs) -> Result<World, i32> {
         eprintln!("error: --reload: {e}");
         EXIT_ERROR
     })?;
-    let (world, problems) = World::build(report.resources, policy, args.identity.as_deref(), reload.as_ref());
+    let (mut world, problems) = World::build(report.resources, policy, args.identity.as_deref(), reload.as_ref());
+    for t in &mut world.tables {
+        t.listing.force_full = args.full_listing;
+    }
     if !problems.is_empty() {
         for p in &problems {
             eprintln!("error: {}", p.message);

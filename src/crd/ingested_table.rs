@@ -155,6 +155,36 @@ pub struct Source {
     /// CSV options (only with `format: CSV`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<CsvOptions>,
+    /// How object names sort. `Lexical`: names sort by arrival (timestamped or date-partitioned
+    /// names, e.g. `2026/11/27/10/events-0001.json`); each cycle then lists only from a cursor —
+    /// the greatest name already loaded that was uploaded more than `lateArrival` ago — instead of
+    /// the whole prefix, and reads only the ledger from there, so a cycle costs what is new, not
+    /// what is old. A file whose name sorts before the cursor is found by the full listing every
+    /// `fullListingEvery`. Default `Unordered`: every cycle lists the whole prefix. Incremental
+    /// file sources only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<Ordering>,
+    /// With `ordering: Lexical`: how late a file may arrive after files with greater names and
+    /// still be found by the next cycle, e.g. `1h` (default). Names uploaded within this window
+    /// are listed again every cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_arrival: Option<String>,
+    /// With `ordering: Lexical`: how often the whole prefix is listed anyway to catch stragglers
+    /// (files arriving later than `lateArrival`), e.g. `24h` (default). The annotation
+    /// `bqsteward.dev/full-listing` (any value; change it to ask again) or `apply --full-listing`
+    /// asks for one now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_listing_every: Option<String>,
+}
+
+/// How the names of a source's objects sort.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Ordering {
+    /// No order: every cycle lists the whole prefix.
+    #[default]
+    Unordered,
+    /// Names sort by arrival: cycles list from a cursor.
+    Lexical,
 }
 
 impl Source {

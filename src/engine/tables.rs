@@ -179,7 +179,7 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
         },
         None => (&state.plan, &state.observed),
     };
-    let loads = if let Some(e) = unreadable {
+    let mut loads = if let Some(e) = unreadable {
         Some(Err(e.into()))
     } else if plan.is_empty() {
         None
@@ -191,6 +191,13 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
                 .await,
         )
     };
+    // A source listed from a cursor: the cursor moves once the cycle went through.
+    if let Some(cursor) = &plan.next_cursor
+        && !matches!(loads, Some(Err(_)))
+        && let Err(e) = crate::ingest::exec::record_cursor(c.bq, t, cursor).await
+    {
+        loads = Some(Err(e));
+    }
     let views = match c.bq.get_table(&t.table).await {
         Ok(table) => views::apply::plan_for_table(c.bq, t, table.as_ref()).await,
         Err(e) => Err(e),

@@ -60,6 +60,9 @@ pub fn run(objects: usize, loaded: usize) -> Figures {
         format: Some(SourceFormat::NewlineDelimitedJson),
         snapshot_marker: None,
         csv: None,
+        ordering: None,
+        late_arrival: None,
+        full_listing_every: None,
     };
     let discovery = Discovery::new(&source).expect("valid source");
     let name = |i: usize| {

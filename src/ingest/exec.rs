@@ -649,6 +649,26 @@ impl<'a> Executor<'a> {
     }
 }
 
+/// Records `t`'s next listing cursor (a `Lexical` source) after its cycle: one insert under a
+/// deterministic job id (a retried cycle adopts it).
+pub async fn record_cursor(bq: &dyn BigQuery, t: &Target, c: &super::ledger::Cursor) -> Result<(), RunError> {
+    t.ledger.ensure(bq).await?;
+    let table_ref = t.table.to_string();
+    let (sql, params) = t.ledger.cursor_sql(&table_ref, c);
+    let runner = Runner::new(bq, &t.table.project, &t.ledger.location, 0);
+    let base = format!(
+        "bqsteward_cursor_{}",
+        short_hash(&format!("{table_ref}\n{}\n{}\n{}", c.uri, c.full_listing_ms, c.token))
+    );
+    match runner
+        .run(&base, &query_config(&sql, &params), false, || Ok(()))
+        .await?
+    {
+        Finished::Ok(_) => Ok(()),
+        Finished::Failed(job, f) => Err(job_failed("cursor write", job, &f)),
+    }
+}
+
 /// A job that finished with an error no new attempt or bisection can fix, as an error.
 fn job_failed(what: &str, job: crate::cloud::bqtypes::Job, f: &Failure) -> RunError {
     RunError::Cloud(CloudError::Api {

@@ -23,6 +23,36 @@ use std::collections::BTreeMap;
 pub const FILES_TABLE: &str = "load_files";
 /// Batches table.
 pub const BATCHES_TABLE: &str = "load_batches";
+/// Listing cursors of sources whose names sort by arrival (`source.ordering: Lexical`).
+pub const CURSORS_TABLE: &str = "load_cursors";
+
+/// How far back the latest cursor of a table is looked for (a table idle longer gets a full
+/// listing, which writes a fresh one): bounds the bytes the read costs.
+const CURSOR_DAYS: u32 = 2;
+
+/// A table's listing cursor, as last recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// Lists start at this URI (inclusive).
+    pub uri: String,
+    /// When the whole prefix was last listed (ms).
+    pub full_listing_ms: i64,
+    /// The `bqsteward.dev/full-listing` annotation value the last full listing answered.
+    pub token: String,
+}
+
+fn cursors_schema() -> Vec<Field> {
+    [
+        ("table_ref", "STRING", "REQUIRED"),
+        ("cursor", "STRING", "REQUIRED"),
+        ("full_listing_at", "TIMESTAMP", "REQUIRED"),
+        ("token", "STRING", "NULLABLE"),
+        ("recorded_at", "TIMESTAMP", "REQUIRED"),
+    ]
+    .iter()
+    .map(|(n, t, m)| Field::new(n, t, m))
+    .collect()
+}
 
 /// The bqsteward dataset of a location: `_bqsteward_us`, `_bqsteward_europe_west1`. A leading
 /// underscore hides it in the BigQuery console; one per location because a query (the move
@@ -163,6 +193,7 @@ impl LedgerTables {
         for (name, fields, cluster) in [
             (FILES_TABLE, files_schema(), vec!["table_ref", "uri"]),
             (BATCHES_TABLE, batches_schema(), vec!["table_ref", "batch_id"]),
+            (CURSORS_TABLE, cursors_schema(), vec!["table_ref"]),
         ] {
             let t = self.table(name);
             if bq.get_table(&t).await?.is_none() {
@@ -284,17 +315,30 @@ impl LedgerTables {
         table_ref: &str,
         reload_id: Option<&str>,
     ) -> Result<Ledger, CloudError> {
+        self.read_from(bq, table_ref, reload_id, None).await
+    }
+
+    /// [`LedgerTables::read`] of the URIs at or after `from` (a listing cursor): the rows are
+    /// clustered by table and URI, so the read costs what lies past the cursor.
+    pub async fn read_from(
+        &self,
+        bq: &dyn BigQuery,
+        table_ref: &str,
+        reload_id: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<Ledger, CloudError> {
         let sql = format!(
             "SELECT uri, generation, size, UNIX_MILLIS(updated_at) AS updated_ms, state, batch_id, kind, reload_id, \
              replaces, category, schema_hash, reloaded FROM (\n\
                SELECT *, MAX(IF(state = 'LOADED' AND reload_id = @reload, 1, 0)) OVER (PARTITION BY uri, generation) AS reloaded,\n\
                  ROW_NUMBER() OVER (PARTITION BY uri, generation ORDER BY recorded_at DESC) AS rn\n\
-               FROM {t} WHERE table_ref = @table_ref)\n\
+               FROM {t} WHERE table_ref = @table_ref AND uri >= @from_uri)\n\
              WHERE rn = 1",
             t = self.table(FILES_TABLE).sql()
         );
         let params = [
             Param::string("table_ref", table_ref),
+            Param::string("from_uri", from.unwrap_or("")),
             // Ordinary loads have reload_id ''; a value no request can have matches nothing.
             Param::string("reload", reload_id.unwrap_or("\u{1}")),
         ];
@@ -316,6 +360,53 @@ impl LedgerTables {
             }),
             None => Ok(ledger),
         }
+    }
+
+    /// The latest listing cursor of `table_ref` recorded in the last two days, if any (a missing
+    /// cursors table reads as none).
+    pub async fn cursor(&self, bq: &dyn BigQuery, table_ref: &str) -> Result<Option<Cursor>, CloudError> {
+        if bq.get_table(&self.table(CURSORS_TABLE)).await?.is_none() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT cursor, CAST(UNIX_MILLIS(full_listing_at) AS STRING), COALESCE(token, '') FROM {t} \
+             WHERE table_ref = @table_ref AND recorded_at >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {CURSOR_DAYS} DAY) \
+             ORDER BY recorded_at DESC LIMIT 1",
+            t = self.table(CURSORS_TABLE).sql()
+        );
+        let rows = bq
+            .query(
+                &self.project,
+                &self.location,
+                &sql,
+                &[Param::string("table_ref", table_ref)],
+            )
+            .await?;
+        Ok(rows.rows.into_iter().next().map(|r| {
+            let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            Cursor {
+                uri: get(0),
+                full_listing_ms: get(1).parse().unwrap_or(0),
+                token: get(2),
+            }
+        }))
+    }
+
+    /// The statement recording `c` as `table_ref`'s cursor.
+    pub fn cursor_sql(&self, table_ref: &str, c: &Cursor) -> (String, Vec<Param>) {
+        (
+            format!(
+                "INSERT INTO {t} (table_ref, cursor, full_listing_at, token, recorded_at) \
+                 VALUES (@table_ref, @cursor, TIMESTAMP_MILLIS(@full), @token, CURRENT_TIMESTAMP())",
+                t = self.table(CURSORS_TABLE).sql()
+            ),
+            vec![
+                Param::string("table_ref", table_ref),
+                Param::string("cursor", &c.uri),
+                Param::int("full", c.full_listing_ms),
+                Param::string("token", &c.token),
+            ],
+        )
     }
 
     /// Aggregates for the status of `table_ref`.

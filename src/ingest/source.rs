@@ -17,6 +17,10 @@ pub struct Discovery {
     pub marker: String,
     /// Keep only files of sets (first folder level) that hold the marker (database landing).
     pub complete_sets_only: bool,
+    /// The glob Cloud Storage filters names with (`matchGlob`): the prefix and `include`, for
+    /// incremental file sources whose prefix has no glob character. The same filter runs here
+    /// too (servers that ignore `matchGlob`, like fake-gcs-server, stay correct).
+    pub server_glob: Option<String>,
 }
 
 impl Discovery {
@@ -37,6 +41,7 @@ impl Discovery {
                 ),
                 marker: crate::dbsource::landing::COMPLETE.into(),
                 complete_sets_only: true,
+                server_glob: None,
             });
         }
         let include = match &source.include {
@@ -49,13 +54,26 @@ impl Discovery {
             ),
             None => None,
         };
+        let literal = |p: &str| !p.contains(['*', '?', '[', ']', '{', '}', '\\']);
+        let server_glob = match &source.include {
+            Some(g) if literal(&prefix) => Some(format!("{prefix}{g}")),
+            _ => None,
+        };
         Ok(Discovery {
             bucket,
             prefix,
             include,
             marker: source.snapshot_marker.clone().unwrap_or_else(|| "_SUCCESS".into()),
             complete_sets_only: false,
+            server_glob,
         })
+    }
+
+    /// The object name of a `gs://bucket/name` URI of this bucket.
+    pub fn object_name<'a>(&self, uri: &'a str) -> Option<&'a str> {
+        uri.strip_prefix("gs://")?
+            .strip_prefix(self.bucket.as_str())?
+            .strip_prefix('/')
     }
 
     /// `gs://bucket/prefix`.
@@ -65,14 +83,31 @@ impl Discovery {
 
     /// Lists and filters page by page (transient errors are retried per page by the client).
     pub async fn discover(&self, storage: &dyn Storage) -> Result<Vec<SourceFile>, CloudError> {
+        self.discover_from(storage, None, false).await
+    }
+
+    /// [`Discovery::discover`] of the names at or after `start` (an object name), with the
+    /// server-side glob when `server_filter` (incremental sources: no snapshot marker to keep).
+    pub async fn discover_from(
+        &self,
+        storage: &dyn Storage,
+        start: Option<&str>,
+        server_filter: bool,
+    ) -> Result<Vec<SourceFile>, CloudError> {
         let mut out = Vec::new();
-        storage
-            .list_each(&self.bucket, &self.prefix, &mut |o| {
-                if let Some(f) = self.select(o) {
-                    out.push(f);
-                }
-            })
-            .await?;
+        let glob = self.server_glob.as_deref().filter(|_| server_filter);
+        let mut keep = |o: ObjectInfo| {
+            if let Some(f) = self.select(o) {
+                out.push(f);
+            }
+        };
+        if start.is_none() && glob.is_none() {
+            storage.list_each(&self.bucket, &self.prefix, &mut keep).await?;
+        } else {
+            storage
+                .list_each_from(&self.bucket, &self.prefix, start.unwrap_or(""), glob, &mut keep)
+                .await?;
+        }
         if self.complete_sets_only {
             out = self.complete_sets(out);
         }
@@ -164,6 +199,9 @@ mod tests {
             format: Some(SourceFormat::NewlineDelimitedJson),
             snapshot_marker: None,
             csv: None,
+            ordering: None,
+            late_arrival: None,
+            full_listing_every: None,
         })
         .unwrap();
         let got = d.filter(vec![

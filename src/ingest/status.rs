@@ -182,6 +182,7 @@ mod tests {
             mark_pii: Vec::new(),
             no_source_files: None,
             source_problems: Vec::new(),
+            next_cursor: None,
         };
         let s = status(&o, &idle, None, Some(3), now);
         let get = |s: &IngestedTableStatus, t: &str| s.common.conditions.iter().find(|c| c.type_ == t).unwrap().clone();
@@ -236,6 +237,7 @@ mod tests {
             mark_pii: Vec::new(),
             no_source_files: None,
             source_problems: Vec::new(),
+            next_cursor: None,
         };
         let s = status(&o, &incompatible, None, None, now);
         assert_eq!(get(&s, "Degraded").reason, "SchemaIncompatible");

@@ -38,6 +38,48 @@ pub struct Target {
     /// Columns once in `piiColumns` that the resource releases to the clean view (annotation
     /// `bqsteward.dev/allow-pii`), lowercase.
     pub released_pii: Vec<String>,
+    /// How the source is listed.
+    pub listing: Listing,
+}
+
+/// The annotation asking for a full listing of a `Lexical` source now: any value; a new value
+/// asks again.
+pub const ANNOTATION_FULL_LISTING: &str = "bqsteward.dev/full-listing";
+
+/// How a source is listed: whole every cycle, or from a cursor (`source.ordering: Lexical`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Names sort by arrival: list from the cursor (incremental file sources only).
+    pub lexical: bool,
+    /// `source.lateArrival`, ms.
+    pub late_ms: i64,
+    /// `source.fullListingEvery`, ms.
+    pub full_every_ms: i64,
+    /// The `bqsteward.dev/full-listing` annotation's value.
+    pub token: String,
+    /// List the whole prefix this time (`--full-listing`).
+    pub force_full: bool,
+}
+
+impl Listing {
+    /// From a validated spec.
+    pub fn of(spec: &IngestedTableSpec) -> Listing {
+        let ms = |v: Option<&String>, default: i64| {
+            v.and_then(|v| v.parse::<kube::core::Duration>().ok())
+                .map(|d| std::time::Duration::from(d).as_millis() as i64)
+                .unwrap_or(default)
+        };
+        let src = &spec.source;
+        Listing {
+            lexical: src.ordering == Some(crate::crd::ingested_table::Ordering::Lexical)
+                && src.database.is_none()
+                && spec.mode == crate::crd::LoadMode::Incremental,
+            late_ms: ms(src.late_arrival.as_ref(), 3_600_000),
+            full_every_ms: ms(src.full_listing_every.as_ref(), 86_400_000),
+            token: String::new(),
+            force_full: false,
+        }
+    }
 }
 
 impl Target {
@@ -45,6 +87,10 @@ impl Target {
     pub fn adopting(mut self, resource: &crate::manifest::Resource) -> Target {
         self.adopt = resource.annotation(table::ANNOTATION_ADOPT) == Some("true");
         self.released_pii = resource.annotation_list(crate::crd::ANNOTATION_ALLOW_PII);
+        self.listing.token = resource
+            .annotation(ANNOTATION_FULL_LISTING)
+            .unwrap_or_default()
+            .to_string();
         self
     }
 
@@ -61,6 +107,7 @@ impl Target {
             load_fields,
             adopt: false,
             released_pii: Vec::new(),
+            listing: Listing::of(spec),
             spec: spec.clone(),
             reload,
         })
@@ -132,6 +179,10 @@ pub struct Observed {
     pub table: Option<TableInfo>,
     /// Ledger aggregates.
     pub stats: Stats,
+    /// The listing cursor last recorded (`Lexical` sources).
+    pub cursor: Option<super::ledger::Cursor>,
+    /// The URI the listing and the ledger read started at; `None`: the whole prefix was listed.
+    pub listed_from: Option<String>,
 }
 
 /// The plan of one table.
@@ -150,6 +201,9 @@ pub struct TablePlan {
     /// A database source's problems that stop its pulls (schema drift, an unmappable column):
     /// set by the engine from the source plan; the table is `Degraded` with them.
     pub source_problems: Vec<String>,
+    /// The listing cursor to record after the apply (`Lexical` sources, when it moves or after a
+    /// full listing).
+    pub next_cursor: Option<super::ledger::Cursor>,
 }
 
 impl TablePlan {
@@ -159,15 +213,42 @@ impl TablePlan {
     }
 }
 
-/// Reads everything the plan needs. Read-only: a missing ledger reads as empty.
+/// Reads everything the plan needs. Read-only: a missing ledger reads as empty. A `Lexical`
+/// source is listed, and its ledger read, from its cursor — unless a full listing is due (never
+/// listed fully, `fullListingEvery` passed, a new `bqsteward.dev/full-listing` value,
+/// `--full-listing`, or a re-ingestion request).
 pub async fn observe(bq: &dyn BigQuery, storage: &dyn Storage, t: &Target) -> Result<Observed, CloudError> {
-    let listing = t.discovery.discover(storage).await?;
+    let table_ref = t.table.to_string();
+    let ledger_exists = t.ledger.exists(bq).await?;
+    let cursor = if t.listing.lexical && ledger_exists {
+        t.ledger.cursor(bq, &table_ref).await?
+    } else {
+        None
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let listed_from = cursor
+        .as_ref()
+        .filter(|c| {
+            !t.listing.force_full
+                && t.reload.is_none()
+                && c.token == t.listing.token
+                && now - c.full_listing_ms < t.listing.full_every_ms
+        })
+        .filter(|c| t.discovery.object_name(&c.uri).is_some())
+        .map(|c| c.uri.clone());
+    let start = listed_from.as_deref().and_then(|u| t.discovery.object_name(u));
+    let server_filter = t.spec.source.database.is_none() && t.spec.mode == crate::crd::LoadMode::Incremental;
+    let listing = t.discovery.discover_from(storage, start, server_filter).await?;
     let table = bq.get_table(&t.table).await?;
-    let (ledger, stats) = if t.ledger.exists(bq).await? {
-        let table_ref = t.table.to_string();
+    let (ledger, stats) = if ledger_exists {
         let ledger = t
             .ledger
-            .read(bq, &table_ref, t.reload.as_ref().map(|r| r.id.as_str()))
+            .read_from(
+                bq,
+                &table_ref,
+                t.reload.as_ref().map(|r| r.id.as_str()),
+                listed_from.as_deref(),
+            )
             .await?;
         (ledger, t.ledger.stats(bq, &table_ref).await?)
     } else {
@@ -178,7 +259,53 @@ pub async fn observe(bq: &dyn BigQuery, storage: &dyn Storage, t: &Target) -> Re
         ledger,
         table,
         stats,
+        cursor,
+        listed_from,
     })
+}
+
+/// The cursor to record after this cycle (pure): the greatest URI already in the ledger (loaded
+/// or quarantined) uploaded more than `lateArrival` ago, never past a file still to load; after
+/// a full listing also the time of it. `None` when it does not change.
+pub fn next_cursor(t: &Target, o: &Observed, now_ms: i64) -> Option<super::ledger::Cursor> {
+    use super::model::FileState;
+    if !t.listing.lexical {
+        return None;
+    }
+    let settled = |f: &SourceFile| {
+        o.ledger.get(&f.uri, f.generation).is_some_and(|e| {
+            matches!(
+                e.state,
+                FileState::Loaded | FileState::Quarantined | FileState::Abandoned
+            )
+        })
+    };
+    let late_cut = now_ms - t.listing.late_ms;
+    let done = o
+        .listing
+        .iter()
+        .filter(|f| settled(f) && f.updated_ms <= late_cut)
+        .map(|f| f.uri.as_str())
+        .max();
+    let open = o.listing.iter().filter(|f| !settled(f)).map(|f| f.uri.as_str()).min();
+    let moved = match (done, open) {
+        (Some(d), Some(u)) => Some(d.min(u)),
+        (Some(d), None) => Some(d),
+        (None, Some(u)) if o.listed_from.is_none() => Some(u),
+        (None, _) => None,
+    };
+    let full = o.listed_from.is_none();
+    let prev = o.cursor.clone().unwrap_or_default();
+    let next = super::ledger::Cursor {
+        uri: moved.map(str::to_string).unwrap_or_else(|| prev.uri.clone()),
+        full_listing_ms: if full { now_ms } else { prev.full_listing_ms },
+        token: if full {
+            t.listing.token.clone()
+        } else {
+            prev.token.clone()
+        },
+    };
+    (o.cursor.as_ref() != Some(&next)).then_some(next)
 }
 
 /// Plans one table (pure). A destination the resource does not own plans as incompatible: nothing
@@ -222,11 +349,106 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
             )
         });
     TablePlan {
+        next_cursor: next_cursor(t, o, now_ms),
         schema,
         loads,
         claim,
         mark_pii,
         no_source_files,
         source_problems: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::ledger::Cursor;
+    use crate::ingest::model::{Entry, FileState};
+
+    fn target() -> Target {
+        let spec: IngestedTableSpec = serde_yaml::from_str(
+            "source: {uri: 'gs://bkt/in/', format: NEWLINE_DELIMITED_JSON, ordering: Lexical, lateArrival: 1h}\n\
+             destination: {project: p, dataset: d, table: t}\nschema:\n- {name: id, type: INT64}\n",
+        )
+        .unwrap();
+        Target::new("ns/t", &spec, None).unwrap()
+    }
+
+    fn file(name: &str, updated_ms: i64) -> SourceFile {
+        SourceFile {
+            uri: format!("gs://bkt/in/{name}"),
+            generation: 1,
+            size: 1,
+            updated_ms,
+        }
+    }
+
+    fn observed(files: &[(&str, i64, Option<FileState>)], from: Option<&str>) -> Observed {
+        let mut ledger = Ledger::default();
+        for (name, updated, state) in files {
+            if let Some(state) = state {
+                ledger.insert(
+                    &format!("gs://bkt/in/{name}"),
+                    1,
+                    Entry {
+                        state: *state,
+                        batch: 0,
+                        category: None,
+                        reloaded: false,
+                        size: 1,
+                        updated_ms: *updated,
+                    },
+                );
+            }
+        }
+        Observed {
+            listing: files.iter().map(|(n, u, _)| file(n, *u)).collect(),
+            ledger,
+            listed_from: from.map(|f| format!("gs://bkt/in/{f}")),
+            cursor: from.map(|f| Cursor {
+                uri: format!("gs://bkt/in/{f}"),
+                full_listing_ms: 5,
+                token: String::new(),
+            }),
+            ..Observed::default()
+        }
+    }
+
+    #[test]
+    fn the_cursor_stops_at_a_file_still_to_load_and_lags_by_the_late_arrival_window() {
+        let t = target();
+        let hour = 3_600_000;
+        let now = 10 * hour;
+        let loaded = Some(FileState::Loaded);
+        // a, c loaded long ago; b still to load (deferred): the cursor stops at b.
+        let o = observed(
+            &[("a", hour, loaded), ("b", hour, None), ("c", hour, loaded)],
+            Some("a"),
+        );
+        let next = next_cursor(&t, &o, now).unwrap();
+        assert_eq!(next.uri, "gs://bkt/in/b");
+        assert_eq!(
+            next.full_listing_ms, 5,
+            "a partial listing keeps the full listing's time"
+        );
+        // All loaded, but c uploaded within the window: the cursor stays behind it.
+        let o = observed(
+            &[("a", hour, loaded), ("b", hour, loaded), ("c", now - 60_000, loaded)],
+            Some("a"),
+        );
+        assert_eq!(next_cursor(&t, &o, now).unwrap().uri, "gs://bkt/in/b");
+        // Quarantined files are settled; unchanged cursor: nothing to record.
+        let o = observed(&[("a", hour, Some(FileState::Quarantined))], Some("a"));
+        assert_eq!(next_cursor(&t, &o, now), None);
+        // A full listing records its time.
+        let o = observed(&[("a", hour, loaded)], None);
+        assert_eq!(
+            next_cursor(&t, &o, now),
+            Some(Cursor {
+                uri: "gs://bkt/in/a".into(),
+                full_listing_ms: now,
+                token: String::new()
+            })
+        );
     }
 }

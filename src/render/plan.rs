@@ -148,11 +148,42 @@ fn details(w: &World, p: &PlanSet) -> String {
 /// One table's plan: loads, then views (with their SQL when `sql`).
 pub fn table_text(t: &Target, s: &TableState, sql: bool) -> String {
     format!(
-        "{}{}{}",
+        "{}{}{}{}",
         ingest_report::plan_text(t, &s.plan, &s.observed),
+        listing_text(t, s),
         source_text(t, s),
         views::report::plan_text_with(&s.views, sql)
     )
+}
+
+/// How a `Lexical` source was listed: from its cursor, or whole (and why).
+pub fn listing_text(t: &Target, s: &TableState) -> String {
+    if !t.listing.lexical {
+        return String::new();
+    }
+    let o = &s.observed;
+    let age = |ms: i64| crate::ingest::report::duration_ms((chrono::Utc::now().timestamp_millis() - ms).max(0));
+    match (&o.listed_from, &o.cursor) {
+        (Some(from), Some(c)) => format!(
+            "  listing: from {from} (names sort by arrival); {} listed; the whole prefix {} ago, again every {}\n",
+            o.listing.len(),
+            age(c.full_listing_ms),
+            t.spec.source.full_listing_every.as_deref().unwrap_or("24h")
+        ),
+        _ => format!(
+            "  listing: the whole prefix ({}; {} listed)\n",
+            if t.listing.force_full {
+                "--full-listing"
+            } else if o.cursor.is_none() {
+                "no cursor yet"
+            } else if t.reload.is_some() {
+                "re-ingestion"
+            } else {
+                "full listing due"
+            },
+            o.listing.len()
+        ),
+    }
 }
 
 /// The pulls of a database source: what each reads, schema drift, why it cannot be read. Never

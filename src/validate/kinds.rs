@@ -17,6 +17,44 @@ const SPECIAL_GROUPS: [&str; 4] = [
     "allAuthenticatedUsers",
 ];
 
+/// `source.ordering`, `lateArrival`, `fullListingEvery`: cursor listing is for incremental file
+/// sources; the windows are durations.
+fn listing(c: &mut Checker, spec: &IngestedTableSpec) {
+    use crate::crd::ingested_table::Ordering;
+    let src = &spec.source;
+    let lexical = src.ordering == Some(Ordering::Lexical);
+    if lexical && src.database.is_some() {
+        c.err(
+            "spec.source.ordering",
+            "Lexical is for file sources (a database source's landing folders are listed whole); remove it",
+        );
+    }
+    if lexical && spec.mode == crate::crd::LoadMode::Snapshot {
+        c.err(
+            "spec.source.ordering",
+            "Lexical is for mode: Incremental (a snapshot needs every set listed to pick the newest complete one); remove it",
+        );
+    }
+    for (field, value, min_s) in [
+        ("spec.source.lateArrival", &src.late_arrival, 0u64),
+        ("spec.source.fullListingEvery", &src.full_listing_every, 60),
+    ] {
+        let Some(v) = value else { continue };
+        if !lexical {
+            c.err(
+                field,
+                "only with ordering: Lexical; remove it or set source.ordering: Lexical",
+            );
+            continue;
+        }
+        match super::database::duration(v) {
+            Ok(d) if d.as_secs() < min_s => c.err(field, format!("{v:?} is too short: at least {min_s}s")),
+            Ok(_) => {}
+            Err(e) => c.err(field, e),
+        }
+    }
+}
+
 pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
     let d = &spec.destination;
     c.check("spec.destination.project", ident::project_id(&d.project));
@@ -65,6 +103,7 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
         }
         Some(db) => super::database::check(c, spec, db),
     }
+    listing(c, spec);
     if let Some(include) = &spec.source.include
         && let Err(e) = globset::GlobBuilder::new(include).literal_separator(true).build()
     {
