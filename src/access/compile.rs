@@ -156,12 +156,85 @@ pub fn compile(resources: &[Loaded], identity: Option<&AclEntry>) -> Vec<Desired
             }
         }
     }
+    // Lists that would near BigQuery's limit on authorized resources authorize whole datasets of
+    // bqsteward's views instead of each view.
+    let managed: std::collections::BTreeSet<DatasetKey> = resources
+        .iter()
+        .flat_map(|l| {
+            let owned = match &l.resource {
+                Resource::ConsumerProject(_) => l.resource.declares().owned_list().map(|o| o.key),
+                _ => None,
+            };
+            creates(&l.resource).into_iter().chain(owned)
+        })
+        .collect();
+    for acl in out.values_mut() {
+        authorize_datasets(acl, &managed);
+    }
     if let Some(id) = identity {
         for acl in out.values_mut() {
             acl.entries.insert(id.clone(), Reason::Identity);
         }
     }
     out.into_values().collect()
+}
+
+/// Above this many authorized views, routines and datasets on one list, the views bqsteward
+/// requires there are authorized by their dataset (BigQuery allows 2,500 per list).
+pub const AUTHORIZE_DATASETS_ABOVE: usize = 2000;
+
+/// When `acl` holds more than [`AUTHORIZE_DATASETS_ABOVE`] authorized resources, replaces the
+/// required authorized views of each dataset in `managed` — datasets whose every view bqsteward
+/// manages: view layers, consumer datasets — by one authorized-dataset entry (`targetTypes:
+/// VIEWS`). Views in other datasets keep their own entries.
+pub fn authorize_datasets(acl: &mut DesiredAcl, managed: &std::collections::BTreeSet<DatasetKey>) {
+    use super::entry::Principal;
+    let authorized = acl
+        .entries
+        .keys()
+        .filter(|e| {
+            matches!(
+                e.principal,
+                Principal::View(_) | Principal::Routine(_) | Principal::Dataset(_)
+            )
+        })
+        .count();
+    if authorized <= AUTHORIZE_DATASETS_ABOVE {
+        return;
+    }
+    let mut groups: BTreeMap<DatasetKey, (Vec<AclEntry>, String)> = BTreeMap::new();
+    for (e, reason) in &acl.entries {
+        let (Principal::View(v), Reason::Required { by }) = (&e.principal, reason) else {
+            continue;
+        };
+        let mut parts = v.splitn(3, '.');
+        let (Some(project), Some(dataset)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let key = DatasetKey {
+            project: project.into(),
+            dataset: dataset.into(),
+        };
+        if managed.contains(&key) {
+            groups
+                .entry(key)
+                .or_insert_with(|| (Vec::new(), by.clone()))
+                .0
+                .push(e.clone());
+        }
+    }
+    for (key, (views, by)) in groups {
+        for v in &views {
+            acl.entries.remove(v);
+        }
+        acl.entries.insert(
+            AclEntry {
+                principal: Principal::Dataset(format!("{}.{}:VIEWS", key.project, key.dataset)),
+                role: None,
+            },
+            Reason::Required { by },
+        );
+    }
 }
 
 /// Adds the service account each namespace acts as (policy `tenancy.namespaces.<ns>.serviceAccount`)
@@ -178,5 +251,58 @@ pub fn add_tenant_identities(desired: &mut [DesiredAcl], policy: &crate::policy:
         {
             acl.entries.insert(entry, Reason::Identity);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::entry::Principal;
+
+    fn view(dataset: &str, i: usize) -> AclEntry {
+        AclEntry {
+            principal: Principal::View(format!("p.{dataset}.v{i}")),
+            role: None,
+        }
+    }
+
+    #[test]
+    fn a_list_nearing_the_limit_authorizes_bqsteward_datasets_of_views_instead_of_each_view() {
+        let key = |d: &str| DatasetKey {
+            project: "p".into(),
+            dataset: d.into(),
+        };
+        let managed = [key("raw__views_full")].into_iter().collect();
+        let required = |by: &str| Reason::Required { by: by.into() };
+        let mut acl = DesiredAcl::new(key("raw"));
+        for i in 0..AUTHORIZE_DATASETS_ABOVE {
+            acl.entries
+                .insert(view("raw__views_full", i), required("IngestedTable ns/t"));
+        }
+        let before = acl.clone();
+        authorize_datasets(&mut acl, &managed);
+        assert_eq!(acl, before, "at the threshold each view keeps its entry");
+
+        // Past it: the managed layer's views become one dataset entry; others keep theirs.
+        for i in 0..5 {
+            acl.entries
+                .insert(view("someone_elses", i), required("ConsumerProject ns/c"));
+        }
+        authorize_datasets(&mut acl, &managed);
+        let dataset = AclEntry {
+            principal: Principal::Dataset("p.raw__views_full:VIEWS".into()),
+            role: None,
+        };
+        assert_eq!(acl.entries.get(&dataset), Some(&required("IngestedTable ns/t")));
+        assert_eq!(
+            acl.entries.len(),
+            6,
+            "{:?}",
+            acl.entries.keys().take(8).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            dataset.to_api(),
+            serde_json::json!({"dataset": {"dataset": {"projectId": "p", "datasetId": "raw__views_full"}, "targetTypes": ["VIEWS"]}})
+        );
     }
 }
