@@ -263,6 +263,17 @@ pub struct BenchDb {
 /// Benchmarks besides the load planner.
 #[derive(Subcommand, Debug)]
 pub enum BenchWhat {
+    /// One cycle of a table with a long history and a few new files, listed whole and from its
+    /// cursor (`source.ordering: Lexical`), for each history size, in-process against a simulated
+    /// bucket and ledger: list calls, objects returned, ledger rows read, CPU ms.
+    Listing {
+        /// Files already loaded, comma-separated sizes to compare.
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 1_000_000])]
+        histories: Vec<usize>,
+        /// New files in the cycle.
+        #[arg(long, default_value_t = 100)]
+        new: usize,
+    },
     /// The exact check of a table in sync (`bqsteward_bench.rows_<n>`, copied once into
     /// BigQuery) against a WePay-style copy-and-join of the same table, in the same run: seconds,
     /// bytes moved and statements of each, and their ratio. Uses the BigQuery and Cloud Storage

@@ -46,6 +46,13 @@ fn main() {
             ..
         } => Ok(runtime().block_on(cli::bench_extract(&db.engine, &db.url_file, db.rows, file_size_mib))),
         Command::Bench {
+            what: Some(cli::BenchWhat::Listing { histories, new }),
+            ..
+        } => {
+            print!("{}", bqsteward::ingest::bench_listing::report(&histories, new));
+            Ok(0)
+        }
+        Command::Bench {
             what: Some(cli::BenchWhat::Check { db }),
             ..
         } => Ok(runtime().block_on(cli::bench_check(&db.engine, &db.url_file, db.rows))),
