@@ -481,18 +481,33 @@ impl Recorder {
     }
 }
 
+/// The homes of `w`'s changes: its IngestedTables' (project, location), then its
+/// ConsumerProjects', each set sorted.
+pub fn homes(w: &crate::engine::World) -> (Vec<Home>, Vec<Home>) {
+    let tables: std::collections::BTreeSet<Home> = w
+        .tables
+        .iter()
+        .map(|t| Home {
+            project: t.table.project.clone(),
+            location: t.ledger.location.clone(),
+        })
+        .collect();
+    let consumers: std::collections::BTreeSet<Home> = w
+        .consumers
+        .iter()
+        .map(|c| Home {
+            project: c.spec.project.clone(),
+            location: c.spec.location.clone(),
+        })
+        .collect();
+    (tables.into_iter().collect(), consumers.into_iter().collect())
+}
+
 /// The home of events that have none: the first IngestedTable's (by project, location), else the
 /// first ConsumerProject's.
 pub fn fallback_home(w: &crate::engine::World) -> Option<Home> {
-    let tables = w.tables.iter().map(|t| Home {
-        project: t.table.project.clone(),
-        location: t.ledger.location.clone(),
-    });
-    let consumers = w.consumers.iter().map(|c| Home {
-        project: c.spec.project.clone(),
-        location: c.spec.location.clone(),
-    });
-    tables.min().or_else(|| consumers.min())
+    let (tables, consumers) = homes(w);
+    tables.into_iter().next().or_else(|| consumers.into_iter().next())
 }
 
 /// `--audit-table`: `off`, `PROJECT.DATASET.TABLE`, or absent (per home).

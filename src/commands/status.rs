@@ -246,7 +246,7 @@ async fn audit_latest(
     datasets: &[String],
     groups: &[String],
 ) -> Result<Vec<LastEvent>, String> {
-    use crate::audit::{Destination, Home};
+    use crate::audit::Destination;
     let mut places: std::collections::BTreeSet<(crate::cloud::bqtypes::TableRef, Option<String>)> = Default::default();
     match crate::audit::destination(args.audit.audit_table.as_deref())? {
         Destination::Off => return Ok(Vec::new()),
@@ -254,15 +254,8 @@ async fn audit_latest(
             places.insert((t, None));
         }
         Destination::PerHome => {
-            let homes = w.tables.iter().map(|t| Home {
-                project: t.table.project.clone(),
-                location: t.ledger.location.clone(),
-            });
-            let consumers = w.consumers.iter().map(|c| Home {
-                project: c.spec.project.clone(),
-                location: c.spec.location.clone(),
-            });
-            for h in homes.chain(consumers).chain(crate::audit::fallback_home(w)) {
+            let (tables, consumers) = crate::audit::homes(w);
+            for h in tables.into_iter().chain(consumers) {
                 places.insert((crate::audit::table::home_table(&h), Some(h.location)));
             }
         }

@@ -28,6 +28,43 @@ pub struct Figures {
     pub peak_mib: f64,
 }
 
+/// A LOADED ledger row of a synthetic file (the columns [`add_row`] reads), batch of 1,000.
+pub(crate) fn loaded_row(uri: String, i: usize) -> Vec<Option<String>> {
+    let s = |v: String| Some(v);
+    vec![
+        s(uri),
+        s((1_700_000_000_000_000 + i as i64).to_string()),
+        s("1000".into()),
+        s("1795000000000".into()),
+        s("LOADED".into()),
+        s(format!("{:032x}", i / 1000)),
+        s("APPEND".into()),
+        s(String::new()),
+        None,
+        None,
+        s("abc".into()),
+        s("0".into()),
+    ]
+}
+
+/// The planner settings of a synthetic incremental table over `discovery`.
+pub(crate) fn settings(table: &str, discovery: &Discovery, max_files_per_job: usize) -> Settings {
+    Settings {
+        table: table.into(),
+        mode: LoadMode::Incremental,
+        max_files_per_job,
+        max_bytes_per_job: None,
+        daily_job_budget: 1500,
+        jobs_today: 0,
+        reuploads: ReuploadPolicy::Load,
+        schema_hash: "abc".into(),
+        snapshot_marker: discovery.marker.clone(),
+        source_prefix: discovery.uri_prefix(),
+        reload: None,
+        now_ms: 1_795_400_000_000,
+    }
+}
+
 pub(crate) fn cpu_seconds() -> f64 {
     // SAFETY: getrusage writes into the struct we pass and reads nothing else.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -85,23 +122,7 @@ pub fn run(objects: usize, loaded: usize) -> Figures {
             i % 60
         ),
     });
-    let ledger_rows = (0..loaded).map(|i| {
-        let s = |v: String| Some(v);
-        vec![
-            s(format!("gs://acme-landing/{}", name(i))),
-            s((1_700_000_000_000_000 + i as i64).to_string()),
-            s("1000".into()),
-            s("1795000000000".into()),
-            s("LOADED".into()),
-            s(format!("{:032x}", i / 1000)),
-            s("APPEND".into()),
-            s(String::new()),
-            None,
-            None,
-            s("abc".into()),
-            s("0".into()),
-        ]
-    });
+    let ledger_rows = (0..loaded).map(|i| loaded_row(format!("gs://acme-landing/{}", name(i)), i));
 
     // Only bqsteward's work is timed: each page is generated first, then handed over.
     let mut cpu = 0.0;
@@ -129,20 +150,7 @@ pub fn run(objects: usize, loaded: usize) -> Figures {
             }
         });
     }
-    let settings = Settings {
-        table: "acme-data.sales.orders".into(),
-        mode: LoadMode::Incremental,
-        max_files_per_job: 1000,
-        max_bytes_per_job: None,
-        daily_job_budget: 1500,
-        jobs_today: 0,
-        reuploads: ReuploadPolicy::Load,
-        schema_hash: "abc".into(),
-        snapshot_marker: discovery.marker.clone(),
-        source_prefix: discovery.uri_prefix(),
-        reload: None,
-        now_ms: 1_795_400_000_000,
-    };
+    let settings = settings("acme-data.sales.orders", &discovery, 1000);
     let mut p = None;
     timed(&mut || p = Some(plan(&settings, &files, &ledger)));
     let p = p.expect("planned");

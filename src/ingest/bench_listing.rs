@@ -8,10 +8,10 @@
 
 use super::ledger::add_row;
 use super::model::Ledger;
-use super::plan::{Settings, plan};
+use super::plan::plan;
 use super::source::Discovery;
 use crate::cloud::storage::ObjectInfo;
-use crate::crd::ingested_table::{LoadMode, Ordering, ReuploadPolicy, Source, SourceFormat};
+use crate::crd::ingested_table::{Ordering, Source, SourceFormat};
 
 /// Objects per `objects.list` page.
 const PAGE: usize = 1000;
@@ -64,23 +64,7 @@ pub fn cycle(history: usize, new: usize, lexical: bool) -> Cycle {
         generation: 1_700_000_000_000_000 + i as i64,
         updated: "2026-11-27T10:00:00Z".into(),
     };
-    let row = |i: usize| {
-        let s = |v: String| Some(v);
-        vec![
-            s(format!("gs://acme-landing/{}", name(i))),
-            s((1_700_000_000_000_000 + i as i64).to_string()),
-            s("2000".into()),
-            s("1795800000000".into()),
-            s("LOADED".into()),
-            s(format!("{:032x}", i / 1000)),
-            s("APPEND".into()),
-            s(String::new()),
-            None,
-            None,
-            s("abc".into()),
-            s("0".into()),
-        ]
-    };
+    let row = |i: usize| super::bench::loaded_row(format!("gs://acme-landing/{}", name(i)), i);
     let mut cpu = 0.0;
     let mut timed = |f: &mut dyn FnMut()| {
         let c = super::bench::cpu_seconds();
@@ -113,20 +97,7 @@ pub fn cycle(history: usize, new: usize, lexical: bool) -> Cycle {
             }
         });
     }
-    let settings = Settings {
-        table: "acme-data.events.events".into(),
-        mode: LoadMode::Incremental,
-        max_files_per_job: 10_000,
-        max_bytes_per_job: None,
-        daily_job_budget: 1500,
-        jobs_today: 0,
-        reuploads: ReuploadPolicy::Load,
-        schema_hash: "abc".into(),
-        snapshot_marker: discovery.marker.clone(),
-        source_prefix: discovery.uri_prefix(),
-        reload: None,
-        now_ms: 1_795_800_000_000,
-    };
+    let settings = super::bench::settings("acme-data.events.events", &discovery, 10_000);
     let mut to_load = 0;
     timed(&mut || to_load = plan(&settings, &files, &ledger).files_to_load());
     Cycle {
