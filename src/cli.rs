@@ -263,6 +263,14 @@ pub struct BenchDb {
 /// Benchmarks besides the load planner.
 #[derive(Subcommand, Debug)]
 pub enum BenchWhat {
+    /// What one controller reconcile costs besides its cloud calls (fingerprint of the object
+    /// set, validate and resolve after a change, scoping the access lists), per store size, in
+    /// process: CPU ms side by side.
+    Controller {
+        /// Objects in the store, comma-separated sizes to compare.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 5_000])]
+        objects: Vec<usize>,
+    },
     /// One cycle of a table with a long history and a few new files, listed whole and from its
     /// cursor (`source.ordering: Lexical`), for each history size, in-process against a simulated
     /// bucket and ledger: list calls, objects returned, ledger rows read, CPU ms.

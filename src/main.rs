@@ -46,6 +46,13 @@ fn main() {
             ..
         } => Ok(runtime().block_on(cli::bench_extract(&db.engine, &db.url_file, db.rows, file_size_mib))),
         Command::Bench {
+            what: Some(cli::BenchWhat::Controller { objects }),
+            ..
+        } => {
+            print!("{}", bqsteward::controller::bench::report(&objects));
+            Ok(0)
+        }
+        Command::Bench {
             what: Some(cli::BenchWhat::Listing { histories, new }),
             ..
         } => {

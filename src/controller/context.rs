@@ -162,15 +162,17 @@ pub struct WorldCache(Mutex<Option<(u64, Arc<Resolved>)>>);
 /// What identifies an object set's content: each object's kind, name, uid, generation and
 /// annotations (which change behaviour without a new generation); without a generation (not from
 /// an API server), its whole spec.
-fn fingerprint(all: &[Loaded]) -> u64 {
+pub(crate) fn fingerprint(all: &[Loaded]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for l in all {
         let r = &l.resource;
         let meta = r.metadata();
         (r.kind(), r.qualified_name(), &meta.uid, meta.generation).hash(&mut h);
-        serde_json::to_string(&meta.annotations)
-            .unwrap_or_default()
-            .hash(&mut h);
+        // Annotations change behaviour without a new generation; hashed entry by entry (no JSON).
+        for (k, v) in meta.annotations.iter().flatten() {
+            (k, v).hash(&mut h);
+        }
+        meta.annotations.as_ref().map(|a| a.len()).hash(&mut h);
         if meta.generation.is_none() {
             l.resource.to_json().to_string().hash(&mut h);
         }

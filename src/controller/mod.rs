@@ -4,6 +4,7 @@
 //! [`checks`] the data-quality checks' schedule and results; [`cluster`] the narrow Kubernetes side (finalizers, status, events); [`run`] the watches,
 //! leader election and HTTP endpoints.
 
+pub mod bench;
 pub mod checks;
 pub mod cluster;
 pub mod context;
