@@ -13,7 +13,7 @@ pub async fn check(args: &LiveArgs, table: Option<&str>, output: Output) -> i32 
         Ok(x) => x,
         Err(code) => return code,
     };
-    let rec = match super::recorder(args) {
+    let audit = match super::audit_run(args, &world) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -50,7 +50,7 @@ pub async fn check(args: &LiveArgs, table: Option<&str>, output: Output) -> i32 
         }
         (results, picked)
     };
-    let (results, picked) = super::audited(rec, args, &world, &owned.bq, run).await;
+    let (results, picked) = super::audited(audit, args, &owned.bq, run).await;
     if picked == 0 {
         eprintln!(
             "error: {}",

@@ -149,26 +149,27 @@ impl Owned {
     }
 }
 
-/// Opens the audit recorder `args` configure (before anything is changed: an unusable spool is an
-/// error, nothing applied).
-fn recorder(args: &LiveArgs) -> Result<std::sync::Arc<crate::audit::Recorder>, i32> {
-    crate::audit::open(&args.audit, args.identity.as_deref()).map_err(|e| {
+/// Opens the audit recorder `args` configure and the run of `world` its events belong to
+/// (before anything is changed: an unusable spool is an error, nothing applied).
+fn audit_run(args: &LiveArgs, world: &World) -> Result<std::sync::Arc<crate::audit::RunContext>, i32> {
+    let rec = crate::audit::open(&args.audit, args.identity.as_deref()).map_err(|e| {
         eprintln!("error: {e}");
         EXIT_ERROR
-    })
+    })?;
+    let run = crate::audit::RunContext::new(rec, args.audit.revision.as_deref().unwrap_or("")).for_world(world);
+    Ok(std::sync::Arc::new(run))
 }
 
-/// Runs `f` as one audited run of `world`, then writes the audit rows (this run's and any an
-/// earlier run left) to BigQuery. Rows BigQuery does not take stay spooled, with a warning.
+/// Runs `f` as the audited `run`, then writes the audit rows (this run's and any an earlier run
+/// left) to BigQuery. Rows BigQuery does not take stay spooled, with a warning.
 async fn audited<F: std::future::Future>(
-    rec: std::sync::Arc<crate::audit::Recorder>,
+    run: std::sync::Arc<crate::audit::RunContext>,
     args: &LiveArgs,
-    world: &World,
     bq: &dyn crate::cloud::bigquery::BigQuery,
     f: F,
 ) -> F::Output {
-    let run = crate::audit::RunContext::new(rec.clone(), args.audit.revision.as_deref().unwrap_or("")).for_world(world);
-    let out = crate::audit::within(std::sync::Arc::new(run), f).await;
+    let rec = run.recorder.clone();
+    let out = crate::audit::within(run, f).await;
     let flushed = rec.flush(bq).await;
     if !flushed.errors.is_empty() {
         eprintln!(
@@ -216,17 +217,15 @@ pub async fn apply(args: &LiveArgs, allow_large_removal: bool, show_sql: bool) -
         Ok(x) => x,
         Err(code) => return code,
     };
-    let rec = match recorder(args) {
+    let run = match audit_run(args, &world) {
         Ok(r) => r,
         Err(code) => return code,
     };
     let mut out = printer::Printer::new(std::io::stdout().is_terminal(), show_sql);
-    let w = world.clone();
     let clients = owned.clients();
     let summary = audited(
-        rec,
+        run,
         args,
-        &w,
         &owned.bq,
         engine::apply(&mut world, &clients, &Scope::All, allow_large_removal, &mut out),
     )

@@ -145,24 +145,15 @@ pub async fn status(args: &LiveArgs, output: Output) -> i32 {
         Err(e) => out.audit_error = Some(e),
     }
     // Plan-only objects: what applying them would change.
-    for name in world.plan_only.clone() {
-        let Some((kind, n)) = name.split_once(' ') else {
-            continue;
-        };
-        let kind: &'static str = match kind {
-            "IngestedTable" => "IngestedTable",
-            "DatasetAccess" => "DatasetAccess",
-            "ConsumerProject" => "ConsumerProject",
-            _ => "GroupMembership",
-        };
+    for (kind, name) in world.plan_only.clone() {
         let scope = crate::engine::Scope::Object {
             kind,
-            name: n.to_string(),
+            name: name.clone(),
         };
         let mut w = world.clone();
         let set = crate::engine::plan_scoped(&mut w, &clients, &scope).await;
         out.plan_only.push(PlanOnly {
-            resource: name.clone(),
+            resource: format!("{kind} {name}"),
             plan: crate::render::plan::planned_changes(&set, now),
         });
     }

@@ -341,11 +341,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The audit log: spooled events (this process's, and any an earlier one left) written every
     // interval, in one insert job per audit table.
     {
-        let (audit, metrics, bq) = (
-            audit.clone(),
-            metrics.clone(),
-            Arc::new(BigQueryRest::new(&endpoints).await?),
-        );
+        let (audit, metrics, bq) = (audit.clone(), metrics.clone(), ctx.bq.clone());
         let every = args.audit_flush_interval;
         tokio::spawn(async move {
             loop {

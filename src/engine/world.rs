@@ -43,7 +43,7 @@ pub struct World {
     /// Resources annotated `bqsteward.dev/mode: plan` (`Kind namespace/name`): observed and
     /// planned, never applied — by the controller or by `bqsteward apply` — and the access lists
     /// they own are not written.
-    pub plan_only: std::collections::BTreeSet<String>,
+    pub plan_only: std::collections::BTreeSet<(&'static str, String)>,
 }
 
 /// The annotation that makes an object plan-only: `bqsteward.dev/mode: plan`.
@@ -126,7 +126,7 @@ impl World {
         let plan_only = resources
             .iter()
             .filter(|l| is_plan_only(&l.resource))
-            .map(|l| format!("{} {}", l.resource.kind(), l.resource.qualified_name()))
+            .map(|l| (l.resource.kind(), l.resource.qualified_name()))
             .collect();
         let world = World {
             plan_only,
@@ -144,7 +144,7 @@ impl World {
 
     /// Whether `kind` `name` (`namespace/name`) is plan-only.
     pub fn is_plan_only(&self, kind: &str, name: &str) -> bool {
-        self.plan_only.contains(&format!("{kind} {name}"))
+        self.plan_only.iter().any(|(k, n)| *k == kind && n == name)
     }
 
     /// Adds entries of views bqsteward deleted to the lists it plans: to the dataset named

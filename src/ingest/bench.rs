@@ -47,6 +47,22 @@ pub(crate) fn loaded_row(uri: String, i: usize) -> Vec<Option<String>> {
     ]
 }
 
+/// A synthetic file source: NEWLINE_DELIMITED_JSON under `uri`, `**/*.json`.
+pub(crate) fn source(uri: &str, ordering: Option<crate::crd::ingested_table::Ordering>) -> Source {
+    Source {
+        uri: uri.into(),
+        include: Some("**/*.json".into()),
+        database: None,
+        landing: None,
+        format: Some(SourceFormat::NewlineDelimitedJson),
+        snapshot_marker: None,
+        csv: None,
+        ordering,
+        late_arrival: None,
+        full_listing_every: None,
+    }
+}
+
 /// The planner settings of a synthetic incremental table over `discovery`.
 pub(crate) fn settings(table: &str, discovery: &Discovery, max_files_per_job: usize) -> Settings {
     Settings {
@@ -89,18 +105,7 @@ pub fn peak_mib() -> f64 {
 
 /// Runs the benchmark.
 pub fn run(objects: usize, loaded: usize) -> Figures {
-    let source = Source {
-        uri: "gs://acme-landing/orders/".into(),
-        include: Some("**/*.json".into()),
-        database: None,
-        landing: None,
-        format: Some(SourceFormat::NewlineDelimitedJson),
-        snapshot_marker: None,
-        csv: None,
-        ordering: None,
-        late_arrival: None,
-        full_listing_every: None,
-    };
+    let source = source("gs://acme-landing/orders/", None);
     let discovery = Discovery::new(&source).expect("valid source");
     let name = |i: usize| {
         format!(

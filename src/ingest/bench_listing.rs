@@ -11,7 +11,7 @@ use super::model::Ledger;
 use super::plan::plan;
 use super::source::Discovery;
 use crate::cloud::storage::ObjectInfo;
-use crate::crd::ingested_table::{Ordering, Source, SourceFormat};
+use crate::crd::ingested_table::Ordering;
 
 /// Objects per `objects.list` page.
 const PAGE: usize = 1000;
@@ -42,18 +42,7 @@ fn name(i: usize) -> String {
 
 /// One cycle with `history` files loaded and `new` arrived, listed whole or from the cursor.
 pub fn cycle(history: usize, new: usize, lexical: bool) -> Cycle {
-    let source = Source {
-        uri: "gs://acme-landing/events/".into(),
-        include: Some("**/*.json".into()),
-        database: None,
-        landing: None,
-        format: Some(SourceFormat::NewlineDelimitedJson),
-        snapshot_marker: None,
-        csv: None,
-        ordering: lexical.then_some(Ordering::Lexical),
-        late_arrival: None,
-        full_listing_every: None,
-    };
+    let source = super::bench::source("gs://acme-landing/events/", lexical.then_some(Ordering::Lexical));
     let discovery = Discovery::new(&source).expect("valid source");
     let total = history + new;
     // The cursor: the last file loaded (lateArrival passed for it).

@@ -65,9 +65,8 @@ impl Listing {
     /// From a validated spec.
     pub fn of(spec: &IngestedTableSpec) -> Listing {
         let ms = |v: Option<&String>, default: i64| {
-            v.and_then(|v| v.parse::<kube::core::Duration>().ok())
-                .map(|d| std::time::Duration::from(d).as_millis() as i64)
-                .unwrap_or(default)
+            v.and_then(|v| crate::validate::database::duration(v).ok())
+                .map_or(default, |d| d.as_millis() as i64)
         };
         let src = &spec.source;
         Listing {
