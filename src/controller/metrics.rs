@@ -138,6 +138,10 @@ pub struct Metrics {
     checks: CheckCounter,
     /// Per-table end-to-end delay (object upload → loaded), seconds.
     pub delivery: Family<TableLabels, Histogram>,
+    /// Per-table source objects listed.
+    pub listed: Family<TableLabels, Counter>,
+    /// Per-table ledger rows read.
+    pub ledger_rows: Family<TableLabels, Counter>,
     /// Per-table load jobs started today (UTC).
     pub jobs_today: Family<TableLabels, Gauge>,
     /// Per-table daily load-job budget.
@@ -150,16 +154,27 @@ pub struct Metrics {
     pub audit_failures: Counter,
 }
 
-/// Observes delivery delays into the histogram: the controller's [`crate::ingest::DelayObserver`].
+/// Observes delivery delays into the histogram and each cycle's reads into the counters: the
+/// controller's [`crate::ingest::DelayObserver`].
 #[derive(Clone)]
-struct DelayHistogram(Family<TableLabels, Histogram>);
+struct DelayHistogram {
+    delivery: Family<TableLabels, Histogram>,
+    listed: Family<TableLabels, Counter>,
+    ledger_rows: Family<TableLabels, Counter>,
+}
 
 impl crate::ingest::DelayObserver for DelayHistogram {
     fn delivered(&self, table: &str, seconds: &[f64]) {
-        let h = self.0.get_or_create(&TableLabels { table: table.into() });
+        let h = self.delivery.get_or_create(&TableLabels { table: table.into() });
         for s in seconds {
             h.observe(*s);
         }
+    }
+
+    fn observed(&self, table: &str, objects: u64, ledger_rows: u64) {
+        let t = TableLabels { table: table.into() };
+        self.listed.get_or_create(&t).inc_by(objects);
+        self.ledger_rows.get_or_create(&t).inc_by(ledger_rows);
     }
 }
 
@@ -255,6 +270,17 @@ impl Metrics {
         });
         let jobs_today = Family::<TableLabels, Gauge>::default();
         let job_budget = Family::<TableLabels, Gauge>::default();
+        let (listed, ledger_rows) = (Family::default(), Family::default());
+        registry.register(
+            "table_listed_objects",
+            "Source objects listed per table (a Lexical source lists from its cursor)",
+            listed.clone(),
+        );
+        registry.register(
+            "table_ledger_rows_read",
+            "Ledger rows read per table (a Lexical source reads from its cursor)",
+            ledger_rows.clone(),
+        );
         registry.register(
             "table_delivery_delay_seconds",
             "End-to-end delay per file, from its upload to its load, per table",
@@ -287,6 +313,8 @@ impl Metrics {
             audit_failures.clone(),
         );
         Metrics {
+            listed,
+            ledger_rows,
             audit_pending,
             audit_written,
             audit_failures,
@@ -324,7 +352,11 @@ impl Metrics {
 
     /// The observer of delivery delays (give it to [`crate::ingest::observe_delays`]).
     pub fn delay_observer(&self) -> Box<dyn crate::ingest::DelayObserver> {
-        Box::new(DelayHistogram(self.delivery.clone()))
+        Box::new(DelayHistogram {
+            delivery: self.delivery.clone(),
+            listed: self.listed.clone(),
+            ledger_rows: self.ledger_rows.clone(),
+        })
     }
 
     /// The observer of data-quality checks (give it to [`crate::checks::observe_checks`]).

@@ -651,14 +651,21 @@ impl<'a> Executor<'a> {
 
 /// Records `t`'s next listing cursor (a `Lexical` source) after its cycle: one insert under a
 /// deterministic job id (a retried cycle adopts it).
-pub async fn record_cursor(bq: &dyn BigQuery, t: &Target, c: &super::ledger::Cursor) -> Result<(), RunError> {
+pub async fn record_cursor(bq: &dyn BigQuery, t: &Target, next: &super::target::NextCursor) -> Result<(), RunError> {
     t.ledger.ensure(bq).await?;
     let table_ref = t.table.to_string();
-    let (sql, params) = t.ledger.cursor_sql(&table_ref, c);
+    let c = &next.cursor;
+    let (sql, params) = t.ledger.cursor_sql(&table_ref, c, next.from.as_ref());
     let runner = Runner::new(bq, &t.table.project, &t.ledger.location, 0);
     let base = format!(
         "bqsteward_cursor_{}",
-        short_hash(&format!("{table_ref}\n{}\n{}\n{}", c.uri, c.full_listing_ms, c.token))
+        short_hash(&format!(
+            "{table_ref}\n{}\n{}\n{}\n{:?}",
+            c.uri,
+            c.full_listing_ms,
+            c.token,
+            next.from.as_ref().map(|f| f.totals.at_ms)
+        ))
     );
     match runner
         .run(&base, &query_config(&sql, &params), false, || Ok(()))

@@ -30,6 +30,10 @@ pub const CURSORS_TABLE: &str = "load_cursors";
 /// listing, which writes a fresh one): bounds the bytes the read costs.
 const CURSOR_DAYS: u32 = 2;
 
+/// How far back the latest quarantined files of a table are looked for (status): a file's latest
+/// event falls in the window or the file is not among the latest.
+const RECENT_DAYS: u32 = 7;
+
 /// A table's listing cursor, as last recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
@@ -39,6 +43,32 @@ pub struct Cursor {
     pub full_listing_ms: i64,
     /// The `bqsteward.dev/full-listing` annotation value the last full listing answered.
     pub token: String,
+    /// The table's totals when the cursor was recorded, so a cycle listed from the cursor reads
+    /// only what lies past it (set by the insert, see [`LedgerTables::cursor_sql`]).
+    pub totals: Totals,
+}
+
+/// A table's ledger totals kept with its cursor: file counts of the URIs before the cursor (all
+/// settled: the cursor never passes a file still to load) and batch totals up to `at_ms`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Files before the cursor whose latest state is LOADED.
+    pub files_loaded: i64,
+    /// Files before the cursor whose latest state is QUARANTINED.
+    pub quarantined: i64,
+    /// Rows moved by loaded batches recorded up to `at_ms`.
+    pub rows_loaded: i64,
+    /// Latest loaded batch up to `at_ms` (ms; 0 for none).
+    pub last_load_ms: i64,
+    /// When the totals were taken (ms).
+    pub at_ms: i64,
+}
+
+impl Cursor {
+    /// Whether `other` lists from the same place with the same full-listing state (totals aside).
+    pub fn same_place(&self, other: &Cursor) -> bool {
+        self.uri == other.uri && self.full_listing_ms == other.full_listing_ms && self.token == other.token
+    }
 }
 
 fn cursors_schema() -> Vec<Field> {
@@ -48,6 +78,11 @@ fn cursors_schema() -> Vec<Field> {
         ("full_listing_at", "TIMESTAMP", "REQUIRED"),
         ("token", "STRING", "NULLABLE"),
         ("recorded_at", "TIMESTAMP", "REQUIRED"),
+        ("files_loaded", "INT64", "REQUIRED"),
+        ("quarantined", "INT64", "REQUIRED"),
+        ("rows_loaded", "INT64", "REQUIRED"),
+        ("last_load_ms", "INT64", "REQUIRED"),
+        ("totals_at", "TIMESTAMP", "REQUIRED"),
     ]
     .iter()
     .map(|(n, t, m)| Field::new(n, t, m))
@@ -369,7 +404,9 @@ impl LedgerTables {
             return Ok(None);
         }
         let sql = format!(
-            "SELECT cursor, CAST(UNIX_MILLIS(full_listing_at) AS STRING), COALESCE(token, '') FROM {t} \
+            "SELECT cursor, CAST(UNIX_MILLIS(full_listing_at) AS STRING), COALESCE(token, ''), \
+             CAST(files_loaded AS STRING), CAST(quarantined AS STRING), CAST(rows_loaded AS STRING), \
+             CAST(last_load_ms AS STRING), CAST(UNIX_MILLIS(totals_at) AS STRING) FROM {t} \
              WHERE table_ref = @table_ref AND recorded_at >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {CURSOR_DAYS} DAY) \
              ORDER BY recorded_at DESC LIMIT 1",
             t = self.table(CURSORS_TABLE).sql()
@@ -384,46 +421,88 @@ impl LedgerTables {
             .await?;
         Ok(rows.rows.into_iter().next().map(|r| {
             let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            let int = |i: usize| get(i).parse().unwrap_or(0);
             Cursor {
                 uri: get(0),
-                full_listing_ms: get(1).parse().unwrap_or(0),
+                full_listing_ms: int(1),
                 token: get(2),
+                totals: Totals {
+                    files_loaded: int(3),
+                    quarantined: int(4),
+                    rows_loaded: int(5),
+                    last_load_ms: int(6),
+                    at_ms: int(7),
+                },
             }
         }))
     }
 
-    /// The statement recording `c` as `table_ref`'s cursor.
-    pub fn cursor_sql(&self, table_ref: &str, c: &Cursor) -> (String, Vec<Param>) {
+    /// The statement recording `c` as `table_ref`'s cursor, with the totals that go with it:
+    /// counted whole after a full listing (`prev` is `None`), otherwise `prev`'s totals plus the
+    /// files between the two cursors and the batches recorded since `prev` — a window that does
+    /// not grow with the table's history (the files are clustered by URI, the batches partitioned
+    /// by day).
+    pub fn cursor_sql(&self, table_ref: &str, c: &Cursor, prev: Option<&Cursor>) -> (String, Vec<Param>) {
+        let base = prev.map(|p| p.totals.clone()).unwrap_or_default();
         (
             format!(
-                "INSERT INTO {t} (table_ref, cursor, full_listing_at, token, recorded_at) \
-                 VALUES (@table_ref, @cursor, TIMESTAMP_MILLIS(@full), @token, CURRENT_TIMESTAMP())",
-                t = self.table(CURSORS_TABLE).sql()
+                "INSERT INTO {t} (table_ref, cursor, full_listing_at, token, recorded_at, files_loaded, quarantined, \
+                 rows_loaded, last_load_ms, totals_at)\n\
+                 SELECT @table_ref, @cursor, TIMESTAMP_MILLIS(@full), @token, CURRENT_TIMESTAMP(), \
+                 @files_loaded + f.loaded, @quarantined + f.quarantined, @rows_loaded + b.rows, \
+                 GREATEST(@last_load, COALESCE(b.last_load, 0)), CURRENT_TIMESTAMP()\n\
+                 FROM (SELECT COUNTIF(state = 'LOADED') AS loaded, COUNTIF(state = 'QUARANTINED') AS quarantined FROM (\
+                   SELECT state, ROW_NUMBER() OVER (PARTITION BY uri, generation ORDER BY recorded_at DESC) AS rn \
+                   FROM {files} WHERE table_ref = @table_ref AND uri >= @from_uri AND uri < @cursor) WHERE rn = 1) AS f,\n\
+                 (SELECT COALESCE(SUM(rows), 0) AS rows, UNIX_MILLIS(MAX(recorded_at)) AS last_load FROM {batches} \
+                   WHERE table_ref = @table_ref AND state = 'LOADED' AND recorded_at > TIMESTAMP_MILLIS(@since)) AS b",
+                t = self.table(CURSORS_TABLE).sql(),
+                files = self.table(FILES_TABLE).sql(),
+                batches = self.table(BATCHES_TABLE).sql(),
             ),
             vec![
                 Param::string("table_ref", table_ref),
                 Param::string("cursor", &c.uri),
                 Param::int("full", c.full_listing_ms),
                 Param::string("token", &c.token),
+                Param::string("from_uri", prev.map_or("", |p| p.uri.as_str())),
+                Param::int("files_loaded", base.files_loaded),
+                Param::int("quarantined", base.quarantined),
+                Param::int("rows_loaded", base.rows_loaded),
+                Param::int("last_load", base.last_load_ms),
+                Param::int("since", base.at_ms),
             ],
         )
     }
 
-    /// Aggregates for the status of `table_ref`.
-    pub async fn stats(&self, bq: &dyn BigQuery, table_ref: &str) -> Result<Stats, CloudError> {
+    /// Aggregates for the status of `table_ref`. With `since` (a cycle listed from that cursor)
+    /// only what was recorded after the cursor's totals is read and added to them; the file
+    /// counts past the cursor come from the ledger window the cycle read (see
+    /// [`Stats::add_window`]). Without it the whole history is counted (a full listing, which
+    /// reads it anyway). Quarantined files are listed from the last seven days either way.
+    pub async fn stats(&self, bq: &dyn BigQuery, table_ref: &str, since: Option<&Cursor>) -> Result<Stats, CloudError> {
         let files = self.table(FILES_TABLE).sql();
         let batches = self.table(BATCHES_TABLE).sql();
-        let p = [Param::string("table_ref", table_ref)];
+        let base = since.map(|c| c.totals.clone()).unwrap_or_default();
+        let p = [
+            Param::string("table_ref", table_ref),
+            Param::int("since", base.at_ms),
+        ];
+        let counts = if since.is_some() {
+            "(SELECT 0 AS files_loaded, 0 AS quarantined)".to_string()
+        } else {
+            format!(
+                "(SELECT COUNTIF(state = 'LOADED') AS files_loaded, COUNTIF(state = 'QUARANTINED') AS quarantined FROM (\
+                 SELECT state, ROW_NUMBER() OVER (PARTITION BY uri, generation ORDER BY recorded_at DESC) AS rn \
+                 FROM {files} WHERE table_ref = @table_ref) WHERE rn = 1)"
+            )
+        };
         let sql = format!(
-            "WITH latest AS (SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY uri, generation ORDER BY recorded_at DESC) AS rn \
-               FROM {files} WHERE table_ref = @table_ref) WHERE rn = 1)\n\
-             SELECT\n\
-               (SELECT COUNT(*) FROM latest WHERE state = 'LOADED') AS files_loaded,\n\
-               (SELECT COUNT(*) FROM latest WHERE state = 'QUARANTINED') AS quarantined,\n\
-               (SELECT COALESCE(SUM(rows), 0) FROM {batches} WHERE table_ref = @table_ref AND state = 'LOADED') AS rows_loaded,\n\
-               (SELECT UNIX_MILLIS(MAX(recorded_at)) FROM {batches} WHERE table_ref = @table_ref AND state = 'LOADED') AS last_load_ms,\n\
-               (SELECT COALESCE(SUM(load_jobs), 0) FROM {batches} WHERE table_ref = @table_ref \
-                  AND recorded_at >= TIMESTAMP_TRUNC(CURRENT_TIMESTAMP(), DAY)) AS jobs_today"
+            "SELECT f.files_loaded, f.quarantined, b.rows_loaded, b.last_load_ms, j.jobs_today FROM {counts} AS f,\n\
+             (SELECT COALESCE(SUM(rows), 0) AS rows_loaded, UNIX_MILLIS(MAX(recorded_at)) AS last_load_ms FROM {batches} \
+               WHERE table_ref = @table_ref AND state = 'LOADED' AND recorded_at > TIMESTAMP_MILLIS(@since)) AS b,\n\
+             (SELECT COALESCE(SUM(load_jobs), 0) AS jobs_today FROM {batches} WHERE table_ref = @table_ref \
+               AND recorded_at >= TIMESTAMP_TRUNC(CURRENT_TIMESTAMP(), DAY)) AS j"
         );
         let rows = bq.query(&self.project, &self.location, &sql, &p).await?;
         let mut stats = Stats::default();
@@ -433,18 +512,22 @@ impl LedgerTables {
                     .and_then(|i| r[i].as_deref())
                     .and_then(|v| v.parse::<i64>().ok())
             };
-            stats.files_loaded = get("files_loaded").unwrap_or(0);
-            stats.quarantined = get("quarantined").unwrap_or(0);
-            stats.rows_loaded = get("rows_loaded").unwrap_or(0);
-            stats.last_load_ms = get("last_load_ms");
+            stats.files_loaded = base.files_loaded + get("files_loaded").unwrap_or(0);
+            stats.quarantined = base.quarantined + get("quarantined").unwrap_or(0);
+            stats.rows_loaded = base.rows_loaded + get("rows_loaded").unwrap_or(0);
+            stats.last_load_ms = get("last_load_ms")
+                .into_iter()
+                .chain((base.last_load_ms > 0).then_some(base.last_load_ms))
+                .max();
             stats.jobs_today = get("jobs_today").unwrap_or(0);
         }
         let recent = format!(
             "SELECT uri, generation, category, message FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY uri, generation ORDER BY recorded_at DESC) AS rn \
-               FROM {files} WHERE table_ref = @table_ref) WHERE rn = 1 AND state = 'QUARANTINED' \
-             ORDER BY recorded_at DESC, uri LIMIT 5"
+               FROM {files} WHERE table_ref = @table_ref \
+               AND recorded_at >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {RECENT_DAYS} DAY)) \
+             WHERE rn = 1 AND state = 'QUARANTINED' ORDER BY recorded_at DESC, uri LIMIT 5"
         );
-        let rows = bq.query(&self.project, &self.location, &recent, &p).await?;
+        let rows = bq.query(&self.project, &self.location, &recent, &p[..1]).await?;
         for r in rows.rows {
             let s = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
             stats

@@ -24,10 +24,13 @@ pub mod status;
 pub mod table;
 pub mod target;
 
-/// Receives the end-to-end delay of every file loaded (the controller's delivery-delay histogram).
+/// Receives the end-to-end delay of every file loaded and what each cycle read (the
+/// controller's delivery-delay histogram and read counters).
 pub trait DelayObserver: Send + Sync {
     /// Files of `table` (`project.dataset.table`) were loaded `seconds` after their upload.
     fn delivered(&self, table: &str, seconds: &[f64]);
+    /// One cycle of `table` listed `objects` source objects and read `ledger_rows` ledger rows.
+    fn observed(&self, table: &str, objects: u64, ledger_rows: u64);
 }
 
 static DELAYS: std::sync::OnceLock<Box<dyn DelayObserver>> = std::sync::OnceLock::new();
@@ -44,5 +47,12 @@ pub fn delivered(table: &str, delays_ms: &[i64]) {
     {
         let secs: Vec<f64> = delays_ms.iter().map(|ms| *ms as f64 / 1000.0).collect();
         o.delivered(table, &secs);
+    }
+}
+
+/// Reports what one cycle's observation read (no-op without an observer).
+pub fn observed(table: &str, objects: usize, ledger_rows: usize) {
+    if let Some(o) = DELAYS.get() {
+        o.observed(table, objects as u64, ledger_rows as u64);
     }
 }

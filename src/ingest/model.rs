@@ -227,6 +227,11 @@ impl Ledger {
         })
     }
 
+    /// Number of file generations whose latest state is `state`.
+    pub fn count(&self, state: FileState) -> i64 {
+        self.files.values().filter(|e| e.state == state).count() as i64
+    }
+
     /// Number of file generations recorded.
     pub fn len(&self) -> usize {
         self.files.len()

@@ -202,7 +202,7 @@ pub struct TablePlan {
     pub source_problems: Vec<String>,
     /// The listing cursor to record after the apply (`Lexical` sources, when it moves or after a
     /// full listing).
-    pub next_cursor: Option<super::ledger::Cursor>,
+    pub next_cursor: Option<NextCursor>,
 }
 
 impl TablePlan {
@@ -239,6 +239,7 @@ pub async fn observe(bq: &dyn BigQuery, storage: &dyn Storage, t: &Target) -> Re
     let server_filter = t.spec.source.database.is_none() && t.spec.mode == crate::crd::LoadMode::Incremental;
     let listing = t.discovery.discover_from(storage, start, server_filter).await?;
     let table = bq.get_table(&t.table).await?;
+    let since = cursor.as_ref().filter(|_| listed_from.is_some());
     let (ledger, stats) = if ledger_exists {
         let ledger = t
             .ledger
@@ -249,10 +250,17 @@ pub async fn observe(bq: &dyn BigQuery, storage: &dyn Storage, t: &Target) -> Re
                 listed_from.as_deref(),
             )
             .await?;
-        (ledger, t.ledger.stats(bq, &table_ref).await?)
+        let mut stats = t.ledger.stats(bq, &table_ref, since).await?;
+        if since.is_some() {
+            // Past the cursor: the files of the window just read.
+            stats.files_loaded += ledger.count(super::model::FileState::Loaded);
+            stats.quarantined += ledger.count(super::model::FileState::Quarantined);
+        }
+        (ledger, stats)
     } else {
         (Ledger::default(), Stats::default())
     };
+    super::observed(&table_ref, listing.len(), ledger.len());
     Ok(Observed {
         listing,
         ledger,
@@ -263,10 +271,21 @@ pub async fn observe(bq: &dyn BigQuery, storage: &dyn Storage, t: &Target) -> Re
     })
 }
 
+/// A cursor to record after a cycle, and the cursor its totals build on (`None` after a full
+/// listing: counted whole).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextCursor {
+    /// The cursor.
+    pub cursor: super::ledger::Cursor,
+    /// The cursor this cycle listed from.
+    pub from: Option<super::ledger::Cursor>,
+}
+
 /// The cursor to record after this cycle (pure): the greatest URI already in the ledger (loaded
 /// or quarantined) uploaded more than `lateArrival` ago, never past a file still to load; after
-/// a full listing also the time of it. `None` when it does not change.
-pub fn next_cursor(t: &Target, o: &Observed, now_ms: i64) -> Option<super::ledger::Cursor> {
+/// a full listing also the time of it. `None` when it does not change and nothing is loaded
+/// (loads move the totals kept with it).
+pub fn next_cursor(t: &Target, o: &Observed, now_ms: i64, loading: bool) -> Option<NextCursor> {
     use super::model::FileState;
     if !t.listing.lexical {
         return None;
@@ -303,8 +322,13 @@ pub fn next_cursor(t: &Target, o: &Observed, now_ms: i64) -> Option<super::ledge
         } else {
             prev.token.clone()
         },
+        totals: Default::default(),
     };
-    (o.cursor.as_ref() != Some(&next)).then_some(next)
+    let moved = o.cursor.as_ref().is_none_or(|c| !c.same_place(&next));
+    (moved || loading).then(|| NextCursor {
+        cursor: next,
+        from: o.cursor.clone().filter(|_| !full),
+    })
 }
 
 /// Plans one table (pure). A destination the resource does not own plans as incompatible: nothing
@@ -348,7 +372,7 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
             )
         });
     TablePlan {
-        next_cursor: next_cursor(t, o, now_ms),
+        next_cursor: next_cursor(t, o, now_ms, !loads.is_empty()),
         schema,
         loads,
         claim,
@@ -408,6 +432,7 @@ mod tests {
                 uri: format!("gs://bkt/in/{f}"),
                 full_listing_ms: 5,
                 token: String::new(),
+                totals: Default::default(),
             }),
             ..Observed::default()
         }
@@ -424,7 +449,7 @@ mod tests {
             &[("a", hour, loaded), ("b", hour, None), ("c", hour, loaded)],
             Some("a"),
         );
-        let next = next_cursor(&t, &o, now).unwrap();
+        let next = next_cursor(&t, &o, now, false).unwrap().cursor;
         assert_eq!(next.uri, "gs://bkt/in/b");
         assert_eq!(
             next.full_listing_ms, 5,
@@ -435,18 +460,25 @@ mod tests {
             &[("a", hour, loaded), ("b", hour, loaded), ("c", now - 60_000, loaded)],
             Some("a"),
         );
-        assert_eq!(next_cursor(&t, &o, now).unwrap().uri, "gs://bkt/in/b");
+        assert_eq!(next_cursor(&t, &o, now, false).unwrap().cursor.uri, "gs://bkt/in/b");
         // Quarantined files are settled; unchanged cursor: nothing to record.
         let o = observed(&[("a", hour, Some(FileState::Quarantined))], Some("a"));
-        assert_eq!(next_cursor(&t, &o, now), None);
+        assert_eq!(next_cursor(&t, &o, now, false), None);
+        // ... unless something is loaded: the totals kept with the cursor move.
+        let again = next_cursor(&t, &o, now, true).unwrap();
+        assert_eq!((again.cursor.uri.as_str(), again.from.is_some()), ("gs://bkt/in/a", true));
         // A full listing records its time.
         let o = observed(&[("a", hour, loaded)], None);
         assert_eq!(
-            next_cursor(&t, &o, now),
-            Some(Cursor {
-                uri: "gs://bkt/in/a".into(),
-                full_listing_ms: now,
-                token: String::new()
+            next_cursor(&t, &o, now, false),
+            Some(NextCursor {
+                cursor: Cursor {
+                    uri: "gs://bkt/in/a".into(),
+                    full_listing_ms: now,
+                    token: String::new(),
+                    totals: Default::default(),
+                },
+                from: None,
             })
         );
     }

@@ -1,0 +1,145 @@
+//! Issue 19's measure against the emulators: a `Lexical` table with 20,000 files loaded receives
+//! 100 new ones; the next cycle lists only from its cursor and reads only the ledger past it,
+//! counted through the controller's own metrics (`bqsteward_cloud_calls_total` for
+//! `objects.list` pages, `bqsteward_table_listed_objects_total`,
+//! `bqsteward_table_ledger_rows_read_total`), and the totals it reports (files loaded, rows) equal
+//! a count of the whole ledger. Its own test binary: the call counter is process-wide, so nothing
+//! else may list while it counts.
+
+mod support;
+
+use bqsteward::cloud::bigquery::BigQueryRest;
+use bqsteward::cloud::storage::{GcsRest, Storage};
+use bqsteward::controller::metrics::Metrics;
+use bqsteward::engine::{Clients, tables};
+use bqsteward::ingest::exec::Target;
+use futures::StreamExt;
+use support::{emulators, unique};
+
+const PROJECT: &str = "bqsteward-test";
+
+/// The value of one sample line of `/metrics` (0 when absent).
+fn sample(metrics: &Metrics, line_start: &str) -> f64 {
+    metrics
+        .encode()
+        .lines()
+        .find(|l| l.starts_with(line_start) && l[line_start.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// (objects.list pages, objects listed, ledger rows read) so far.
+fn reads(metrics: &Metrics, table: &str) -> (f64, f64, f64) {
+    (
+        sample(
+            metrics,
+            "bqsteward_cloud_calls_total{api=\"storage\",operation=\"objects.list\",outcome=\"ok\"}",
+        ),
+        sample(
+            metrics,
+            &format!("bqsteward_table_listed_objects_total{{table=\"{table}\"}}"),
+        ),
+        sample(
+            metrics,
+            &format!("bqsteward_table_ledger_rows_read_total{{table=\"{table}\"}}"),
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_cycle_of_a_table_with_20000_files_loaded_reads_what_is_new() {
+    let metrics = Metrics::new();
+    bqsteward::cloud::observe_calls(metrics.call_observer());
+    bqsteward::ingest::observe_delays(metrics.delay_observer());
+    let endpoints = emulators();
+    let bq = BigQueryRest::new(&endpoints).await.unwrap();
+    let gcs = GcsRest::new(&endpoints).unwrap();
+    let bucket = unique("scale").replace('_', "-");
+    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
+    let upload = |range: std::ops::Range<usize>| {
+        let (gcs, bucket) = (&gcs, &bucket);
+        futures::stream::iter(range)
+            .map(move |i| async move {
+                let name = format!("in/2026/11/27/{:02}/f-{i:06}.json", i / 1000);
+                gcs.upload(bucket, &name, format!("{{\"id\": {i}}}\n").into_bytes(), "application/json")
+                    .await
+                    .unwrap();
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<()>>()
+    };
+    upload(0..20_000).await;
+    let spec = serde_yaml::from_str(&format!(
+        "source: {{uri: 'gs://{bucket}/in/', format: NEWLINE_DELIMITED_JSON, ordering: Lexical, lateArrival: 0s}}\n\
+         destination: {{project: {PROJECT}, dataset: {}, table: t}}\n\
+         loadPolicy: {{maxFilesPerJob: 10000}}\n\
+         schema:\n- {{name: id, type: INT64}}\n",
+        unique("scale")
+    ))
+    .unwrap();
+    let t = Target::new("ns/scale", &spec, None).unwrap();
+    let table = t.table.to_string();
+    let pacer = Default::default();
+    let sources = bqsteward::dbsource::Sources::new(std::sync::Arc::new(bqsteward::dbsource::secrets::NoSecrets), 1);
+    let c = Clients {
+        bq: &bq,
+        gcs: &gcs,
+        groups: None,
+        iam: None,
+        pacer: &pacer,
+        backoff: Default::default(),
+        sources: &sources,
+    };
+    // One cycle: (list pages, objects listed, ledger rows read, files loaded, the totals the
+    // cycle observed).
+    let cycle = || async {
+        let before = reads(&metrics, &table);
+        let state = tables::plan(&c, &t, chrono::Utc::now().timestamp_millis()).await.unwrap();
+        let after = reads(&metrics, &table);
+        let loaded = match tables::apply(&c, &t, &state).await.loads {
+            Some(Ok(r)) => r.files_loaded,
+            Some(Err(e)) => panic!("{e}"),
+            None => 0,
+        };
+        let s = &state.observed.stats;
+        (
+            (after.0 - before.0) as usize,
+            (after.1 - before.1) as usize,
+            (after.2 - before.2) as usize,
+            loaded,
+            (s.files_loaded, s.rows_loaded),
+        )
+    };
+
+    // The first cycle lists the whole prefix (20 pages of 1,000) and loads everything; the
+    // second still lists from the first name (nothing was settled when the first was planned)
+    // and moves the cursor to the last.
+    let (pages, listed, ledger_rows, loaded, _) = cycle().await;
+    assert_eq!((pages, listed, ledger_rows, loaded), (20, 20_000, 0, 20_000));
+    let (pages, listed, ledger_rows, loaded, totals) = cycle().await;
+    assert_eq!(
+        (pages, listed, ledger_rows, loaded, totals),
+        (20, 20_000, 20_000, 0, (20_000, 20_000))
+    );
+    // 100 new files: one page from the cursor (the last loaded name and the new ones), one
+    // ledger row; the totals still count the whole table.
+    upload(20_000..20_100).await;
+    let (pages, listed, ledger_rows, loaded, totals) = cycle().await;
+    assert_eq!(
+        (pages, listed, ledger_rows, loaded, totals),
+        (1, 101, 1, 100, (20_000, 20_000))
+    );
+    // The next lists from the last name before the new ones (the cursor recorded when they were
+    // still to load), then from the last name.
+    let (pages, listed, ledger_rows, loaded, totals) = cycle().await;
+    assert_eq!(
+        (pages, listed, ledger_rows, loaded, totals),
+        (1, 101, 101, 0, (20_100, 20_100))
+    );
+    let (pages, listed, ledger_rows, _, totals) = cycle().await;
+    assert_eq!((pages, listed, ledger_rows, totals), (1, 1, 1, (20_100, 20_100)));
+    // The same totals counted over the whole ledger.
+    let whole = t.ledger.stats(&bq, &table, None).await.unwrap();
+    assert_eq!((whole.files_loaded, whole.rows_loaded), (20_100, 20_100));
+}
