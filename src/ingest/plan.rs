@@ -56,6 +56,57 @@ pub struct LoadPlan {
     pub snapshot: Option<SnapshotChoice>,
     /// Load jobs left today before this plan runs.
     pub budget_left: u32,
+    /// Files held back to fill a batch: the budget runs ahead of the day (see [`Pace`]).
+    pub filling_files: usize,
+    /// Load jobs the day would use at today's pace (after this plan), from the first hour on.
+    pub projected_jobs: Option<u32>,
+}
+
+/// Milliseconds in a day: the budget is counted per UTC day, as the ledger counts jobs today.
+const DAY_MS: i64 = 86_400_000;
+
+/// Adaptive batching. Full batches always go (they use a job as well as a job can be used). While
+/// the jobs used stay within the day's share of the budget — `budget × elapsed / day`, plus a
+/// tenth of the budget as headroom — a partial batch goes too. Past it, a partial batch waits to
+/// fill until its oldest file has waited `spacing`: the rest of the day divided by the jobs left,
+/// the gap at which the budget lasts until midnight. So a table receiving files continuously
+/// spends its budget evenly instead of running out in the afternoon and waiting for tomorrow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pace {
+    /// Jobs the day's share allows now.
+    pub allowance: u32,
+    /// The gap between jobs at which the jobs left last the day (ms).
+    pub spacing_ms: i64,
+    /// Milliseconds of the day gone.
+    pub elapsed_ms: i64,
+}
+
+impl Pace {
+    /// The pace at `s.now_ms`.
+    pub fn of(s: &Settings) -> Pace {
+        let elapsed_ms = s.now_ms.rem_euclid(DAY_MS);
+        let budget = i64::from(s.daily_job_budget);
+        let share = (budget * elapsed_ms + DAY_MS - 1) / DAY_MS;
+        let headroom = (budget / 10).max(1);
+        let left = budget.saturating_sub(i64::from(s.jobs_today)).max(1);
+        Pace {
+            allowance: u32::try_from(share + headroom).unwrap_or(u32::MAX),
+            spacing_ms: (DAY_MS - elapsed_ms) / left,
+            elapsed_ms,
+        }
+    }
+
+    /// Whether a partial batch whose oldest file was updated at `oldest_ms` goes now, with `used`
+    /// jobs used today (this plan's included).
+    pub fn partial_goes(&self, used: u32, oldest_ms: i64, now_ms: i64) -> bool {
+        used < self.allowance || now_ms - oldest_ms >= self.spacing_ms
+    }
+
+    /// Jobs the day would use at the pace of the `used` so far (from the first hour on).
+    pub fn projected(&self, used: u32) -> Option<u32> {
+        (self.elapsed_ms >= 3_600_000)
+            .then(|| u32::try_from(i64::from(used) * DAY_MS / self.elapsed_ms).unwrap_or(u32::MAX))
+    }
 }
 
 /// Snapshot mode: which set of files the table should hold.
@@ -107,9 +158,17 @@ pub fn plan(settings: &Settings, listing: &[SourceFile], ledger: &Ledger) -> Loa
             // Oldest first, so lag shrinks fastest; ties by name for determinism.
             pending.sort_unstable_by(|a, b| a.updated_ms.cmp(&b.updated_ms).then_with(|| a.uri.cmp(&b.uri)));
             let slots = budget_left.saturating_sub(out.resumed.len() as u32) as usize;
+            let pace = Pace::of(settings);
             let mut rest = pending.as_slice();
             while !rest.is_empty() && out.new.len() < slots {
                 let n = take_batch(rest, settings.max_files_per_job, settings.max_bytes_per_job);
+                let used = settings.jobs_today + (out.resumed.len() + out.new.len()) as u32;
+                let partial = n == rest.len() && n < settings.max_files_per_job;
+                if partial && !pace.partial_goes(used, rest[0].updated_ms, settings.now_ms) {
+                    out.filling_files = rest.len();
+                    rest = &[];
+                    break;
+                }
                 out.new.push(Batch::new(
                     &settings.table,
                     BatchKind::Append,
@@ -120,6 +179,8 @@ pub fn plan(settings: &Settings, listing: &[SourceFile], ledger: &Ledger) -> Loa
                 rest = &rest[n..];
             }
             out.deferred_files = rest.len();
+            out.projected_jobs =
+                pace.projected(settings.jobs_today + (out.resumed.len() + out.new.len()) as u32);
             if let Some(r) = &settings.reload {
                 plan_reload(settings, r, listing, ledger, &in_flight_keys, &mut out);
             }
@@ -380,4 +441,67 @@ fn plan_snapshot(
     }
     out.snapshot = Some(SnapshotChoice::Load(set.to_string()));
     out.new.push(batch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOON: i64 = 1_795_392_000_000 + DAY_MS / 2;
+
+    fn settings(jobs_today: u32) -> Settings {
+        let source = crate::ingest::bench::source("gs://bkt/in/", None);
+        let discovery = crate::ingest::source::Discovery::new(&source).unwrap();
+        Settings {
+            jobs_today,
+            now_ms: NOON,
+            ..crate::ingest::bench::settings("p.d.t", &discovery, 100)
+        }
+    }
+
+    fn files(n: usize, age_ms: i64) -> Vec<SourceFile> {
+        (0..n)
+            .map(|i| SourceFile {
+                uri: format!("gs://bkt/in/f-{i:04}"),
+                generation: 1,
+                size: 10,
+                updated_ms: NOON - age_ms,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_partial_batch_waits_to_fill_only_when_the_budget_runs_ahead_of_the_day() {
+        assert_eq!(NOON.rem_euclid(DAY_MS), DAY_MS / 2);
+        // Noon, 1,500 a day: the share is 750, plus 150 headroom.
+        let pace = Pace::of(&settings(0));
+        assert_eq!(pace.allowance, 900);
+        // Within the share: a batch of 3 fresh files goes.
+        let p = plan(&settings(899), &files(3, 1_000), &Ledger::default());
+        assert_eq!((p.new.len(), p.filling_files, p.deferred_files), (1, 0, 0));
+        // Ahead of it: 600 jobs left for 12 hours, one every 72 s; files 10 s old wait to fill...
+        let ahead = settings(900);
+        assert_eq!(Pace::of(&ahead).spacing_ms, 72_000);
+        let p = plan(&ahead, &files(3, 10_000), &Ledger::default());
+        assert_eq!((p.new.len(), p.filling_files, p.deferred_files), (0, 3, 0));
+        assert_eq!(p.pending_files, 3);
+        // ...files that waited the spacing go...
+        let p = plan(&ahead, &files(3, 72_000), &Ledger::default());
+        assert_eq!((p.new.len(), p.filling_files), (1, 0));
+        // ...and a full batch always goes, the rest waits.
+        let p = plan(&ahead, &files(103, 10_000), &Ledger::default());
+        assert_eq!((p.new.len(), p.new[0].files.len(), p.filling_files), (1, 100, 3));
+    }
+
+    #[test]
+    fn the_plan_projects_the_day_from_the_jobs_used_so_far() {
+        let p = plan(&settings(599), &files(3, 1_000), &Ledger::default());
+        assert_eq!(p.projected_jobs, Some(1_200));
+        // Not in the first hour: too little to go on.
+        let early = Settings {
+            now_ms: NOON - DAY_MS / 2 + 60_000,
+            ..settings(1)
+        };
+        assert_eq!(plan(&early, &files(1, 1_000), &Ledger::default()).projected_jobs, None);
+    }
 }

@@ -102,6 +102,13 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
         l.resumed.len(),
         l.deferred_files,
     );
+    if l.filling_files > 0 {
+        let _ = writeln!(
+            out,
+            "  pace:   {} files wait to fill a batch: the load jobs used run ahead of the day's share of the budget",
+            l.filling_files
+        );
+    }
     if l.ignored_reuploads > 0 {
         let _ = writeln!(
             out,
@@ -120,7 +127,11 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
         };
         let _ = writeln!(out, "  snapshot: {text}");
     }
-    let _ = writeln!(out, "  status: {}", status_line(o, l.lag_ms, l.budget_left, t));
+    let mut status = status_line(o, l.lag_ms, l.budget_left, t);
+    if let Some(p) = l.projected_jobs {
+        status.push_str(&format!("; {p} projected for the day at today's pace"));
+    }
+    let _ = writeln!(out, "  status: {status}");
     let st = super::status::status(o, p, None, None, chrono::Utc::now());
     let conds: Vec<String> = st
         .common

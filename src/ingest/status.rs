@@ -34,7 +34,7 @@ pub fn status(
     let quarantined = s.quarantined + r.map_or(0, |r| r.quarantined.len() as i64);
     let remaining = match r {
         // After apply, what is left is what the plan deferred (and anything a stop left behind).
-        Some(r) if r.stopped.is_none() => p.loads.deferred_files,
+        Some(r) if r.stopped.is_none() => p.loads.deferred_files + p.loads.filling_files,
         _ => p.loads.pending_files,
     };
     let mut degraded: Vec<(&str, String)> = Vec::new();

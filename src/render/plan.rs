@@ -339,6 +339,8 @@ fn table_json(t: &Target, p: &Result<TableState, crate::engine::PlanFailure>) ->
                 "newFiles": l.new.iter().map(|b| b.files.len()).sum::<usize>(),
                 "resumedBatches": l.resumed.len(),
                 "deferredFiles": l.deferred_files,
+                "fillingFiles": l.filling_files,
+                "projectedJobs": l.projected_jobs,
                 "views": views_json(&s.views),
             })
         }
