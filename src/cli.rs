@@ -282,6 +282,28 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 100)]
         new: usize,
     },
+    /// A simulated day of Viant's load (files over tables, arriving uniformly, every table
+    /// reconciled each cycle) through the production cycle of a `Lexical` source, in process
+    /// with a simulated clock, bucket and ledger, for each cycle length: list calls, objects,
+    /// ledger rows and bytes per table-cycle; load jobs per table, files loaded, CPU seconds,
+    /// peak memory and the delay upload → loaded p50/p99 per day.
+    Day {
+        /// Tables.
+        #[arg(long, default_value_t = 100)]
+        tables: usize,
+        /// Files a day over all tables.
+        #[arg(long, default_value_t = 1_700_000)]
+        files: usize,
+        /// Seconds between two cycles of a table, comma-separated lengths to compare.
+        #[arg(long, value_delimiter = ',', default_values_t = [900i64, 60, 20])]
+        cycle_seconds: Vec<i64>,
+        /// `source.lateArrival` in seconds.
+        #[arg(long, default_value_t = 300)]
+        late_arrival_seconds: i64,
+        /// Seconds from a cycle to its batches being loaded.
+        #[arg(long, default_value_t = 30)]
+        load_seconds: i64,
+    },
     /// The exact check of a table in sync (`bqsteward_bench.rows_<n>`, copied once into
     /// BigQuery) against a WePay-style copy-and-join of the same table, in the same run: seconds,
     /// bytes moved and statements of each, and their ratio. Uses the BigQuery and Cloud Storage

@@ -60,6 +60,30 @@ fn main() {
             Ok(0)
         }
         Command::Bench {
+            what:
+                Some(cli::BenchWhat::Day {
+                    tables,
+                    files,
+                    cycle_seconds,
+                    late_arrival_seconds,
+                    load_seconds,
+                }),
+            ..
+        } => {
+            let cycles: Vec<i64> = cycle_seconds.iter().map(|s| s * 1000).collect();
+            print!(
+                "{}",
+                bqsteward::ingest::bench_day::report(
+                    tables,
+                    files,
+                    &cycles,
+                    late_arrival_seconds * 1000,
+                    load_seconds * 1000
+                )
+            );
+            Ok(0)
+        }
+        Command::Bench {
             what: Some(cli::BenchWhat::Check { db }),
             ..
         } => Ok(runtime().block_on(cli::bench_check(&db.engine, &db.url_file, db.rows))),

@@ -8,6 +8,7 @@
 //!   bisection and quarantine, snapshots, re-ingestion.
 
 pub mod bench;
+pub mod bench_day;
 pub mod bench_listing;
 pub mod classify;
 pub mod exec;

@@ -67,7 +67,8 @@ const DAY_MS: i64 = 86_400_000;
 
 /// Adaptive batching. Full batches always go (they use a job as well as a job can be used). While
 /// the jobs used stay within the day's share of the budget — `budget × elapsed / day`, plus a
-/// tenth of the budget as headroom — a partial batch goes too. Past it, a partial batch waits to
+/// tenth of the budget as headroom early in the day, shrinking to none at midnight — a partial
+/// batch goes too. Past it, a partial batch waits to
 /// fill until its oldest file has waited `spacing`: the rest of the day divided by the jobs left,
 /// the gap at which the budget lasts until midnight. So a table receiving files continuously
 /// spends its budget evenly instead of running out in the afternoon and waiting for tomorrow.
@@ -87,7 +88,8 @@ impl Pace {
         let elapsed_ms = s.now_ms.rem_euclid(DAY_MS);
         let budget = i64::from(s.daily_job_budget);
         let share = (budget * elapsed_ms + DAY_MS - 1) / DAY_MS;
-        let headroom = (budget / 10).max(1);
+        // The headroom shrinks with the day, so the allowance reaches the budget at midnight.
+        let headroom = (budget / 10).max(1) * (DAY_MS - elapsed_ms) / DAY_MS;
         let left = budget.saturating_sub(i64::from(s.jobs_today)).max(1);
         Pace {
             allowance: u32::try_from(share + headroom).unwrap_or(u32::MAX),
@@ -473,20 +475,20 @@ mod tests {
     #[test]
     fn a_partial_batch_waits_to_fill_only_when_the_budget_runs_ahead_of_the_day() {
         assert_eq!(NOON.rem_euclid(DAY_MS), DAY_MS / 2);
-        // Noon, 1,500 a day: the share is 750, plus 150 headroom.
+        // Noon, 1,500 a day: the share is 750, plus half the headroom of 150.
         let pace = Pace::of(&settings(0));
-        assert_eq!(pace.allowance, 900);
+        assert_eq!(pace.allowance, 825);
         // Within the share: a batch of 3 fresh files goes.
-        let p = plan(&settings(899), &files(3, 1_000), &Ledger::default());
+        let p = plan(&settings(824), &files(3, 1_000), &Ledger::default());
         assert_eq!((p.new.len(), p.filling_files, p.deferred_files), (1, 0, 0));
-        // Ahead of it: 600 jobs left for 12 hours, one every 72 s; files 10 s old wait to fill...
-        let ahead = settings(900);
-        assert_eq!(Pace::of(&ahead).spacing_ms, 72_000);
+        // Ahead of it: 675 jobs left for 12 hours, one every 64 s; files 10 s old wait to fill...
+        let ahead = settings(825);
+        assert_eq!(Pace::of(&ahead).spacing_ms, 64_000);
         let p = plan(&ahead, &files(3, 10_000), &Ledger::default());
         assert_eq!((p.new.len(), p.filling_files, p.deferred_files), (0, 3, 0));
         assert_eq!(p.pending_files, 3);
         // ...files that waited the spacing go...
-        let p = plan(&ahead, &files(3, 72_000), &Ledger::default());
+        let p = plan(&ahead, &files(3, 64_000), &Ledger::default());
         assert_eq!((p.new.len(), p.filling_files), (1, 0));
         // ...and a full batch always goes, the rest waits.
         let p = plan(&ahead, &files(103, 10_000), &Ledger::default());
