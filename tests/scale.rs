@@ -143,3 +143,97 @@ async fn a_cycle_of_a_table_with_20000_files_loaded_reads_what_is_new() {
     let whole = t.ledger.stats(&bq, &table, None).await.unwrap();
     assert_eq!((whole.files_loaded, whole.rows_loaded), (20_100, 20_100));
 }
+
+/// Whether a request bqsteward sent to BigQuery changes something: every method but GET, except
+/// the queries and job inserts that only read (`SELECT`, `WITH`).
+fn is_write(s: &support::proxy::Seen) -> bool {
+    if s.method == "GET" {
+        return false;
+    }
+    let query = serde_json::from_str::<serde_json::Value>(&s.body).ok().and_then(|b| {
+        b.get("query")
+            .or_else(|| b.pointer("/configuration/query/query"))
+            .and_then(|q| q.as_str())
+            .map(|q| q.trim_start().to_ascii_uppercase())
+    });
+    !(s.method == "POST"
+        && query.is_some_and(|q| q.starts_with("SELECT") || q.starts_with("WITH")))
+}
+
+/// Issue 19's no-op measure: 1,000 resources (900 tables with clean views in 20 datasets, their 20
+/// access lists, 80 consumer projects) applied once, then applied again with nothing to do —
+/// through a proxy that records every BigQuery request: no write, and each dataset read at most
+/// once.
+#[tokio::test]
+async fn a_no_op_apply_of_1000_resources_writes_nothing_and_reads_each_dataset_once() {
+    const DATA: &str = "bqsteward-noop";
+    const IDENTITY: &str = "serviceAccount:bqsteward@bqsteward-noop.iam.gserviceaccount.com";
+    let e = emulators();
+    let proxy = support::proxy::Proxy::start(&e.bigquery.replace("/bigquery/v2", "")).await;
+    let iam = bqsteward::standins::resource_manager::FakeIam::start().await;
+    let tag = unique("noop");
+    let bucket = tag.replace('_', "-");
+    GcsRest::new(&e).unwrap().create_bucket(DATA, &bucket).await.unwrap();
+    let mut m = String::new();
+    for d in 0..20 {
+        let dataset = format!("{tag}_{d:02}");
+        for t in 0..45 {
+            m.push_str(&format!(
+                "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {{name: t{d:02}-{t:02}, namespace: team-{d:02}}}\n\
+                 spec:\n  source: {{uri: 'gs://{bucket}/{d:02}/{t:02}/', format: NEWLINE_DELIMITED_JSON}}\n  \
+                 destination: {{project: {DATA}, dataset: {dataset}, table: t{t:02}}}\n  \
+                 schema: [{{name: id, type: INT64}}, {{name: v, type: INT64}}, {{name: email, type: STRING}}]\n  piiColumns: [email]\n  primaryKey: [id]\n  versionColumn: v\n  \
+                 views: {{full: true, clean: true}}\n---\n"
+            ));
+        }
+        m.push_str(&format!(
+            "apiVersion: bqsteward.dev/v1alpha1\nkind: DatasetAccess\nmetadata: {{name: raw-{d:02}, namespace: team-{d:02}}}\n\
+             spec:\n  project: {DATA}\n  dataset: {dataset}\n  access:\n    - {{role: OWNER, specialGroup: projectOwners}}\n    \
+             - {{role: READER, group: auditors-{d:02}@acme.com}}\n---\n"
+        ));
+        for c in 0..4 {
+            m.push_str(&format!(
+                "apiVersion: bqsteward.dev/v1alpha1\nkind: ConsumerProject\nmetadata: {{name: shop-{c}, namespace: team-{d:02}}}\n\
+                 spec:\n  project: {DATA}\n  dataset: {tag}_c{d:02}_{c}\n  readers: [{{group: shop-{d:02}-{c}@acme.com}}]\n  \
+                 views:\n    - {{name: v, source: {{ingestedTable: t{d:02}-{c:02}, layer: clean}}, columns: [id]}}\n---\n"
+            ));
+        }
+    }
+    assert_eq!(m.matches("\nkind: ").count(), 1_000);
+    let bq_host = proxy.url.clone();
+    let env = [
+        ("BIGQUERY_EMULATOR_HOST", bq_host.as_str()),
+        ("STORAGE_EMULATOR_HOST", e.storage.as_str()),
+        ("RESOURCE_MANAGER_EMULATOR_HOST", iam.url.as_str()),
+        ("BQSTEWARD_IDENTITY", IDENTITY),
+    ];
+    let first = support::cli::bqsteward(&["apply"], &m, &env).await;
+    assert!(first.code == 0 || first.code == 2, "{}\n{}", first.stdout, first.stderr);
+    let (before, sets) = (proxy.seen().len(), iam.sets());
+    let again = support::cli::bqsteward(&["apply"], &m, &env).await;
+    let seen = &proxy.seen()[before..];
+    let writes: Vec<String> = seen
+        .iter()
+        .filter(|s| is_write(s))
+        .map(|s| format!("{} {} {}", s.method, s.path, s.body.chars().take(200).collect::<String>()))
+        .collect();
+    assert!(writes.is_empty(), "{} writes:\n{}", writes.len(), writes.join("\n"));
+    assert_eq!(iam.sets(), sets, "no IAM policy written");
+    let mut per_dataset: std::collections::BTreeMap<String, usize> = Default::default();
+    for s in seen.iter().filter(|s| s.method == "GET") {
+        let path = s.path.split('?').next().unwrap_or_default();
+        if let Some(rest) = path.split("/datasets/").nth(1)
+            && !rest.contains('/')
+        {
+            *per_dataset.entry(rest.to_string()).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = per_dataset.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "datasets read more than once: {twice:?}");
+    eprintln!(
+        "no-op apply of 1,000 resources: {} BigQuery requests, {} dataset reads, 0 writes; exit {}",
+        seen.len(),
+        per_dataset.len(),
+        again.code
+    );
+}

@@ -113,18 +113,47 @@ impl Ctx {
     /// world of the objects without any — the only ones whose declarations may reach a compiled
     /// access list or a ConsumerProject's sources.
     pub fn world(&self, all: &[Loaded]) -> Arc<Resolved> {
+        self.cache.resolve(all, &self.policy, self.identity.as_deref())
+    }
+}
+
+impl WorldCache {
+    /// Objects whose own problems are kept.
+    #[cfg(test)]
+    pub(crate) fn cached_own(&self) -> usize {
+        self.1.lock().unwrap().len()
+    }
+
+    /// Validates and resolves `all` unless it is the set last resolved. Each object's own checks
+    /// are kept per object while it is unchanged: a change re-checks what changed, then what lies
+    /// between objects, then resolves the valid ones.
+    pub fn resolve(&self, all: &[Loaded], policy: &Policy, identity: Option<&str>) -> Arc<Resolved> {
         let key = fingerprint(all);
-        let mut cache = self.cache.0.lock().unwrap();
+        let mut cache = self.0.lock().unwrap();
         if let Some((k, r)) = cache.as_ref()
             && *k == key
         {
             return r.clone();
         }
-        let report = crate::manifest::LoadReport {
-            resources: all.to_vec(),
-            ..Default::default()
-        };
-        let diagnostics = crate::validate::validate(&report, &self.policy);
+        let mut diagnostics = Vec::new();
+        {
+            let mut own = self.1.lock().unwrap();
+            let mut next = HashMap::with_capacity(all.len());
+            for l in all {
+                let id = (l.resource.kind(), l.resource.qualified_name());
+                let version = object_hash(l);
+                let found = match own.remove(&id) {
+                    Some((v, d)) if v == version => d,
+                    _ => crate::validate::one(l, policy, all),
+                };
+                diagnostics.extend(found.iter().cloned());
+                if crate::validate::stands_alone(l) {
+                    next.insert(id, (version, found));
+                }
+            }
+            *own = next;
+        }
+        diagnostics.extend(crate::validate::across(all, policy));
         let broken: std::collections::HashSet<(&str, &str)> = diagnostics
             .iter()
             .filter_map(|d| Some((d.kind.as_deref()?, d.name.as_deref()?)))
@@ -134,7 +163,7 @@ impl Ctx {
             .filter(|l| !broken.contains(&(l.resource.kind(), l.resource.qualified_name().as_str())))
             .cloned()
             .collect();
-        let (world, problems) = World::build(valid, self.policy.clone(), self.identity.as_deref(), None);
+        let (world, problems) = World::build(valid, policy.clone(), identity, None);
         let resolved = Arc::new(Resolved {
             diagnostics,
             world,
@@ -155,9 +184,13 @@ pub struct Resolved {
     pub problems: Vec<crate::engine::Problem>,
 }
 
-/// The last resolved object set and its fingerprint.
+/// The last resolved object set and its fingerprint; each object's own problems by its version.
 #[derive(Default)]
-pub struct WorldCache(Mutex<Option<(u64, Arc<Resolved>)>>);
+#[allow(clippy::type_complexity)]
+pub struct WorldCache(
+    Mutex<Option<(u64, Arc<Resolved>)>>,
+    Mutex<HashMap<(&'static str, String), (u64, Vec<Diagnostic>)>>,
+);
 
 /// What identifies an object set's content: each object's kind, name, uid, generation and
 /// annotations (which change behaviour without a new generation); without a generation (not from
@@ -165,17 +198,24 @@ pub struct WorldCache(Mutex<Option<(u64, Arc<Resolved>)>>);
 pub(crate) fn fingerprint(all: &[Loaded]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for l in all {
-        let r = &l.resource;
-        let meta = r.metadata();
-        (r.kind(), r.qualified_name(), &meta.uid, meta.generation).hash(&mut h);
-        // Annotations change behaviour without a new generation; hashed entry by entry (no JSON).
-        for (k, v) in meta.annotations.iter().flatten() {
-            (k, v).hash(&mut h);
-        }
-        meta.annotations.as_ref().map(|a| a.len()).hash(&mut h);
-        if meta.generation.is_none() {
-            l.resource.to_json().to_string().hash(&mut h);
-        }
+        object_hash(l).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// What identifies one object's content (see [`fingerprint`]).
+pub(crate) fn object_hash(l: &Loaded) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let r = &l.resource;
+    let meta = r.metadata();
+    (r.kind(), r.qualified_name(), &meta.uid, meta.generation).hash(&mut h);
+    // Annotations change behaviour without a new generation; hashed entry by entry (no JSON).
+    for (k, v) in meta.annotations.iter().flatten() {
+        (k, v).hash(&mut h);
+    }
+    meta.annotations.as_ref().map(|a| a.len()).hash(&mut h);
+    if meta.generation.is_none() {
+        l.resource.to_json().to_string().hash(&mut h);
     }
     h.finish()
 }

@@ -43,19 +43,41 @@ impl Checker<'_> {
 pub fn validate(report: &LoadReport, policy: &Policy) -> Vec<Diagnostic> {
     let mut out = report.errors.clone();
     for loaded in &report.resources {
-        let mut c = Checker { loaded, out: &mut out };
-        match &loaded.resource {
-            Resource::IngestedTable(r) => kinds::ingested_table(&mut c, &r.spec),
-            Resource::DatasetAccess(r) => kinds::dataset_access(&mut c, &r.spec, policy),
-            Resource::ConsumerProject(r) => consumer::consumer_project(&mut c, &r.spec, policy, &report.resources),
-            Resource::GroupMembership(r) => kinds::group_membership(&mut c, &r.spec, policy),
-        }
+        out.extend(one(loaded, policy, &report.resources));
     }
-    duplicates(&report.resources, &mut out);
-    one_writer_per_table(&report.resources, &mut out);
-    exclusions_follow_the_data(&report.resources, &mut out);
+    out.extend(across(&report.resources, policy));
+    out
+}
+
+/// Whether [`one`]'s answer for `loaded` depends on that object (and the policy) alone: true for
+/// every kind but ConsumerProject, whose views are checked against the IngestedTables they read.
+pub fn stands_alone(loaded: &Loaded) -> bool {
+    !matches!(loaded.resource, Resource::ConsumerProject(_))
+}
+
+/// The problems of one resource by itself (`all`: every resource, which a ConsumerProject's
+/// checks read; see [`stands_alone`]).
+pub fn one(loaded: &Loaded, policy: &Policy, all: &[Loaded]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut c = Checker { loaded, out: &mut out };
+    match &loaded.resource {
+        Resource::IngestedTable(r) => kinds::ingested_table(&mut c, &r.spec),
+        Resource::DatasetAccess(r) => kinds::dataset_access(&mut c, &r.spec, policy),
+        Resource::ConsumerProject(r) => consumer::consumer_project(&mut c, &r.spec, policy, all),
+        Resource::GroupMembership(r) => kinds::group_membership(&mut c, &r.spec, policy),
+    }
+    out
+}
+
+/// The problems between resources: duplicates, one writer per table, exclusions that follow the
+/// data, tenancy.
+pub fn across(resources: &[Loaded], policy: &Policy) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    duplicates(resources, &mut out);
+    one_writer_per_table(resources, &mut out);
+    exclusions_follow_the_data(resources, &mut out);
     if let Some(t) = &policy.tenancy {
-        tenancy::check(&report.resources, t, &mut out);
+        tenancy::check(resources, t, &mut out);
     }
     out
 }
@@ -126,17 +148,24 @@ fn exclusions_follow_the_data(resources: &[Loaded], out: &mut Vec<Diagnostic>) {
         })
         .collect();
     let lower = |v: &[String]| -> Vec<String> { v.iter().map(|x| x.to_lowercase()).collect() };
+    // Only tables that exclude something can make another miss an exclusion: compare every table
+    // with those (usually few), not with every other table.
+    let excluding: Vec<(&Loaded, &str, Vec<String>)> = tables
+        .iter()
+        .filter(|(_, s)| !s.excluded_columns.is_empty())
+        .map(|(l, s)| (*l, s.source.files_uri(), lower(&s.excluded_columns)))
+        .collect();
     for (loaded, spec) in &tables {
         let own = lower(&spec.excluded_columns);
         let mut missing: Vec<(String, &Loaded, &str)> = Vec::new();
-        for (other, other_spec) in &tables {
-            let (a, b) = (spec.source.files_uri(), other_spec.source.files_uri());
-            if std::ptr::eq(*loaded, *other) || !(a.starts_with(b) || b.starts_with(a)) {
+        let a = spec.source.files_uri();
+        for (other, b, excluded) in &excluding {
+            if std::ptr::eq(*loaded, *other) || !(a.starts_with(*b) || b.starts_with(a)) {
                 continue;
             }
-            for x in lower(&other_spec.excluded_columns) {
-                if !own.contains(&x) && !missing.iter().any(|(m, _, _)| *m == x) {
-                    missing.push((x, other, b));
+            for x in excluded {
+                if !own.contains(x) && !missing.iter().any(|(m, _, _)| m == x) {
+                    missing.push((x.clone(), other, b));
                 }
             }
         }
