@@ -20,7 +20,7 @@ pub async fn check(args: &LiveArgs, table: Option<&str>, output: Output) -> i32 
     let run = async {
         let mut results = Vec::new();
         let mut picked = 0;
-        for l in &world.resources {
+        for l in world.resources.iter() {
             let Resource::IngestedTable(it) = &l.resource else {
                 continue;
             };

@@ -115,7 +115,7 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
             requeue: ctx.requeue,
         })
     } else {
-        super::work::work(ctx, obj, world).await
+        super::work::work(ctx, obj, &world.world).await
     };
     let (work, error) = match result {
         Ok(w) => (w, None),
@@ -202,12 +202,16 @@ fn ready_changed(before: &Value, after: &Value) -> Option<Note> {
 /// This object's problems as `field: message` (validation, then resolution), and the world of the
 /// valid objects (cached while the object set is unchanged): an invalid object contributes
 /// nothing to any list, whoever is being reconciled.
-fn validated(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> (Vec<String>, crate::engine::World) {
-    let mut objects = all.to_vec();
-    if !all.iter().any(|l| same(l, &obj.key)) {
-        objects.push(obj.loaded.clone());
-    }
-    let resolved = ctx.world(&objects);
+fn validated(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> (Vec<String>, std::sync::Arc<super::context::Resolved>) {
+    // The store normally holds the object; a copy of the set only when it does not yet.
+    let with_object: Vec<Loaded>;
+    let objects: &[Loaded] = if all.iter().any(|l| same(l, &obj.key)) {
+        all
+    } else {
+        with_object = all.iter().chain(std::iter::once(&obj.loaded)).cloned().collect();
+        &with_object
+    };
+    let resolved = ctx.world(objects);
     let me = qualified(&obj.key);
     let mut problems: Vec<String> = resolved
         .diagnostics
@@ -229,7 +233,7 @@ fn validated(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> (Vec<String>, crate::en
             .filter(|p| p.resource == resource)
             .map(|p| p.message.clone()),
     );
-    (problems, resolved.world.clone())
+    (problems, resolved)
 }
 
 fn qualified(key: &ObjectKey) -> String {
@@ -302,7 +306,13 @@ async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, Reconc
         });
     }
     // The others' world: the lists written keep what they still need, nothing of this object's.
-    let others: Vec<Loaded> = world.resources.iter().filter(|l| !same(l, &obj.key)).cloned().collect();
+    let others: Vec<Loaded> = world
+        .world
+        .resources
+        .iter()
+        .filter(|l| !same(l, &obj.key))
+        .cloned()
+        .collect();
     let (mut rest, _) = crate::engine::World::build(others, ctx.policy.clone(), ctx.identity.as_deref(), None);
     let scope = crate::engine::Scope::Object {
         kind: obj.key.kind,

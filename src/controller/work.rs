@@ -103,15 +103,21 @@ impl Reporter for Collect {
     }
 }
 
-/// Reconciles `obj` (valid, in `world`) through the engine, scoped to it; what it changes is
-/// recorded in the audit log under one run id per reconcile.
-pub async fn work(ctx: &Ctx, obj: &Object, world: World) -> Result<Work, ReconcileError> {
+/// Reconciles `obj` (valid, in `world`) through the engine, scoped to it (on a copy of the world
+/// holding what the scope touches); what it changes is recorded in the audit log under one run id
+/// per reconcile.
+pub async fn work(ctx: &Ctx, obj: &Object, world: &World) -> Result<Work, ReconcileError> {
+    let scope = Scope::Object {
+        kind: obj.key.kind,
+        name: format!("{}/{}", obj.key.namespace, obj.key.name),
+    };
+    let scoped = world.scoped_copy(&scope);
     match &ctx.audit {
         Some(rec) => {
-            let run = crate::audit::RunContext::new(rec.clone(), &ctx.revision).for_world(&world);
-            crate::audit::within(std::sync::Arc::new(run), work_inner(ctx, obj, world)).await
+            let run = crate::audit::RunContext::new(rec.clone(), &ctx.revision).for_world(world);
+            crate::audit::within(std::sync::Arc::new(run), work_inner(ctx, obj, scoped)).await
         }
-        None => work_inner(ctx, obj, world).await,
+        None => work_inner(ctx, obj, scoped).await,
     }
 }
 

@@ -138,7 +138,7 @@ pub fn consumer_source_datasets(w: &World, scope: &Scope) -> std::collections::B
         return out;
     };
     let ns = name.split_once('/').map_or("", |(ns, _)| ns);
-    for l in &w.resources {
+    for l in w.resources.iter() {
         if matches!(l.resource, crate::manifest::Resource::IngestedTable(_)) && l.resource.namespace() == ns {
             out.extend(crate::access::compile::creates(&l.resource));
         }

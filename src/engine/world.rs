@@ -30,7 +30,7 @@ pub struct World {
     /// bqsteward's own email, lowercased.
     pub identity_email: Option<String>,
     /// The resources (all valid).
-    pub resources: Vec<Loaded>,
+    pub resources: std::sync::Arc<Vec<Loaded>>,
     /// IngestedTables, in manifest order.
     pub tables: Vec<Target>,
     /// ConsumerProjects.
@@ -133,13 +133,45 @@ impl World {
             identity_email: identity.and_then(identity_email),
             identity: owner,
             policy,
-            resources,
+            resources: std::sync::Arc::new(resources),
             tables,
             consumers,
             groups,
             desired,
         };
         (world, errors)
+    }
+
+    /// A copy for one reconcile scoped to `scope`: its tables, consumers and groups, every list
+    /// (the engine scopes those itself), the resources shared. What a controller reconcile costs
+    /// to copy then depends on what it touches, not on the whole set.
+    pub fn scoped_copy(&self, scope: &crate::engine::Scope) -> World {
+        World {
+            policy: self.policy.clone(),
+            identity: self.identity.clone(),
+            identity_email: self.identity_email.clone(),
+            resources: self.resources.clone(),
+            tables: self
+                .tables
+                .iter()
+                .filter(|t| scope.covers("IngestedTable", &t.name))
+                .cloned()
+                .collect(),
+            consumers: self
+                .consumers
+                .iter()
+                .filter(|t| scope.covers("ConsumerProject", &t.resource))
+                .cloned()
+                .collect(),
+            groups: self
+                .groups
+                .iter()
+                .filter(|g| scope.covers("GroupMembership", &g.resource))
+                .cloned()
+                .collect(),
+            desired: self.desired.clone(),
+            plan_only: self.plan_only.clone(),
+        }
     }
 
     /// Whether `kind` `name` (`namespace/name`) is plan-only.

@@ -193,7 +193,11 @@ pub fn simulate(day: &Day) -> Figures {
             let full = c
                 .as_ref()
                 .is_none_or(|c| now - c.full_listing_ms >= t.target.listing.full_every_ms);
-            let from = if full { 0 } else { c.as_ref().map_or(0, |c| Table::index_of(&c.uri)) };
+            let from = if full {
+                0
+            } else {
+                c.as_ref().map_or(0, |c| Table::index_of(&c.uri))
+            };
             // The listing, page by page, and the ledger rows past the cursor (generated untimed).
             let objects: Vec<ObjectInfo> = (from..arrived)
                 .map(|g| ObjectInfo {
@@ -259,7 +263,11 @@ pub fn simulate(day: &Day) -> Figures {
     f.loaded = delays.len();
     f.left = tables
         .iter()
-        .map(|t| (per_day..t.arrived(last_cycle)).filter(|&g| t.loaded[g].is_none()).count())
+        .map(|t| {
+            (per_day..t.arrived(last_cycle))
+                .filter(|&g| t.loaded[g].is_none())
+                .count()
+        })
         .sum();
     f.cpu_s = cpu;
     delays.sort_unstable();

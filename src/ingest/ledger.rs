@@ -484,10 +484,7 @@ impl LedgerTables {
         let files = self.table(FILES_TABLE).sql();
         let batches = self.table(BATCHES_TABLE).sql();
         let base = since.map(|c| c.totals.clone()).unwrap_or_default();
-        let p = [
-            Param::string("table_ref", table_ref),
-            Param::int("since", base.at_ms),
-        ];
+        let p = [Param::string("table_ref", table_ref), Param::int("since", base.at_ms)];
         let counts = if since.is_some() {
             "(SELECT 0 AS files_loaded, 0 AS quarantined)".to_string()
         } else {

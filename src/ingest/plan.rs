@@ -181,8 +181,7 @@ pub fn plan(settings: &Settings, listing: &[SourceFile], ledger: &Ledger) -> Loa
                 rest = &rest[n..];
             }
             out.deferred_files = rest.len();
-            out.projected_jobs =
-                pace.projected(settings.jobs_today + (out.resumed.len() + out.new.len()) as u32);
+            out.projected_jobs = pace.projected(settings.jobs_today + (out.resumed.len() + out.new.len()) as u32);
             if let Some(r) = &settings.reload {
                 plan_reload(settings, r, listing, ledger, &in_flight_keys, &mut out);
             }

@@ -466,7 +466,10 @@ mod tests {
         assert_eq!(next_cursor(&t, &o, now, false), None);
         // ... unless something is loaded: the totals kept with the cursor move.
         let again = next_cursor(&t, &o, now, true).unwrap();
-        assert_eq!((again.cursor.uri.as_str(), again.from.is_some()), ("gs://bkt/in/a", true));
+        assert_eq!(
+            (again.cursor.uri.as_str(), again.from.is_some()),
+            ("gs://bkt/in/a", true)
+        );
         // A full listing records its time.
         let o = observed(&[("a", hour, loaded)], None);
         assert_eq!(
