@@ -12,6 +12,7 @@ pub mod groups;
 mod http;
 pub mod iam;
 pub mod impersonate;
+pub mod memo;
 pub mod retry;
 pub mod storage;
 

@@ -137,8 +137,15 @@ impl Owned {
     }
 
     fn clients(&self) -> Clients<'_> {
+        self.clients_with(&self.bq)
+    }
+
+    /// The clients with `bq` in place of the plain BigQuery client (a run's [`DatasetMemo`]).
+    ///
+    /// [`DatasetMemo`]: crate::cloud::memo::DatasetMemo
+    fn clients_with<'a>(&'a self, bq: &'a dyn crate::cloud::bigquery::BigQuery) -> Clients<'a> {
         Clients {
-            bq: &self.bq,
+            bq,
             gcs: &self.gcs,
             groups: self.groups.as_ref().map(|g| g as &dyn Groups),
             iam: self.iam.as_ref().map(|i| i as &dyn ProjectIam),
@@ -194,7 +201,8 @@ pub async fn plan(args: &LiveArgs, output: PlanOutput) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let set = engine::plan(&mut world, &owned.clients()).await;
+    let memo = crate::cloud::memo::DatasetMemo::new(&owned.bq);
+    let set = engine::plan(&mut world, &owned.clients_with(&memo)).await;
     let rendered = match output {
         PlanOutput::Text => render::plan::text(&world, &set, std::io::stdout().is_terminal()),
         PlanOutput::Markdown => render::plan::markdown(&world, &set),
@@ -222,7 +230,8 @@ pub async fn apply(args: &LiveArgs, allow_large_removal: bool, show_sql: bool) -
         Err(code) => return code,
     };
     let mut out = printer::Printer::new(std::io::stdout().is_terminal(), show_sql);
-    let clients = owned.clients();
+    let memo = crate::cloud::memo::DatasetMemo::new(&owned.bq);
+    let clients = owned.clients_with(&memo);
     let summary = audited(
         run,
         args,

@@ -127,7 +127,10 @@ async fn work_inner(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, R
         kind: obj.key.kind,
         name: name.clone(),
     };
-    let clients = ctx.clients_for(&obj.key.namespace);
+    let plain = ctx.clients_for(&obj.key.namespace);
+    // Each dataset read once per reconcile.
+    let memo = crate::cloud::memo::DatasetMemo::new(plain.bq);
+    let clients = crate::engine::Clients { bq: &memo, ..plain };
     if world.is_plan_only(obj.key.kind, &name) {
         return Ok(plan_only(ctx, &clients, world, &scope).await);
     }

@@ -664,7 +664,7 @@ pub async fn record_cursor(bq: &dyn BigQuery, t: &Target, next: &super::target::
             c.uri,
             c.full_listing_ms,
             c.token,
-            next.from.as_ref().map(|f| f.totals.at_ms)
+            next.from.as_ref().map(|f| f.totals.at_us)
         ))
     );
     match runner

@@ -49,19 +49,19 @@ pub struct Cursor {
 }
 
 /// A table's ledger totals kept with its cursor: file counts of the URIs before the cursor (all
-/// settled: the cursor never passes a file still to load) and batch totals up to `at_ms`.
+/// settled: the cursor never passes a file still to load) and batch totals up to `at_us`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Files before the cursor whose latest state is LOADED.
     pub files_loaded: i64,
     /// Files before the cursor whose latest state is QUARANTINED.
     pub quarantined: i64,
-    /// Rows moved by loaded batches recorded up to `at_ms`.
+    /// Rows moved by loaded batches recorded up to `at_us`.
     pub rows_loaded: i64,
-    /// Latest loaded batch up to `at_ms` (ms; 0 for none).
+    /// Latest loaded batch up to `at_us` (ms; 0 for none).
     pub last_load_ms: i64,
-    /// When the totals were taken (ms).
-    pub at_ms: i64,
+    /// When the totals were taken (microseconds since the epoch, as BigQuery keeps time).
+    pub at_us: i64,
 }
 
 impl Cursor {
@@ -406,7 +406,7 @@ impl LedgerTables {
         let sql = format!(
             "SELECT cursor, CAST(UNIX_MILLIS(full_listing_at) AS STRING), COALESCE(token, ''), \
              CAST(files_loaded AS STRING), CAST(quarantined AS STRING), CAST(rows_loaded AS STRING), \
-             CAST(last_load_ms AS STRING), CAST(UNIX_MILLIS(totals_at) AS STRING) FROM {t} \
+             CAST(last_load_ms AS STRING), CAST(UNIX_MICROS(totals_at) AS STRING) FROM {t} \
              WHERE table_ref = @table_ref AND recorded_at >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {CURSOR_DAYS} DAY) \
              ORDER BY recorded_at DESC LIMIT 1",
             t = self.table(CURSORS_TABLE).sql()
@@ -431,7 +431,7 @@ impl LedgerTables {
                     quarantined: int(4),
                     rows_loaded: int(5),
                     last_load_ms: int(6),
-                    at_ms: int(7),
+                    at_us: int(7),
                 },
             }
         }))
@@ -455,7 +455,7 @@ impl LedgerTables {
                    SELECT state, ROW_NUMBER() OVER (PARTITION BY uri, generation ORDER BY recorded_at DESC) AS rn \
                    FROM {files} WHERE table_ref = @table_ref AND uri >= @from_uri AND uri < @cursor) WHERE rn = 1) AS f,\n\
                  (SELECT COALESCE(SUM(rows), 0) AS rows, UNIX_MILLIS(MAX(recorded_at)) AS last_load FROM {batches} \
-                   WHERE table_ref = @table_ref AND state = 'LOADED' AND recorded_at > TIMESTAMP_MILLIS(@since)) AS b",
+                   WHERE table_ref = @table_ref AND state = 'LOADED' AND recorded_at > TIMESTAMP_MICROS(@since)) AS b",
                 t = self.table(CURSORS_TABLE).sql(),
                 files = self.table(FILES_TABLE).sql(),
                 batches = self.table(BATCHES_TABLE).sql(),
@@ -470,21 +470,21 @@ impl LedgerTables {
                 Param::int("quarantined", base.quarantined),
                 Param::int("rows_loaded", base.rows_loaded),
                 Param::int("last_load", base.last_load_ms),
-                Param::int("since", base.at_ms),
+                Param::int("since", base.at_us),
             ],
         )
     }
 
     /// Aggregates for the status of `table_ref`. With `since` (a cycle listed from that cursor)
     /// only what was recorded after the cursor's totals is read and added to them; the file
-    /// counts past the cursor come from the ledger window the cycle read (see
-    /// [`Stats::add_window`]). Without it the whole history is counted (a full listing, which
+    /// counts past the cursor come from the ledger window the cycle read (added by
+    /// [`super::target::observe`]). Without it the whole history is counted (a full listing, which
     /// reads it anyway). Quarantined files are listed from the last seven days either way.
     pub async fn stats(&self, bq: &dyn BigQuery, table_ref: &str, since: Option<&Cursor>) -> Result<Stats, CloudError> {
         let files = self.table(FILES_TABLE).sql();
         let batches = self.table(BATCHES_TABLE).sql();
         let base = since.map(|c| c.totals.clone()).unwrap_or_default();
-        let p = [Param::string("table_ref", table_ref), Param::int("since", base.at_ms)];
+        let p = [Param::string("table_ref", table_ref), Param::int("since", base.at_us)];
         let counts = if since.is_some() {
             "(SELECT 0 AS files_loaded, 0 AS quarantined)".to_string()
         } else {
@@ -497,7 +497,7 @@ impl LedgerTables {
         let sql = format!(
             "SELECT f.files_loaded, f.quarantined, b.rows_loaded, b.last_load_ms, j.jobs_today FROM {counts} AS f,\n\
              (SELECT COALESCE(SUM(rows), 0) AS rows_loaded, UNIX_MILLIS(MAX(recorded_at)) AS last_load_ms FROM {batches} \
-               WHERE table_ref = @table_ref AND state = 'LOADED' AND recorded_at > TIMESTAMP_MILLIS(@since)) AS b,\n\
+               WHERE table_ref = @table_ref AND state = 'LOADED' AND recorded_at > TIMESTAMP_MICROS(@since)) AS b,\n\
              (SELECT COALESCE(SUM(load_jobs), 0) AS jobs_today FROM {batches} WHERE table_ref = @table_ref \
                AND recorded_at >= TIMESTAMP_TRUNC(CURRENT_TIMESTAMP(), DAY)) AS j"
         );
