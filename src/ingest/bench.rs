@@ -30,14 +30,25 @@ pub struct Figures {
 
 /// A LOADED ledger row of a synthetic file (the columns [`add_row`] reads), batch of 1,000.
 pub(crate) fn loaded_row(uri: String, i: usize) -> Vec<Option<String>> {
+    ledger_row(
+        uri,
+        1_700_000_000_000_000 + i as i64,
+        1000,
+        1_795_000_000_000,
+        &format!("{:032x}", i / 1000),
+    )
+}
+
+/// A LOADED ledger row (the columns [`add_row`] reads).
+pub(crate) fn ledger_row(uri: String, generation: i64, size: u64, updated_ms: i64, batch: &str) -> Vec<Option<String>> {
     let s = |v: String| Some(v);
     vec![
         s(uri),
-        s((1_700_000_000_000_000 + i as i64).to_string()),
-        s("1000".into()),
-        s("1795000000000".into()),
+        s(generation.to_string()),
+        s(size.to_string()),
+        s(updated_ms.to_string()),
         s("LOADED".into()),
-        s(format!("{:032x}", i / 1000)),
+        s(batch.to_string()),
         s("APPEND".into()),
         s(String::new()),
         None,

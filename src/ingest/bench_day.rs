@@ -115,21 +115,7 @@ fn timestamp(ms: i64) -> String {
 
 /// The ledger row of file `g` loaded at `at` (the columns [`add_row`] reads).
 fn ledger_row(uri: String, g: usize, arrival: i64, at: i64) -> Vec<Option<String>> {
-    let s = |v: String| Some(v);
-    vec![
-        s(uri),
-        s((g + 1).to_string()),
-        s("2000".into()),
-        s(arrival.to_string()),
-        s("LOADED".into()),
-        s(format!("{:032x}", at)),
-        s("APPEND".into()),
-        s(String::new()),
-        None,
-        None,
-        s("abc".into()),
-        s("0".into()),
-    ]
+    super::bench::ledger_row(uri, g as i64 + 1, 2000, arrival, &format!("{at:032x}"))
 }
 
 fn row_bytes(row: &[Option<String>]) -> u64 {
