@@ -200,8 +200,8 @@ pub struct TablePlan {
     /// A database source's problems that stop its pulls (schema drift, an unmappable column):
     /// set by the engine from the source plan; the table is `Degraded` with them.
     pub source_problems: Vec<String>,
-    /// The listing cursor to record after the apply (`Lexical` sources, when it moves or after a
-    /// full listing).
+    /// The listing cursor to record after the apply (`Lexical` sources: when it moves, after a
+    /// full listing, or when files are loaded — the totals kept with it move).
     pub next_cursor: Option<NextCursor>,
 }
 
