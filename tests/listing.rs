@@ -163,17 +163,8 @@ async fn a_lexical_source_lists_from_its_cursor_and_a_full_listing_catches_strag
     ))
     .unwrap();
     let mut t = Target::new("ns/lexical", &spec, None).unwrap();
-    let pacer = Default::default();
-    let sources = bqsteward::dbsource::Sources::new(std::sync::Arc::new(bqsteward::dbsource::secrets::NoSecrets), 1);
-    let c = Clients {
-        bq: &bq,
-        gcs: &gcs,
-        groups: None,
-        iam: None,
-        pacer: &pacer,
-        backoff: Default::default(),
-        sources: &sources,
-    };
+    let parts = support::EngineParts::new();
+    let c = parts.clients(&bq, &gcs);
 
     // First cycle: no cursor yet, the whole prefix is listed and loaded.
     assert_eq!(cycle(&c, &gcs, &t).await, (30, 0, 30));

@@ -11,7 +11,7 @@ mod support;
 use bqsteward::cloud::bigquery::BigQueryRest;
 use bqsteward::cloud::storage::{GcsRest, Storage};
 use bqsteward::controller::metrics::Metrics;
-use bqsteward::engine::{Clients, tables};
+use bqsteward::engine::tables;
 use bqsteward::ingest::exec::Target;
 use futures::StreamExt;
 use support::{emulators, unique};
@@ -85,17 +85,8 @@ async fn a_cycle_of_a_table_with_20000_files_loaded_reads_what_is_new() {
     .unwrap();
     let t = Target::new("ns/scale", &spec, None).unwrap();
     let table = t.table.to_string();
-    let pacer = Default::default();
-    let sources = bqsteward::dbsource::Sources::new(std::sync::Arc::new(bqsteward::dbsource::secrets::NoSecrets), 1);
-    let c = Clients {
-        bq: &bq,
-        gcs: &gcs,
-        groups: None,
-        iam: None,
-        pacer: &pacer,
-        backoff: Default::default(),
-        sources: &sources,
-    };
+    let parts = support::EngineParts::new();
+    let c = parts.clients(&bq, &gcs);
     // One cycle: (list pages, objects listed, ledger rows read, files loaded, the totals the
     // cycle observed).
     let cycle = || async {

@@ -121,7 +121,7 @@ impl WorldCache {
     /// Objects whose own problems are kept.
     #[cfg(test)]
     pub(crate) fn cached_own(&self) -> usize {
-        self.1.lock().unwrap().len()
+        self.own.lock().unwrap().len()
     }
 
     /// Validates and resolves `all` unless it is the set last resolved. Each object's own checks
@@ -129,7 +129,7 @@ impl WorldCache {
     /// between objects, then resolves the valid ones.
     pub fn resolve(&self, all: &[Loaded], policy: &Policy, identity: Option<&str>) -> Arc<Resolved> {
         let key = fingerprint(all);
-        let mut cache = self.0.lock().unwrap();
+        let mut cache = self.last.lock().unwrap();
         if let Some((k, r)) = cache.as_ref()
             && *k == key
         {
@@ -137,7 +137,7 @@ impl WorldCache {
         }
         let mut diagnostics = Vec::new();
         {
-            let mut own = self.1.lock().unwrap();
+            let mut own = self.own.lock().unwrap();
             let mut next = HashMap::with_capacity(all.len());
             for l in all {
                 let id = (l.resource.kind(), l.resource.qualified_name());
@@ -184,13 +184,15 @@ pub struct Resolved {
     pub problems: Vec<crate::engine::Problem>,
 }
 
+/// Each object's own problems, by (kind, name): the object's version ([`object_hash`]) and them.
+type OwnProblems = HashMap<(&'static str, String), (u64, Vec<Diagnostic>)>;
+
 /// The last resolved object set and its fingerprint; each object's own problems by its version.
 #[derive(Default)]
-#[allow(clippy::type_complexity)]
-pub struct WorldCache(
-    Mutex<Option<(u64, Arc<Resolved>)>>,
-    Mutex<HashMap<(&'static str, String), (u64, Vec<Diagnostic>)>>,
-);
+pub struct WorldCache {
+    last: Mutex<Option<(u64, Arc<Resolved>)>>,
+    own: Mutex<OwnProblems>,
+}
 
 /// What identifies an object set's content: each object's kind, name, uid, generation and
 /// annotations (which change behaviour without a new generation); without a generation (not from

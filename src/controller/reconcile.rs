@@ -105,7 +105,7 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
         ctx.cluster.set_finalizers(&obj.key, with, rv).await?;
     }
 
-    let (problems, world) = validated(ctx, obj, all);
+    let (problems, resolved) = validated(ctx, obj, all);
     let result = if !problems.is_empty() {
         Ok(Work {
             fields: json!({}),
@@ -115,7 +115,7 @@ pub async fn reconcile(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Durati
             requeue: ctx.requeue,
         })
     } else {
-        super::work::work(ctx, obj, &world.world).await
+        super::work::work(ctx, obj, &resolved.world).await
     };
     let (work, error) = match result {
         Ok(w) => (w, None),
@@ -199,8 +199,8 @@ fn ready_changed(before: &Value, after: &Value) -> Option<Note> {
     })
 }
 
-/// This object's problems as `field: message` (validation, then resolution), and the world of the
-/// valid objects (cached while the object set is unchanged): an invalid object contributes
+/// This object's problems as `field: message` (validation, then resolution), and the resolved set
+/// whose world holds the valid objects (cached while the object set is unchanged): an invalid object contributes
 /// nothing to any list, whoever is being reconciled.
 fn validated(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> (Vec<String>, std::sync::Arc<super::context::Resolved>) {
     // The store normally holds the object; a copy of the set only when it does not yet.
@@ -297,7 +297,7 @@ async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, Reconc
             message: "deletionPolicy Retain: data and access left in place".into(),
         });
     }
-    let (problems, world) = validated(ctx, obj, all);
+    let (problems, resolved) = validated(ctx, obj, all);
     if !problems.is_empty() {
         return Ok(Note {
             warning: true,
@@ -306,7 +306,7 @@ async fn cleanup(ctx: &Ctx, obj: &Object, all: &[Loaded]) -> Result<Note, Reconc
         });
     }
     // The others' world: the lists written keep what they still need, nothing of this object's.
-    let others: Vec<Loaded> = world
+    let others: Vec<Loaded> = resolved
         .world
         .resources
         .iter()

@@ -107,35 +107,38 @@ impl Reporter for Collect {
 /// holding what the scope touches); what it changes is recorded in the audit log under one run id
 /// per reconcile.
 pub async fn work(ctx: &Ctx, obj: &Object, world: &World) -> Result<Work, ReconcileError> {
-    let scope = Scope::Object {
-        kind: obj.key.kind,
-        name: format!("{}/{}", obj.key.namespace, obj.key.name),
-    };
-    let scoped = world.scoped_copy(&scope);
-    match &ctx.audit {
-        Some(rec) => {
-            let run = crate::audit::RunContext::new(rec.clone(), &ctx.revision).for_world(world);
-            crate::audit::within(std::sync::Arc::new(run), work_inner(ctx, obj, scoped)).await
-        }
-        None => work_inner(ctx, obj, scoped).await,
-    }
-}
-
-async fn work_inner(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, ReconcileError> {
     let name = format!("{}/{}", obj.key.namespace, obj.key.name);
     let scope = Scope::Object {
         kind: obj.key.kind,
         name: name.clone(),
     };
+    let scoped = world.scoped_copy(&scope);
+    match &ctx.audit {
+        Some(rec) => {
+            let run = crate::audit::RunContext::new(rec.clone(), &ctx.revision).for_world(world);
+            crate::audit::within(std::sync::Arc::new(run), work_inner(ctx, obj, scoped, &name, &scope)).await
+        }
+        None => work_inner(ctx, obj, scoped, &name, &scope).await,
+    }
+}
+
+/// [`work`] on `world`, the copy scoped to `scope` (the object `name`).
+async fn work_inner(
+    ctx: &Ctx,
+    obj: &Object,
+    mut world: World,
+    name: &str,
+    scope: &Scope,
+) -> Result<Work, ReconcileError> {
     let plain = ctx.clients_for(&obj.key.namespace);
     // Each dataset read once per reconcile.
     let memo = crate::cloud::memo::DatasetMemo::new(plain.bq);
     let clients = crate::engine::Clients { bq: &memo, ..plain };
-    if world.is_plan_only(obj.key.kind, &name) {
-        return Ok(plan_only(ctx, &clients, world, &scope).await);
+    if world.is_plan_only(obj.key.kind, name) {
+        return Ok(plan_only(ctx, &clients, world, scope).await);
     }
     let mut collect = Collect::default();
-    let summary = crate::engine::apply(&mut world, &clients, &scope, false, &mut collect).await;
+    let summary = crate::engine::apply(&mut world, &clients, scope, false, &mut collect).await;
     // An incompatible schema is the table's status (Ready=False with the reason); any other
     // failure fails the reconcile — the first one, whatever came before it.
     let has_status = collect.table_status.is_some();
@@ -155,7 +158,7 @@ async fn work_inner(ctx: &Ctx, obj: &Object, mut world: World) -> Result<Work, R
             // After the loads: a check never holds them up, and its failure is its own condition.
             let mut check_due = None;
             if let Some(c) =
-                super::checks::run_due(&clients, &name, &it.spec, &obj.status["checks"], chrono::Utc::now()).await
+                super::checks::run_due(&clients, name, &it.spec, &obj.status["checks"], chrono::Utc::now()).await
             {
                 fields["checks"] = c.status;
                 conditions.push(c.condition);

@@ -163,3 +163,37 @@ pub async fn access_lines(
         })
         .collect()
 }
+
+/// What the engine's clients borrow besides BigQuery and Cloud Storage, for tests that drive the
+/// engine's table phase directly: a default pacer, no groups or IAM, database sources without
+/// Secrets.
+pub struct EngineParts {
+    pacer: bqsteward::cloud::retry::Pacer,
+    sources: bqsteward::dbsource::Sources,
+}
+
+impl EngineParts {
+    pub fn new() -> EngineParts {
+        EngineParts {
+            pacer: Default::default(),
+            sources: bqsteward::dbsource::Sources::new(std::sync::Arc::new(bqsteward::dbsource::secrets::NoSecrets), 1),
+        }
+    }
+
+    /// The engine's clients over `bq` and `gcs`.
+    pub fn clients<'a>(
+        &'a self,
+        bq: &'a dyn bqsteward::cloud::bigquery::BigQuery,
+        gcs: &'a dyn bqsteward::cloud::storage::Storage,
+    ) -> bqsteward::engine::Clients<'a> {
+        bqsteward::engine::Clients {
+            bq,
+            gcs,
+            groups: None,
+            iam: None,
+            pacer: &self.pacer,
+            backoff: Default::default(),
+            sources: &self.sources,
+        }
+    }
+}
