@@ -14,6 +14,7 @@ pub mod consumer;
 pub mod controller;
 pub mod crd;
 pub mod dbsource;
+pub mod deltasource;
 pub mod engine;
 pub mod groups;
 pub mod ingest;

@@ -77,6 +77,26 @@ pub trait Storage: Send + Sync {
         data: Vec<u8>,
         content_type: &str,
     ) -> Result<ObjectInfo, CloudError>;
+    /// Starts a resumable upload of an object that must not exist yet (`ifGenerationMatch=0`):
+    /// large copies go up chunk by chunk ([`Storage::upload_chunk`]), memory holding one chunk.
+    /// Returns the session URI. The object appears only when the last chunk is in.
+    async fn begin_upload(&self, bucket: &str, name: &str, content_type: &str) -> Result<String, CloudError> {
+        let _ = content_type;
+        Err(unsupported("resumable upload", bucket, name))
+    }
+    /// Sends the chunk at `offset` of a resumable upload (every chunk but the last a multiple of
+    /// 256 KiB). After the last chunk (`last`): the object and its MD5 (base64) as the server
+    /// computed it.
+    async fn upload_chunk(
+        &self,
+        session: &str,
+        offset: u64,
+        data: Vec<u8>,
+        last: bool,
+    ) -> Result<Option<(ObjectInfo, Option<String>)>, CloudError> {
+        let _ = (offset, data, last);
+        Err(unsupported("resumable upload", session, ""))
+    }
     /// Deletes one generation of an object (`ifGenerationMatch`); succeeds if it is already gone
     /// or was replaced by a newer generation (which is then not this caller's to delete).
     async fn delete(&self, bucket: &str, name: &str, generation: i64) -> Result<(), CloudError>;
@@ -184,6 +204,23 @@ impl RawObject {
     }
 }
 
+fn unsupported(what: &str, bucket: &str, name: &str) -> CloudError {
+    CloudError::Decode {
+        api: "storage",
+        operation: format!("{what} gs://{bucket}/{name}"),
+        message: "not supported by this storage client".into(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawUploaded {
+    #[serde(flatten)]
+    object: RawObject,
+    #[serde(default)]
+    md5_hash: Option<String>,
+}
+
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -261,6 +298,82 @@ impl Storage for GcsRest {
         content_type: &str,
     ) -> Result<ObjectInfo, CloudError> {
         self.insert(bucket, name, data, content_type, true).await
+    }
+
+    async fn begin_upload(&self, bucket: &str, name: &str, content_type: &str) -> Result<String, CloudError> {
+        let op = format!("objects.insert gs://{bucket}/{name} (resumable, ifGenerationMatch=0)");
+        let url = format!("{}/upload/storage/v1/b/{}/o", self.root, enc(bucket));
+        let req = self
+            .rest
+            .http
+            .post(url)
+            .query(&[("uploadType", "resumable"), ("name", name), ("ifGenerationMatch", "0")])
+            .header("X-Upload-Content-Type", content_type)
+            .json(&serde_json::json!({ "name": name, "contentType": content_type }));
+        let resp = self.rest.send(&op, req).await?;
+        resp.headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| CloudError::Decode {
+                api: "storage",
+                operation: op,
+                message: "no Location header (session URI)".into(),
+            })
+    }
+
+    async fn upload_chunk(
+        &self,
+        session: &str,
+        offset: u64,
+        data: Vec<u8>,
+        last: bool,
+    ) -> Result<Option<(ObjectInfo, Option<String>)>, CloudError> {
+        let op = format!("objects.insert (resumable chunk at {offset})");
+        let len = data.len() as u64;
+        let range = match (len, last) {
+            (0, true) => format!("bytes */{offset}"),
+            (_, true) => format!("bytes {offset}-{}/{}", offset + len - 1, offset + len),
+            (_, false) => format!("bytes {offset}-{}/*", offset + len - 1),
+        };
+        let mut req = self
+            .rest
+            .http
+            .put(session)
+            .header(reqwest::header::CONTENT_RANGE, range)
+            .body(data);
+        if let Some(token) = self.rest.auth.token().await? {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|source| CloudError::Transport {
+            api: "storage",
+            operation: op.clone(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        if status == 308 && !last {
+            return Ok(None);
+        }
+        let body = resp.bytes().await.map_err(|source| CloudError::Transport {
+            api: "storage",
+            operation: op.clone(),
+            source,
+        })?;
+        if !(200..300).contains(&status) {
+            return Err(CloudError::Api {
+                api: "storage",
+                operation: op,
+                status,
+                reason: String::new(),
+                message: String::from_utf8_lossy(&body).chars().take(500).collect(),
+            });
+        }
+        let raw: RawUploaded = serde_json::from_slice(&body).map_err(|e| CloudError::Decode {
+            api: "storage",
+            operation: op.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Some((raw.object.into_info(&op)?, raw.md5_hash)))
     }
 
     async fn delete(&self, bucket: &str, name: &str, generation: i64) -> Result<(), CloudError> {

@@ -121,8 +121,9 @@ pub struct IngestedTableSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-/// Where the data comes from: files under a Cloud Storage prefix (`uri`, `format`), or a table of a
-/// MySQL/PostgreSQL read replica (`database`) that bqsteward extracts into `landing` and loads.
+/// Where the data comes from: files under a Cloud Storage prefix (`uri`, `format`), a table of a
+/// MySQL/PostgreSQL read replica (`database`) that bqsteward extracts into `landing` and loads, or
+/// a Delta Lake table on S3 (`delta`) whose data files bqsteward copies into `landing` and loads.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
@@ -134,7 +135,14 @@ pub struct Source {
     /// and loaded from there exactly once. Not with `uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSource>,
-    /// With `database`: the Cloud Storage prefix (`gs://BUCKET/PREFIX/`, bucket first) the
+    /// A Delta Lake table on S3 (or an S3-compatible store): bqsteward reads its transaction log
+    /// from the last loaded version to the latest, copies each data file a version adds into
+    /// `landing` once, and loads it as Parquet; rows of files a version removes (DELETE, UPDATE,
+    /// MERGE) leave the table in the statement that adds the version's new rows, so the table
+    /// mirrors the Delta table version by version. Not with `uri` or `database`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaSource>,
+    /// With `database` or `delta`: the Cloud Storage prefix (`gs://BUCKET/PREFIX/`, bucket first) the
     /// extracted files land under, one folder per pull (`pull-<n>/`, `day-<date>/`, `snap-<n>/`),
     /// each complete only once its `_COMPLETE` object is written. Give every table its own prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,15 +199,63 @@ impl Source {
     /// The format of the files loaded: the declared one, NEWLINE_DELIMITED_JSON for a database
     /// source (and before validation has required one).
     pub fn format(&self) -> SourceFormat {
+        if self.delta.is_some() {
+            return SourceFormat::Parquet;
+        }
         self.format.unwrap_or(SourceFormat::NewlineDelimitedJson)
     }
 
-    /// The Cloud Storage prefix files are loaded from: `uri`, or `landing` for a database source.
+    /// The Cloud Storage prefix files are loaded from: `uri`, or `landing` for a database or Delta
+    /// source.
     pub fn files_uri(&self) -> &str {
-        match (&self.database, &self.landing) {
-            (Some(_), Some(l)) => l,
+        match (self.database.is_some() || self.delta.is_some(), &self.landing) {
+            (true, Some(l)) => l,
             _ => &self.uri,
         }
+    }
+
+    /// Whether the files come from `landing` (a database or Delta source), not from `uri`.
+    pub fn landed(&self) -> bool {
+        self.database.is_some() || self.delta.is_some()
+    }
+}
+
+/// A Delta Lake table on S3.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeltaSource {
+    /// The table's root, `s3://BUCKET/PATH/` (the folder holding `_delta_log/`).
+    pub uri: String,
+    /// The bucket's AWS region, e.g. `eu-west-1`.
+    pub region: String,
+    /// An S3-compatible endpoint instead of AWS, e.g. `https://minio.example:9000` (plain `http://`
+    /// is allowed for loopback and tests only in spirit: it is used as given). Path-style requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The Secret (in this object's namespace) holding the reader's keys: `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and, for temporary credentials, `AWS_SESSION_TOKEN`. `bqsteward run`
+    /// reads it from the cluster; `plan`/`apply` from `--secrets-dir DIR` (`DIR/<name>/<key>`).
+    /// Give it read-only access to the table. The keys never appear in logs, errors, status or
+    /// plans.
+    pub credentials_secret: SecretName,
+    /// Only these Delta columns are loaded (each must be declared in `schema`); the others are
+    /// dropped at load. Default: the declared `schema`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+}
+
+/// A Kubernetes Secret in the object's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretName {
+    /// Secret name.
+    pub name: String,
+}
+
+impl Source {
+    /// Whether this is a Delta Lake source.
+    pub fn is_delta(&self) -> bool {
+        self.delta.is_some()
     }
 }
 

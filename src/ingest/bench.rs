@@ -61,6 +61,7 @@ pub(crate) fn ledger_row(uri: String, generation: i64, size: u64, updated_ms: i6
 /// A synthetic file source: NEWLINE_DELIMITED_JSON under `uri`, `**/*.json`.
 pub(crate) fn source(uri: &str, ordering: Option<crate::crd::ingested_table::Ordering>) -> Source {
     Source {
+        delta: None,
         uri: uri.into(),
         include: Some("**/*.json".into()),
         database: None,

@@ -83,7 +83,7 @@ pub fn move_sql(
     let all = format!("{list}, {BATCH_COLUMN}, {LOADED_AT_COLUMN}");
     let mut params = vec![Param::string("batch_id", &b.id)];
     let sql = match b.kind {
-        BatchKind::Append => format!("INSERT INTO {} ({all})\n{source}", dest.sql()),
+        BatchKind::Append | BatchKind::Delta => format!("INSERT INTO {} ({all})\n{source}", dest.sql()),
         BatchKind::Reload | BatchKind::Snapshot | BatchKind::Day => {
             let values = std::iter::once(&list)
                 .flat_map(|_| cols.iter().map(|c| format!("S.{c}")))
@@ -106,7 +106,9 @@ pub fn move_sql(
                 }
                 // A day without its window deletes nothing (never everything).
                 (BatchKind::Day, None) => String::new(),
-                (BatchKind::Snapshot | BatchKind::Append, _) => "WHEN NOT MATCHED BY SOURCE THEN DELETE".to_string(),
+                (BatchKind::Snapshot | BatchKind::Append | BatchKind::Delta, _) => {
+                    "WHEN NOT MATCHED BY SOURCE THEN DELETE".to_string()
+                }
             };
             format!(
                 "MERGE {} AS T\nUSING (\n{source}\n) AS S\nON FALSE\n{delete}\nWHEN NOT MATCHED THEN INSERT ({all}) VALUES ({values})",
@@ -115,6 +117,102 @@ pub fn move_sql(
         }
     };
     (sql, params)
+}
+
+/// One landed Delta file of a version batch, loaded into its own staging table.
+#[derive(Clone, Debug)]
+pub struct DeltaPart<'a> {
+    /// Its staging table.
+    pub staging: TableRef,
+    /// The Delta file (lineage).
+    pub source: &'a str,
+    /// Partition values (not in the file).
+    pub partition: &'a std::collections::BTreeMap<String, Option<String>>,
+}
+
+/// The statement of one Delta version: the rows of `deletes` (lineage) leave the table — all rows
+/// when `replaces` (a first load) — and each part's rows come in tagged with their Delta file, in
+/// one statement. `None`: the version changes no rows.
+pub fn delta_sql(
+    dest: &TableRef,
+    fields: &[Field],
+    b: &Batch,
+    parts: &[DeltaPart<'_>],
+    deletes: &[String],
+    replaces: bool,
+) -> Option<(String, Vec<Param>)> {
+    use super::table::SOURCE_FILE_COLUMN;
+    let mut params = vec![Param::string("batch_id", &b.id)];
+    let delete_when = if replaces {
+        "TRUE".to_string()
+    } else {
+        if deletes.is_empty() && parts.is_empty() {
+            return None;
+        }
+        params.push(Param::strings("deletes", deletes));
+        format!("{} IN UNNEST(@deletes)", ident(SOURCE_FILE_COLUMN))
+    };
+    if parts.is_empty() {
+        return Some((format!("DELETE FROM {} WHERE {delete_when}", dest.sql()), params));
+    }
+    let cols: Vec<String> = fields.iter().map(|f| ident(&f.name)).collect();
+    let all = format!(
+        "{}, {BATCH_COLUMN}, {LOADED_AT_COLUMN}, {}",
+        cols.join(", "),
+        ident(SOURCE_FILE_COLUMN)
+    );
+    let mut selects = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let mut exprs = Vec::new();
+        for (j, f) in fields.iter().enumerate() {
+            let value = p
+                .partition
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&f.name))
+                .map(|(_, v)| v);
+            exprs.push(match value {
+                None => ident(&f.name),
+                Some(None) => format!("CAST(NULL AS {}) AS {}", f.type_, ident(&f.name)),
+                Some(Some(v)) => {
+                    let name = format!("p{i}_{j}");
+                    params.push(Param::string(&name, v));
+                    format!("CAST(@{name} AS {}) AS {}", f.type_, ident(&f.name))
+                }
+            });
+        }
+        params.push(Param::string(&format!("file_{i}"), p.source));
+        selects.push(format!(
+            "SELECT {}, @batch_id AS {BATCH_COLUMN}, CURRENT_TIMESTAMP() AS {LOADED_AT_COLUMN}, @file_{i} AS {} FROM {}",
+            exprs.join(", "),
+            ident(SOURCE_FILE_COLUMN),
+            p.staging.sql()
+        ));
+    }
+    let values = fields
+        .iter()
+        .map(|f| format!("S.{}", ident(&f.name)))
+        .chain([
+            format!("S.{BATCH_COLUMN}"),
+            format!("S.{LOADED_AT_COLUMN}"),
+            format!("S.{}", ident(SOURCE_FILE_COLUMN)),
+        ])
+        .collect::<Vec<_>>()
+        .join(", ");
+    let delete = if replaces {
+        "WHEN NOT MATCHED BY SOURCE THEN DELETE".to_string()
+    } else if deletes.is_empty() {
+        String::new()
+    } else {
+        format!("WHEN NOT MATCHED BY SOURCE AND T.{delete_when} THEN DELETE")
+    };
+    Some((
+        format!(
+            "MERGE {} AS T\nUSING (\n{}\n) AS S\nON FALSE\n{delete}\nWHEN NOT MATCHED THEN INSERT ({all}) VALUES ({values})",
+            dest.sql(),
+            selects.join("\nUNION ALL\n")
+        ),
+        params,
+    ))
 }
 
 #[cfg(test)]

@@ -98,6 +98,10 @@ pub enum BatchKind {
     /// `YYYY-MM-DD`): rows whose watermark falls in it are deleted in the statement that inserts
     /// the day's rows pulled again.
     Day,
+    /// One Delta version (`reload_id` is the version, 20 digits): each file loads into its own
+    /// staging table; one statement deletes the rows of the files the version removed and inserts
+    /// the new rows, each tagged with its Delta file.
+    Delta,
 }
 
 impl BatchKind {
@@ -108,6 +112,7 @@ impl BatchKind {
             BatchKind::Reload => "RELOAD",
             BatchKind::Snapshot => "SNAPSHOT",
             BatchKind::Day => "DAY",
+            BatchKind::Delta => "DELTA",
         }
     }
 
@@ -118,6 +123,7 @@ impl BatchKind {
             "RELOAD" => BatchKind::Reload,
             "SNAPSHOT" => BatchKind::Snapshot,
             "DAY" => BatchKind::Day,
+            "DELTA" => BatchKind::Delta,
             _ => return None,
         })
     }

@@ -27,13 +27,15 @@ impl Discovery {
     /// From a validated `source` (errors repeat validation's message).
     pub fn new(source: &Source) -> Result<Discovery, String> {
         let (bucket, prefix) = crate::validate::ident::gcs_uri(source.files_uri())?;
-        if source.database.is_some() {
-            // The landing prefix: data files of sets whose pull completed, and their markers.
+        if source.landed() {
+            // The landing prefix: data files of sets whose pull (database) or copy (Delta version)
+            // completed, and their markers.
+            let files = if source.is_delta() { "*/*.parquet" } else { "*/part-*.jsonl" };
             return Ok(Discovery {
                 bucket,
                 prefix,
                 include: Some(
-                    globset::GlobBuilder::new("*/part-*.jsonl")
+                    globset::GlobBuilder::new(files)
                         .literal_separator(true)
                         .build()
                         .map_err(|e| e.to_string())?

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 pub const BATCH_COLUMN: &str = "_bqsteward_batch_id";
 /// Lineage column: when the row was moved into the table.
 pub const LOADED_AT_COLUMN: &str = "_bqsteward_loaded_at";
+/// Lineage column of Delta sources: the Delta data file (`s3://…`) each row came from.
+pub const SOURCE_FILE_COLUMN: &str = "_bqsteward_source_file";
 
 /// The columns files are loaded with (the declared schema, in order).
 pub fn load_fields(spec: &IngestedTableSpec) -> Vec<Field> {
@@ -40,6 +42,12 @@ pub fn table_fields(spec: &IngestedTableSpec) -> Vec<Field> {
         description: Some("bqsteward: when this row was moved into the table".into()),
         ..Field::new(LOADED_AT_COLUMN, "TIMESTAMP", "NULLABLE")
     });
+    if spec.source.is_delta() {
+        f.push(Field {
+            description: Some("bqsteward: the Delta data file (s3://…) this row came from".into()),
+            ..Field::new(SOURCE_FILE_COLUMN, "STRING", "NULLABLE")
+        });
+    }
     f
 }
 

@@ -71,7 +71,7 @@ impl Listing {
         let src = &spec.source;
         Listing {
             lexical: src.ordering == Some(crate::crd::ingested_table::Ordering::Lexical)
-                && src.database.is_none()
+                && !src.landed()
                 && spec.mode == crate::crd::LoadMode::Incremental,
             late_ms: ms(src.late_arrival.as_ref(), 3_600_000),
             full_every_ms: ms(src.full_listing_every.as_ref(), 86_400_000),
@@ -236,7 +236,7 @@ pub async fn observe(bq: &dyn BigQuery, storage: &dyn Storage, t: &Target) -> Re
         .filter(|c| t.discovery.object_name(&c.uri).is_some())
         .map(|c| c.uri.clone());
     let start = listed_from.as_deref().and_then(|u| t.discovery.object_name(u));
-    let server_filter = t.spec.source.database.is_none() && t.spec.mode == crate::crd::LoadMode::Incremental;
+    let server_filter = !t.spec.source.landed() && t.spec.mode == crate::crd::LoadMode::Incremental;
     let listing = t.discovery.discover_from(storage, start, server_filter).await?;
     let table = bq.get_table(&t.table).await?;
     let since = cursor.as_ref().filter(|_| listed_from.is_some());
@@ -340,7 +340,9 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
         None => table::diff_schema(&desired, o.table.as_ref().map(|i| i.schema.fields.as_slice())),
     };
     let settings = t.settings(u32::try_from(o.stats.jobs_today).unwrap_or(u32::MAX), now_ms);
-    let mut loads = if t.spec.source.database.is_some() && t.spec.mode == crate::crd::LoadMode::Incremental {
+    let mut loads = if t.spec.source.is_delta() {
+        crate::deltasource::loads::plan(&settings, &o.listing, &o.ledger)
+    } else if t.spec.source.database.is_some() && t.spec.mode == crate::crd::LoadMode::Incremental {
         crate::dbsource::loads::plan(&settings, &o.listing, &o.ledger)
     } else {
         plan(&settings, &o.listing, &o.ledger)
@@ -357,7 +359,7 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
         (_, Some(live)) => table::unmarked_pii(&t.spec, live),
     };
     // Nothing under the prefix and nothing ever loaded: most likely a wrong uri, not "up to date".
-    let files_source = t.spec.source.database.is_none();
+    let files_source = !t.spec.source.landed();
     let no_source_files =
         (files_source && o.listing.is_empty() && o.stats.files_loaded == 0 && o.stats.quarantined == 0).then(|| {
             format!(

@@ -62,8 +62,9 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
     c.check("spec.destination.table", ident::table_id(&d.table));
     location(c, "spec.destination.location", &d.location);
 
-    match &spec.source.database {
-        None => {
+    match (&spec.source.database, &spec.source.delta) {
+        (_, Some(delta)) => super::delta::check(c, spec, delta),
+        (None, None) => {
             c.check("spec.source.uri", ident::gcs_uri(&spec.source.uri).map(|_| ()));
             if spec.source.format.is_none() {
                 c.err(
@@ -74,7 +75,7 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
             if spec.source.landing.is_some() {
                 c.err(
                     "spec.source.landing",
-                    "only with source.database (files are loaded from source.uri where they are); remove it",
+                    "only with source.database or source.delta (files are loaded from source.uri where they are); remove it",
                 );
             }
             if let Some(checks) = &spec.checks {
@@ -101,7 +102,7 @@ pub(super) fn ingested_table(c: &mut Checker, spec: &IngestedTableSpec) {
                 );
             }
         }
-        Some(db) => super::database::check(c, spec, db),
+        (Some(db), None) => super::database::check(c, spec, db),
     }
     listing(c, spec);
     if let Some(include) = &spec.source.include

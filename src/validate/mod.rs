@@ -4,6 +4,7 @@
 
 mod consumer;
 pub(crate) mod database;
+pub mod delta;
 pub mod ident;
 mod kinds;
 mod tenancy;

@@ -47,7 +47,16 @@ pub(super) fn check(resources: &[Loaded], tenancy: &Tenancy, out: &mut Vec<crate
                     };
                     need(field.into(), what, ds, "datasets", &grant.datasets);
                 }
-                let field = if r.spec.source.database.is_some() {
+                if let Some(d) = &r.spec.source.delta {
+                    need(
+                        "spec.source.delta.uri".into(),
+                        "source",
+                        &d.uri,
+                        "sources",
+                        &grant.sources,
+                    );
+                }
+                let field = if r.spec.source.landed() {
                     "spec.source.landing"
                 } else {
                     "spec.source.uri"

@@ -1,0 +1,408 @@
+//! Delta Lake sources: an IngestedTable mirroring a Delta table on S3. bqsteward reads the
+//! transaction log ([`log`]), decides what each version does to the table ([`mirror`]), copies the
+//! data files a version needs into the landing prefix once ([`copy`]) — one folder per version,
+//! `v-<version>/`, complete once its `_COMPLETE` marker is written — and loads complete versions in
+//! order through the same exactly-once path as any files ([`loads`]; one statement per version
+//! deletes the rows of removed files and inserts the new files' rows).
+//!
+//! observe ([`observe`]: the Secret, the landing, the last complete version's marker, the log from
+//! there) → plan ([`plan`], pure: refused features, the versions to land) → apply ([`run`]: the
+//! copies and markers).
+
+pub mod copy;
+pub mod loads;
+pub mod log;
+pub mod mirror;
+
+use crate::cloud::storage::{ObjectInfo, Storage};
+use crate::crd::{DeltaSource, IngestedTableSpec};
+use crate::dbsource::secrets::{SecretText, Secrets};
+use log::DeltaFile;
+use mirror::Group;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// A version's completion marker.
+pub const COMPLETE: &str = "_COMPLETE";
+/// Commits read per run at most (the rest next run).
+const MAX_COMMITS: u64 = 200;
+/// The Secret's keys.
+pub const KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+/// The Secret's keys.
+pub const SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+/// The Secret's keys.
+pub const SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+
+/// One landed data file, as its version's marker records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Landed {
+    /// Object name inside the version folder.
+    pub name: String,
+    /// The Delta file, `s3://bucket/table/part-….parquet` (the rows' lineage).
+    pub source: String,
+    /// Bytes.
+    pub bytes: u64,
+    /// Rows, from the log's statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Partition column → value: not in the Parquet file; set by the load.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partition: BTreeMap<String, Option<String>>,
+}
+
+/// The `_COMPLETE` marker of a version folder: what loading it does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Marker {
+    /// The Delta version the table is at once this folder is loaded.
+    pub version: u64,
+    /// `snapshot` (first load: replaces the table), `commit` or `compaction`.
+    pub kind: String,
+    /// Files to load.
+    pub files: Vec<Landed>,
+    /// Lineage (`s3://…` Delta files) whose rows leave the table.
+    pub deletes: Vec<String>,
+    /// Compacted files whose rows the table holds under other names, after this version.
+    pub groups: Vec<Group>,
+    /// Bytes copied from S3 for this version.
+    pub bytes_copied: u64,
+}
+
+/// What was read of a Delta source.
+#[derive(Clone, Debug, Default)]
+pub struct DeltaObserved {
+    /// The landing prefix: version folder → its objects.
+    pub landing: BTreeMap<u64, Vec<ObjectInfo>>,
+    /// The newest complete version's marker.
+    pub last: Option<Marker>,
+    /// The log from there.
+    pub log: log::LogRead,
+}
+
+/// One version to land.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionPlan {
+    /// The marker to write once the copies are in.
+    pub marker: Marker,
+    /// Delta files to copy: (file, object name under the landing prefix).
+    pub copies: Vec<(DeltaFile, String)>,
+}
+
+/// What applying does to a Delta source.
+#[derive(Clone, Debug, Default)]
+pub struct DeltaPlan {
+    /// Why nothing is copied or loaded (a feature bqsteward cannot honour).
+    pub problems: Vec<String>,
+    /// The latest Delta version.
+    pub latest: u64,
+    /// The newest version landed (complete in the landing prefix).
+    pub landed: Option<u64>,
+    /// The versions to land, in order.
+    pub versions: Vec<VersionPlan>,
+    /// Bytes those copies read from S3 (at most: files already copied are skipped).
+    pub bytes_to_copy: u64,
+}
+
+/// What the copies of one apply did.
+#[derive(Clone, Debug, Default)]
+pub struct CopyReport {
+    /// Versions landed.
+    pub versions: usize,
+    /// Files copied.
+    pub files: usize,
+    /// Files found already copied (an interrupted run's).
+    pub reused: usize,
+    /// Bytes read from S3.
+    pub bytes: u64,
+}
+
+fn spec_delta(spec: &IngestedTableSpec) -> &DeltaSource {
+    spec.source.delta.as_ref().expect("a Delta source")
+}
+
+/// `namespace/name` → namespace.
+fn namespace(resource: &str) -> &str {
+    resource.split_once('/').map_or("default", |(ns, _)| ns)
+}
+
+/// The table root as a URL, with a trailing `/`.
+pub fn table_root(d: &DeltaSource) -> Result<url::Url, String> {
+    let (bucket, path) = crate::validate::delta::s3_uri(&d.uri)?;
+    url::Url::parse(&format!("s3://{bucket}/{path}")).map_err(|e| format!("{}: {e}", d.uri))
+}
+
+/// The lineage of a Delta path: the file's `s3://` URI.
+pub fn lineage(root: &url::Url, path: &str) -> String {
+    format!("{root}{path}")
+}
+
+/// The version folder of `version`.
+pub fn folder(version: u64) -> String {
+    format!("v-{version:020}")
+}
+
+/// The version of a folder name.
+pub fn folder_version(name: &str) -> Option<u64> {
+    name.strip_prefix("v-").filter(|v| v.len() == 20)?.parse().ok()
+}
+
+/// Reads the Secret's keys and opens the table's S3 store.
+pub async fn store(
+    secrets: &dyn Secrets,
+    resource: &str,
+    d: &DeltaSource,
+) -> Result<Arc<dyn delta_kernel::object_store::ObjectStore>, String> {
+    let ns = namespace(resource);
+    let name = &d.credentials_secret.name;
+    let key_id = secrets.read(ns, name, KEY_ID).await?;
+    let secret = secrets.read(ns, name, SECRET_KEY).await?;
+    let token: Option<SecretText> = secrets.read(ns, name, SESSION_TOKEN).await.ok();
+    let (bucket, _) = crate::validate::delta::s3_uri(&d.uri)?;
+    log::store(&log::S3Access {
+        bucket,
+        region: d.region.clone(),
+        endpoint: d.endpoint.clone(),
+        key_id,
+        secret,
+        token,
+    })
+}
+
+/// Bucket and object prefix of `source.landing`.
+pub fn landing_of(spec: &IngestedTableSpec) -> Result<(String, String), String> {
+    crate::validate::ident::gcs_uri(spec.source.landing.as_deref().unwrap_or(""))
+}
+
+/// Says why S3 refused, naming the Secret whose keys were used.
+fn refused(d: &DeltaSource, what: &str, e: &str) -> String {
+    let keys = if ["403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"]
+        .iter()
+        .any(|m| e.contains(m))
+    {
+        format!(
+            " — S3 refused the keys of Secret {:?} (check {KEY_ID}/{SECRET_KEY} and that they may read {})",
+            d.credentials_secret.name, d.uri
+        )
+    } else {
+        String::new()
+    };
+    format!("cannot read {what} of Delta table {} (keys of Secret {:?}): {e}{keys}", d.uri, d.credentials_secret.name)
+}
+
+/// Reads the landing prefix, the newest complete version's marker and the log from there.
+pub async fn observe(
+    secrets: &dyn Secrets,
+    gcs: &dyn Storage,
+    resource: &str,
+    spec: &IngestedTableSpec,
+) -> Result<DeltaObserved, String> {
+    let d = spec_delta(spec);
+    let (bucket, prefix) = landing_of(spec)?;
+    let objects = gcs
+        .list(&bucket, &prefix)
+        .await
+        .map_err(|e| format!("cannot list the landing prefix: {e}"))?;
+    let mut landing: BTreeMap<u64, Vec<ObjectInfo>> = BTreeMap::new();
+    for o in objects {
+        let rest = o.name.strip_prefix(prefix.as_str()).unwrap_or(&o.name);
+        if let Some(v) = rest.split_once('/').and_then(|(f, _)| folder_version(f)) {
+            landing.entry(v).or_default().push(o);
+        }
+    }
+    let complete = |objs: &[ObjectInfo]| objs.iter().find(|o| o.name.ends_with(&format!("/{COMPLETE}"))).cloned();
+    let last = match landing.iter().rev().find_map(|(_, objs)| complete(objs)) {
+        Some(m) => {
+            let body = gcs
+                .read_head(&bucket, &m.name, m.generation, 256 << 20)
+                .await
+                .map_err(|e| format!("cannot read gs://{bucket}/{}: {e}", m.name))?;
+            Some(serde_json::from_slice::<Marker>(&body).map_err(|e| {
+                format!("gs://{bucket}/{} is not a version marker ({e}); was it written by hand?", m.name)
+            })?)
+        }
+        None => None,
+    };
+    let store = store(secrets, resource, d).await?;
+    let root = table_root(d)?;
+    let after = last.as_ref().map(|m| m.version);
+    let read = tokio::task::spawn_blocking(move || {
+        let engine = Arc::new(delta_kernel_default_engine::DefaultEngine::builder(store).build());
+        log::read(engine, &root, after, MAX_COMMITS)
+    })
+    .await
+    .map_err(|e| format!("the Delta log reader stopped: {e}"))?
+    .map_err(|e| refused(d, "the log", &e))?;
+    Ok(DeltaObserved {
+        landing,
+        last,
+        log: read,
+    })
+}
+
+/// Plans the versions to land (pure).
+pub fn plan(spec: &IngestedTableSpec, o: &DeltaObserved) -> DeltaPlan {
+    let d = spec_delta(spec);
+    let mut out = DeltaPlan {
+        latest: o.log.latest,
+        landed: o.last.as_ref().map(|m| m.version),
+        ..DeltaPlan::default()
+    };
+    for f in &o.log.refused {
+        out.problems.push(format!(
+            "Delta table {} uses {f}: bqsteward cannot load it exactly and loads nothing from it; turn the \
+             feature off on the table (and rewrite its files), or remove this source",
+            d.uri
+        ));
+    }
+    if !out.problems.is_empty() {
+        return out;
+    }
+    let Ok(root) = table_root(d) else {
+        out.problems.push("spec.source.delta.uri is not an s3:// table root".into());
+        return out;
+    };
+    let name = |version: u64, f: &DeltaFile| {
+        let h = crate::ingest::model::short_hash(&f.path);
+        format!("{}/{h}-{}.parquet", folder(version), safe_stem(&f.path))
+    };
+    let landed = |version: u64, files: &[DeltaFile], mut m: Marker| {
+        m.files = files
+            .iter()
+            .map(|f| Landed {
+                name: name(version, f).rsplit('/').next().unwrap_or_default().to_string(),
+                source: lineage(&root, &f.path),
+                bytes: f.size,
+                rows: f.rows,
+                partition: f.partition.clone(),
+            })
+            .collect();
+        m.bytes_copied = files.iter().map(|f| f.size).sum();
+        VersionPlan {
+            copies: files.iter().map(|f| (f.clone(), name(version, f))).collect(),
+            marker: m,
+        }
+    };
+    if let Some(files) = &o.log.snapshot {
+        out.versions.push(landed(
+            o.log.latest,
+            files,
+            Marker {
+                version: o.log.latest,
+                kind: "snapshot".into(),
+                ..Marker::default()
+            },
+        ));
+    } else {
+        let mut groups = o.last.as_ref().map(|m| m.groups.clone()).unwrap_or_default();
+        for c in &o.log.commits {
+            let (next, step) = mirror::step(&groups, c);
+            groups = next;
+            out.versions.push(landed(
+                c.version,
+                &step.copies,
+                Marker {
+                    version: c.version,
+                    kind: if step.compaction { "compaction" } else { "commit" }.into(),
+                    deletes: step.deletes.iter().map(|p| lineage(&root, p)).collect(),
+                    groups: groups.clone(),
+                    ..Marker::default()
+                },
+            ));
+        }
+    }
+    out.bytes_to_copy = out.versions.iter().map(|v| v.marker.bytes_copied).sum();
+    out
+}
+
+/// The last path segment without its extension, for readable landing names.
+fn safe_stem(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let stem = base.split('.').next().unwrap_or(base);
+    stem.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .take(60)
+        .collect()
+}
+
+/// Lands the planned versions in order: each file copied once (a file an interrupted run copied is
+/// kept), then the version's marker. `read` counts the bytes read from S3.
+pub async fn run(
+    secrets: &dyn Secrets,
+    gcs: &dyn Storage,
+    resource: &str,
+    spec: &IngestedTableSpec,
+    o: &DeltaObserved,
+    p: &DeltaPlan,
+    read: &(dyn Fn(u64) + Send + Sync),
+) -> Result<CopyReport, String> {
+    let mut report = CopyReport::default();
+    if !p.problems.is_empty() || p.versions.is_empty() {
+        return Ok(report);
+    }
+    let d = spec_delta(spec);
+    let (bucket, prefix) = landing_of(spec)?;
+    let store = store(secrets, resource, d).await?;
+    let root = table_root(d)?;
+    let base = root.path().trim_start_matches('/').to_string();
+    for v in &p.versions {
+        let present: BTreeSet<(&str, u64)> = o
+            .landing
+            .get(&v.marker.version)
+            .into_iter()
+            .flatten()
+            .map(|x| (x.name.as_str(), x.size))
+            .collect();
+        if present.iter().any(|(n, _)| n.ends_with(&format!("/{COMPLETE}"))) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let mut copied = 0u64;
+        for (f, name) in &v.copies {
+            let object = format!("{prefix}{name}");
+            if present.contains(&(object.as_str(), f.size)) {
+                report.reused += 1;
+                continue;
+            }
+            let source = delta_kernel::object_store::path::Path::from_url_path(format!("{base}{}", f.path))
+                .map_err(|e| format!("Delta file path {:?}: {e}", f.path))?;
+            let c = copy::copy(store.as_ref(), &source, f.size, gcs, &bucket, &object, read)
+                .await
+                .map_err(|e| refused(d, &format!("version {}", v.marker.version), &e))?;
+            copied += c.bytes;
+            report.files += 1;
+        }
+        let name = format!("{prefix}{}/{COMPLETE}", folder(v.marker.version));
+        let mut marker = v.marker.clone();
+        marker.bytes_copied = copied;
+        let body = serde_json::to_vec(&marker).expect("a marker serializes");
+        match gcs.create(&bucket, &name, body, "application/json").await {
+            Ok(_) => {}
+            // Another run completed this version first: same content.
+            Err(e) if e.status() == Some(412) => {}
+            Err(e) => return Err(format!("cannot write gs://{bucket}/{name}: {e}")),
+        }
+        report.versions += 1;
+        report.bytes += copied;
+        let dest = &spec.destination;
+        let mut ev = crate::audit::Event::new(
+            crate::audit::Action::Pull,
+            &format!("IngestedTable {resource}"),
+            &format!("{}.{}.{}", dest.project, dest.dataset, dest.table),
+            &folder(v.marker.version),
+            &folder(v.marker.version),
+        )
+        .home(&dest.project, &dest.location);
+        ev.files = Some(v.copies.len() as i64);
+        ev.bytes = Some(copied as i64);
+        ev.duration_ms = Some(started.elapsed().as_millis() as i64);
+        ev.message = format!(
+            "landed Delta version {} of {} ({}): {} files copied, {} deletes",
+            v.marker.version,
+            d.uri,
+            v.marker.kind,
+            v.copies.len(),
+            v.marker.deletes.len()
+        );
+        crate::audit::record(ev);
+    }
+    Ok(report)
+}
