@@ -56,6 +56,7 @@ start() {
 env_lines() {
   echo "export BQSTEWARD_S3_ENDPOINT=http://127.0.0.1:$port"
   echo "export BQSTEWARD_LAKE_PYTHON=$venv/bin/python"
+  echo "export BQSTEWARD_S3_LOG=$state/moto.log"
 }
 
 case "${1:-}" in

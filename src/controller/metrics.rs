@@ -142,6 +142,10 @@ pub struct Metrics {
     pub listed: Family<TableLabels, Counter>,
     /// Per-table ledger rows read.
     pub ledger_rows: Family<TableLabels, Counter>,
+    /// Per-table bytes read from S3 (Delta sources).
+    pub delta_bytes: Family<TableLabels, Counter>,
+    /// Per-table Delta version lag.
+    pub delta_lag: Family<TableLabels, Gauge>,
     /// Per-table load jobs started today (UTC).
     pub jobs_today: Family<TableLabels, Gauge>,
     /// Per-table daily load-job budget.
@@ -161,6 +165,8 @@ struct DelayHistogram {
     delivery: Family<TableLabels, Histogram>,
     listed: Family<TableLabels, Counter>,
     ledger_rows: Family<TableLabels, Counter>,
+    delta_bytes: Family<TableLabels, Counter>,
+    delta_lag: Family<TableLabels, Gauge>,
 }
 
 impl crate::ingest::DelayObserver for DelayHistogram {
@@ -175,6 +181,15 @@ impl crate::ingest::DelayObserver for DelayHistogram {
         let t = TableLabels { table: table.into() };
         self.listed.get_or_create(&t).inc_by(objects);
         self.ledger_rows.get_or_create(&t).inc_by(ledger_rows);
+    }
+
+    fn delta_copied(&self, table: &str, bytes: u64) {
+        self.delta_bytes.get_or_create(&TableLabels { table: table.into() }).inc_by(bytes);
+    }
+
+    fn delta_versions(&self, table: &str, latest: u64, loaded: Option<u64>) {
+        let lag = latest as i64 - loaded.map_or(-1, |l| l as i64);
+        self.delta_lag.get_or_create(&TableLabels { table: table.into() }).set(lag);
     }
 }
 
@@ -281,6 +296,17 @@ impl Metrics {
             "Ledger rows read per table (a Lexical source reads from its cursor)",
             ledger_rows.clone(),
         );
+        let (delta_bytes, delta_lag) = (Family::default(), Family::default());
+        registry.register(
+            "table_delta_copied_bytes",
+            "Bytes read from S3 copying a Delta source's data files into landing, per table",
+            delta_bytes.clone(),
+        );
+        registry.register(
+            "table_delta_version_lag",
+            "Delta versions the table is behind its Delta source (latest minus loaded; latest + 1 before the first load)",
+            delta_lag.clone(),
+        );
         registry.register(
             "table_delivery_delay_seconds",
             "End-to-end delay per file, from its upload to its load, per table",
@@ -315,6 +341,8 @@ impl Metrics {
         Metrics {
             listed,
             ledger_rows,
+            delta_bytes,
+            delta_lag,
             audit_pending,
             audit_written,
             audit_failures,
@@ -356,6 +384,8 @@ impl Metrics {
             delivery: self.delivery.clone(),
             listed: self.listed.clone(),
             ledger_rows: self.ledger_rows.clone(),
+            delta_bytes: self.delta_bytes.clone(),
+            delta_lag: self.delta_lag.clone(),
         })
     }
 

@@ -51,6 +51,31 @@ pub struct LogRead {
     pub snapshot: Option<Vec<DeltaFile>>,
     /// Later loads: the commits after the last loaded version, in order.
     pub commits: Vec<Commit>,
+    /// The latest version's top-level columns and their BigQuery types (partition columns
+    /// included): what a data file may hold besides the declared columns.
+    pub columns: Vec<(String, String)>,
+}
+
+/// The BigQuery type a Delta column loads as from Parquet (complex types as their BigQuery
+/// counterparts' closest scalar: they are only ever dropped, never selected, unless declared).
+fn bigquery_type(t: &DataType) -> &'static str {
+    use delta_kernel::schema::PrimitiveType as P;
+    match t {
+        DataType::Primitive(p) => match p {
+            P::String => "STRING",
+            P::Long | P::Integer | P::Short | P::Byte => "INT64",
+            P::Float | P::Double => "FLOAT64",
+            P::Boolean => "BOOL",
+            P::Binary => "BYTES",
+            P::Date => "DATE",
+            P::Timestamp => "TIMESTAMP",
+            P::TimestampNtz => "DATETIME",
+            P::Decimal(d) if d.precision() <= 38 && d.scale() <= 9 => "NUMERIC",
+            P::Decimal(_) => "BIGNUMERIC",
+            _ => "STRING",
+        },
+        _ => "JSON",
+    }
 }
 
 /// Reads the log: from `after` (the last loaded version) to the latest, or the live files of the
@@ -69,6 +94,11 @@ pub fn read(
         ..LogRead::default()
     };
     refusals(&snapshot, &mut out.refused);
+    out.columns = snapshot
+        .schema()
+        .fields()
+        .map(|f| (f.name().clone(), bigquery_type(&f.data_type()).to_string()))
+        .collect();
     match after {
         None => {
             let mut files = Vec::new();

@@ -65,6 +65,11 @@ pub struct Marker {
     pub groups: Vec<Group>,
     /// Bytes copied from S3 for this version.
     pub bytes_copied: u64,
+    /// The Delta table's top-level columns and BigQuery types when this version landed: a data
+    /// file's columns besides its partition columns (undeclared ones are loaded into staging and
+    /// dropped there).
+    #[serde(default)]
+    pub columns: Vec<(String, String)>,
 }
 
 /// What was read of a Delta source.
@@ -276,6 +281,7 @@ pub fn plan(spec: &IngestedTableSpec, o: &DeltaObserved) -> DeltaPlan {
             })
             .collect();
         m.bytes_copied = files.iter().map(|f| f.size).sum();
+        m.columns = o.log.columns.clone();
         VersionPlan {
             copies: files.iter().map(|f| (f.clone(), name(version, f))).collect(),
             marker: m,

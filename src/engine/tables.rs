@@ -5,6 +5,7 @@ use super::Clients;
 use crate::access::{AclEntry, DatasetKey};
 use crate::cloud::CloudError;
 use crate::dbsource::{PullReport, SourcePlan};
+use crate::deltasource::{CopyReport, DeltaObserved, DeltaPlan};
 use crate::ingest::exec::{Executor, Observed, Report, TablePlan, Target, observe, plan_table};
 use crate::ingest::jobs::RunError;
 use crate::views::{self, LayoutPlan};
@@ -21,23 +22,29 @@ pub struct TableState {
     /// read (then the table is not touched at all this run — not even complete pulls load — so a
     /// wrong Secret writes nothing).
     pub source: Option<Result<SourcePlan, String>>,
+    /// A Delta source: what was read of it and the versions to land, or why it could not be read
+    /// (then nothing is copied or loaded this run).
+    pub delta: Option<Result<(DeltaObserved, DeltaPlan), String>>,
 }
 
 impl TableState {
-    /// Pulls a database source would run.
+    /// Pulls a database source would run (versions a Delta source would land).
     pub fn pulls(&self) -> usize {
-        match &self.source {
-            Some(Ok(p)) => p.pulls.len(),
+        match (&self.source, &self.delta) {
+            (Some(Ok(p)), _) => p.pulls.len(),
+            (_, Some(Ok((_, p)))) => p.versions.len(),
             _ => 0,
         }
     }
 
-    /// Whether a database source cannot be read or its pulls stop (schema drift).
+    /// Whether a database or Delta source cannot be read or its pulls stop (schema drift, a Delta
+    /// feature bqsteward cannot honour).
     pub fn source_refused(&self) -> bool {
-        match &self.source {
-            Some(Err(_)) => true,
-            Some(Ok(p)) => !p.problems.is_empty(),
-            None => false,
+        match (&self.source, &self.delta) {
+            (Some(Err(_)), _) | (_, Some(Err(_))) => true,
+            (Some(Ok(p)), _) => !p.problems.is_empty(),
+            (_, Some(Ok((_, p)))) => !p.problems.is_empty(),
+            (None, None) => false,
         }
     }
 }
@@ -46,6 +53,8 @@ impl TableState {
 pub struct TableApplied {
     /// A database source's pulls (`None` when it has none or none were due), or why they failed.
     pub pulled: Option<Result<PullReport, String>>,
+    /// A Delta source's copies (`None` when it had nothing to land), or why they failed.
+    pub copied: Option<Result<CopyReport, String>>,
     /// The load report (`None` when there was nothing to load), or why loading failed.
     pub loads: Option<Result<Report, RunError>>,
     /// The view layers as planned again after the loads (new columns reach the views in the same
@@ -74,6 +83,7 @@ impl TableApplied {
         loads
             || !plan.source_problems.is_empty()
             || matches!(self.pulled, Some(Err(_)))
+            || matches!(self.copied, Some(Err(_)))
             || self.views.as_ref().map_or(true, LayoutPlan::is_refused)
             || self.views_done.is_err()
     }
@@ -85,6 +95,9 @@ impl TableApplied {
             return e.into();
         }
         if let Some(Err(e)) = self.pulled {
+            return super::Error::Failed(e);
+        }
+        if let Some(Err(e)) = self.copied {
             return super::Error::Failed(e);
         }
         if !plan.source_problems.is_empty() {
@@ -124,6 +137,21 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
     if let Some(Ok(p)) = &source {
         plan.source_problems = p.problems.clone();
     }
+    let delta = match &t.spec.source.delta {
+        None => None,
+        Some(_) => Some(
+            crate::deltasource::observe(c.sources.secrets.as_ref(), c.gcs, &t.name, &t.spec)
+                .await
+                .map(|o| {
+                    let p = crate::deltasource::plan(&t.spec, &o);
+                    (o, p)
+                }),
+        ),
+    };
+    if let Some(Ok((_, p))) = &delta {
+        plan.source_problems = p.problems.clone();
+        crate::ingest::delta_versions(&t.table.to_string(), p.latest, loaded_version(&observed));
+    }
     let views = views::apply::plan_for_table(c.bq, t, observed.table.as_ref())
         .await
         .map_err(|cause| super::PlanFailure {
@@ -135,7 +163,19 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
         plan,
         views,
         source,
+        delta,
     })
+}
+
+/// The newest Delta version the table holds, by its ledger (`None`: none yet).
+pub fn loaded_version(o: &Observed) -> Option<u64> {
+    o.ledger
+        .batches_in(crate::ingest::model::FileState::Loaded)
+        .into_iter()
+        .map(|i| &o.ledger.batches[i as usize])
+        .filter(|b| b.kind == crate::ingest::model::BatchKind::Delta)
+        .filter_map(|b| b.reload_id.parse::<u64>().ok())
+        .max()
 }
 
 /// Applies one planned IngestedTable: the loads, then its view layers planned again against the
@@ -144,8 +184,20 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
 pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableApplied {
     // A source that cannot be read (a wrong password, an unreachable replica) writes nothing at
     // all. (Drift is not this: pulls stop, complete pulls still load.)
+    if let Some(Err(e)) = &state.delta {
+        return TableApplied {
+            pulled: None,
+            copied: Some(Err(e.clone())),
+            loads: None,
+            views: Ok(state.views.clone()),
+            views_done: Ok(Vec::new()),
+            retired: Vec::new(),
+            to_delete: Vec::new(),
+        };
+    }
     if let Some(Err(e)) = &state.source {
         return TableApplied {
+            copied: None,
             pulled: Some(Err(e.clone())),
             loads: None,
             views: Ok(state.views.clone()),
@@ -162,10 +214,21 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
         }
         _ => None,
     };
+    // A Delta source lands its versions first (copies, then each version's marker), then loads
+    // what is landed — observed and planned again.
+    let copied = match &state.delta {
+        Some(Ok((o, p))) if p.problems.is_empty() && !p.versions.is_empty() => {
+            let table = t.table.to_string();
+            let read = |n: u64| crate::ingest::delta_copied(&table, n);
+            Some(crate::deltasource::run(c.sources.secrets.as_ref(), c.gcs, &t.name, &t.spec, o, p, &read).await)
+        }
+        _ => None,
+    };
     let replanned;
     let mut unreadable = None;
-    let (plan, observed) = match &pulled {
-        Some(_) => match observe(c.bq, c.gcs, t).await {
+    let (plan, observed) = match (&pulled, &copied) {
+        (None, None) => (&state.plan, &state.observed),
+        _ => match observe(c.bq, c.gcs, t).await {
             Ok(o) => {
                 let mut p = plan_table(t, &o, chrono::Utc::now().timestamp_millis());
                 p.source_problems = state.plan.source_problems.clone();
@@ -177,7 +240,6 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
                 (&state.plan, &state.observed)
             }
         },
-        None => (&state.plan, &state.observed),
     };
     let mut loads = if let Some(e) = unreadable {
         Some(Err(e.into()))
@@ -221,6 +283,7 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
     };
     TableApplied {
         pulled,
+        copied,
         loads,
         views,
         views_done,

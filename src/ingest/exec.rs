@@ -20,6 +20,8 @@ use crate::cloud::bigquery::BigQuery;
 use crate::cloud::bqtypes::{LABEL_MANAGED_BY, TableDef, TableInfo, TableRef, ident};
 use std::collections::BTreeMap;
 
+mod delta;
+
 use super::job_config::query_config;
 pub use super::job_config::{load_config, move_sql};
 pub use super::target::{Observed, TablePlan, Target, observe, plan_table};
@@ -357,6 +359,12 @@ impl<'a> Executor<'a> {
             match b.kind {
                 // A day replaces its rows in one statement after all its files loaded, like a snapshot.
                 BatchKind::Snapshot | BatchKind::Day => self.snapshot(b, report).await?,
+                // A Delta version that did not load stops the versions after it.
+                BatchKind::Delta => {
+                    if !self.delta(b, report).await? {
+                        break;
+                    }
+                }
                 _ => self.incremental(b, report).await?,
             }
         }
@@ -589,13 +597,24 @@ impl<'a> Executor<'a> {
 
     /// Loads `b` into `staging`. `Err((category, message))` when a file's content is at fault.
     async fn load(&self, b: &Batch, staging: &TableRef) -> Result<Result<i64, (Category, String)>, RunError> {
+        self.load_as(b, staging, &self.t.load_fields).await
+    }
+
+    /// [`Executor::load`] with the staging table's columns given (a Delta file lacks its
+    /// partition columns).
+    async fn load_as(
+        &self,
+        b: &Batch,
+        staging: &TableRef,
+        fields: &[crate::cloud::bqtypes::Field],
+    ) -> Result<Result<i64, (Category, String)>, RunError> {
         let t = self.t;
         // Pre-create staging with an expiry, so a batch abandoned by a crash cleans itself up.
         let week = chrono::Utc::now().timestamp_millis() + 7 * 86_400_000;
         self.bq
             .create_table(&TableDef {
                 table: staging.clone(),
-                fields: t.load_fields.clone(),
+                fields: fields.to_vec(),
                 time_partitioning: None,
                 clustering: None,
                 require_partition_filter: false,
@@ -604,7 +623,7 @@ impl<'a> Executor<'a> {
                 description: Some(format!("bqsteward staging for {} (batch {})", t.table, b.id)),
             })
             .await?;
-        let config = load_config(&t.spec, &t.load_fields, b, staging);
+        let config = load_config(&t.spec, fields, b, staging);
         let base = format!("bqsteward_load_{}_{}", b.id, short_hash(&config.to_string()));
         let after = || self.crash(Step::LoadInserted);
         match self.runner.run(&base, &config, true, after).await? {

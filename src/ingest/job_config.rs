@@ -29,9 +29,10 @@ pub fn load_config(spec: &IngestedTableSpec, fields: &[Field], b: &Batch, stagin
         "createDisposition": "CREATE_IF_NEEDED",
         "schema": { "fields": fields },
         "maxBadRecords": spec.load_policy.max_bad_records,
-        // Excluded columns are dropped by ignoring every undeclared field; otherwise an
-        // undeclared field is an error (quarantined as IncompatibleSchema).
-        "ignoreUnknownValues": !spec.excluded_columns.is_empty(),
+        // Excluded columns (and a Delta table's columns not loaded) are dropped by ignoring every
+        // undeclared field; otherwise an undeclared field is an error (quarantined as
+        // IncompatibleSchema).
+        "ignoreUnknownValues": !spec.excluded_columns.is_empty() || spec.source.is_delta(),
     });
     if spec.source.format() == SourceFormat::Csv {
         let csv = spec.source.csv.clone().unwrap_or_default();

@@ -32,6 +32,14 @@ pub trait DelayObserver: Send + Sync {
     fn delivered(&self, table: &str, seconds: &[f64]);
     /// One cycle of `table` listed `objects` source objects and read `ledger_rows` ledger rows.
     fn observed(&self, table: &str, objects: u64, ledger_rows: u64);
+    /// `bytes` were read from S3 copying a Delta source's files for `table`.
+    fn delta_copied(&self, table: &str, bytes: u64) {
+        let _ = (table, bytes);
+    }
+    /// A Delta source of `table` is at `latest`; the table holds `loaded` (None: nothing yet).
+    fn delta_versions(&self, table: &str, latest: u64, loaded: Option<u64>) {
+        let _ = (table, latest, loaded);
+    }
 }
 
 static DELAYS: std::sync::OnceLock<Box<dyn DelayObserver>> = std::sync::OnceLock::new();
@@ -55,5 +63,19 @@ pub fn delivered(table: &str, delays_ms: &[i64]) {
 pub fn observed(table: &str, objects: usize, ledger_rows: usize) {
     if let Some(o) = DELAYS.get() {
         o.observed(table, objects as u64, ledger_rows as u64);
+    }
+}
+
+/// Reports bytes read from S3 for a Delta source (no-op without an observer).
+pub fn delta_copied(table: &str, bytes: u64) {
+    if let Some(o) = DELAYS.get() {
+        o.delta_copied(table, bytes);
+    }
+}
+
+/// Reports a Delta source's latest and loaded versions (no-op without an observer).
+pub fn delta_versions(table: &str, latest: u64, loaded: Option<u64>) {
+    if let Some(o) = DELAYS.get() {
+        o.delta_versions(table, latest, loaded);
     }
 }

@@ -238,6 +238,11 @@ impl Ledger {
         self.files.values().filter(|e| e.state == state).count() as i64
     }
 
+    /// The batches (indexes into [`Ledger::batches`]) some file of which is in `state`.
+    pub fn batches_in(&self, state: FileState) -> std::collections::BTreeSet<u32> {
+        self.files.values().filter(|e| e.state == state).map(|e| e.batch).collect()
+    }
+
     /// Number of file generations recorded.
     pub fn len(&self) -> usize {
         self.files.len()

@@ -194,6 +194,7 @@ mod tests {
     #[test]
     fn include_is_relative_to_the_prefix() {
         let d = Discovery::new(&Source {
+            delta: None,
             uri: "gs://bkt/in/".into(),
             database: None,
             landing: None,

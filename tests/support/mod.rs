@@ -49,6 +49,30 @@ pub fn databases() -> (String, String) {
     .clone()
 }
 
+/// The local S3 (moto) and the Delta writer: (endpoint, writer's python, moto's request log);
+/// starts moto on first use through `scripts/lake.sh` (idempotent across test binaries).
+pub fn lake() -> (String, String, String) {
+    static LAKE: OnceLock<(String, String, String)> = OnceLock::new();
+    LAKE.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lake.sh");
+        let start = Command::new("bash").arg(script).arg("start").output().expect("run scripts/lake.sh");
+        assert!(
+            start.status.success(),
+            "scripts/lake.sh start failed; the Delta-source tests need it:\n{}",
+            String::from_utf8_lossy(&start.stderr)
+        );
+        let out = String::from_utf8_lossy(&start.stdout).into_owned();
+        let var = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("scripts/lake.sh printed no {name}:\n{out}"))
+                .to_string()
+        };
+        (var("BQSTEWARD_S3_ENDPOINT"), var("BQSTEWARD_LAKE_PYTHON"), var("BQSTEWARD_S3_LOG"))
+    })
+    .clone()
+}
+
 /// The emulators' endpoints; starts them on first use (idempotent across test binaries).
 pub fn emulators() -> Endpoints {
     static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();
