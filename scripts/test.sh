@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: format, lints, and every test, emulator- and cluster-backed ones
 # included. Installs and starts the emulators (scripts/emulators.sh) and a real Kubernetes API server
-# (scripts/kube.sh: built from Go modules on first use, cached in ~/.cache/bqsteward) and the source
-# databases (scripts/databases.sh: MariaDB and PostgreSQL from Debian) itself, and stops them again
+# (scripts/kube.sh: built from Go modules on first use, cached in ~/.cache/bqsteward), the source
+# databases (scripts/databases.sh: MariaDB and PostgreSQL from Debian) and a local S3 with a Delta
+# writer (scripts/lake.sh: moto and deltalake from PyPI) itself, and stops them again
 # if it started them. Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,7 +20,9 @@ command -v kubectl >/dev/null 2>&1 || { echo "kubectl is needed for tests/deploy
 started=0
 kube_started=0
 db_started=0
+lake_started=0
 cleanup() {
+  if [ "$lake_started" = 1 ]; then scripts/lake.sh stop; fi
   if [ "$started" = 1 ]; then scripts/emulators.sh stop; fi
   if [ "$kube_started" = 1 ]; then scripts/kube.sh stop; fi
   if [ "$db_started" = 1 ]; then scripts/databases.sh stop; fi
@@ -44,6 +47,14 @@ if ! scripts/databases.sh status >/dev/null 2>&1; then
   t0=$SECONDS
   eval "$(scripts/databases.sh start)"
   echo "== MariaDB and PostgreSQL ready ($((SECONDS - t0)) s, installs included)"
+fi
+
+# moto (S3) and the deltalake writer for tests/delta_sources.rs (PyPI, cached in ~/.cache/bqsteward/lake).
+if ! scripts/lake.sh status >/dev/null 2>&1; then
+  lake_started=1
+  t0=$SECONDS
+  scripts/lake.sh start >/dev/null
+  echo "== moto (S3) and deltalake ready ($((SECONDS - t0)) s, installs included)"
 fi
 
 echo "== cargo fmt --check"

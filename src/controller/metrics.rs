@@ -184,12 +184,16 @@ impl crate::ingest::DelayObserver for DelayHistogram {
     }
 
     fn delta_copied(&self, table: &str, bytes: u64) {
-        self.delta_bytes.get_or_create(&TableLabels { table: table.into() }).inc_by(bytes);
+        self.delta_bytes
+            .get_or_create(&TableLabels { table: table.into() })
+            .inc_by(bytes);
     }
 
     fn delta_versions(&self, table: &str, latest: u64, loaded: Option<u64>) {
         let lag = latest as i64 - loaded.map_or(-1, |l| l as i64);
-        self.delta_lag.get_or_create(&TableLabels { table: table.into() }).set(lag);
+        self.delta_lag
+            .get_or_create(&TableLabels { table: table.into() })
+            .set(lag);
     }
 }
 

@@ -78,24 +78,38 @@ pub async fn copy(
     }
     let etag = etag.trim_matches('"');
     if etag.len() == 32 && !etag.contains('-') && !etag.eq_ignore_ascii_case(&hex) {
-        return Err(format!("s3 object {source}: the bytes read do not match its ETag (MD5): not loaded"));
+        return Err(format!(
+            "s3 object {source}: the bytes read do not match its ETag (MD5): not loaded"
+        ));
     }
     match done {
         Some((info, gcs_md5)) => {
             if info.size != size {
-                return Err(format!("gs://{bucket}/{name} holds {} bytes, {size} were sent", info.size));
+                return Err(format!(
+                    "gs://{bucket}/{name} holds {} bytes, {size} were sent",
+                    info.size
+                ));
             }
             if let Some(m) = gcs_md5
                 && m != base64::engine::general_purpose::STANDARD.encode(digest)
             {
-                return Err(format!("gs://{bucket}/{name}: Cloud Storage's MD5 differs from the bytes sent"));
+                return Err(format!(
+                    "gs://{bucket}/{name}: Cloud Storage's MD5 differs from the bytes sent"
+                ));
             }
-            Ok(Copied { bytes: offset, md5: hex })
+            Ok(Copied {
+                bytes: offset,
+                md5: hex,
+            })
         }
         None => Err(format!("gs://{bucket}/{name}: the upload did not finish")),
     }
 }
 
 fn one_line(s: &str) -> String {
-    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ")
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }

@@ -32,7 +32,10 @@ pub fn plan(s: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
     let mut slots = budget_left.saturating_sub(out.resumed.iter().map(jobs).sum::<u32>());
     let mut blocked = false;
     for (version, files) in versions {
-        if files.iter().any(|f| in_flight.contains(&(f.uri.as_str(), f.generation))) {
+        if files
+            .iter()
+            .any(|f| in_flight.contains(&(f.uri.as_str(), f.generation)))
+        {
             continue;
         }
         let mut done = true;
@@ -127,7 +130,11 @@ mod tests {
         let got: Vec<(&str, usize)> = p.new.iter().map(|b| (b.reload_id.as_str(), b.files.len())).collect();
         assert_eq!(
             got,
-            [("00000000000000000003", 2), ("00000000000000000004", 1), ("00000000000000000005", 3)]
+            [
+                ("00000000000000000003", 2),
+                ("00000000000000000004", 1),
+                ("00000000000000000005", 3)
+            ]
         );
         assert!(p.new.iter().all(|b| b.kind == BatchKind::Delta));
         // Two jobs left: version 5 needs two more than version 3's one — it waits, whole.

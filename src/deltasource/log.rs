@@ -7,8 +7,8 @@
 
 use delta_kernel::commit_range::{CommitRange, DeltaAction};
 use delta_kernel::engine_data::{GetData, RowVisitor, TypedGetData as _};
-use delta_kernel::object_store::ObjectStore;
 use delta_kernel::expressions::ColumnName;
+use delta_kernel::object_store::ObjectStore;
 use delta_kernel::schema::{DataType, MapType};
 use delta_kernel::{Engine, Snapshot};
 use std::collections::BTreeMap;
@@ -97,7 +97,7 @@ pub fn read(
     out.columns = snapshot
         .schema()
         .fields()
-        .map(|f| (f.name().clone(), bigquery_type(&f.data_type()).to_string()))
+        .map(|f| (f.name().clone(), bigquery_type(f.data_type()).to_string()))
         .collect();
     match after {
         None => {
@@ -111,7 +111,11 @@ pub fn read(
                             DeltaFile {
                                 path: f.path.clone(),
                                 size: u64::try_from(f.size).unwrap_or(0),
-                                partition: f.partition_values.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect(),
+                                partition: f
+                                    .partition_values
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                                    .collect(),
                                 rows: f.stats.as_ref().map(|s| s.num_records),
                             },
                             f.dv_info.has_vector(),
@@ -184,8 +188,17 @@ fn refusals(snapshot: &Snapshot, out: &mut Vec<String>) {
 /// S3 error bodies, not keys).
 pub fn describe(e: &delta_kernel::KernelError) -> String {
     let text = e.to_string();
-    let line = text.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ");
-    if line.len() > 600 { format!("{}…", &line[..line.floor_char_boundary(600)]) } else { line }
+    let line = text
+        .split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    if line.len() > 600 {
+        format!("{}…", &line[..line.floor_char_boundary(600)])
+    } else {
+        line
+    }
 }
 
 #[derive(Default)]

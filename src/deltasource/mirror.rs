@@ -180,7 +180,11 @@ mod tests {
 
     #[test]
     fn a_compaction_copies_nothing_and_a_later_update_replaces_its_group() {
-        let append = |v, p: &str| Commit { version: v, adds: vec![(file(p), true)], removes: vec![] };
+        let append = |v, p: &str| Commit {
+            version: v,
+            adds: vec![(file(p), true)],
+            removes: vec![],
+        };
         let (g, _) = step(&[], &append(0, "a"));
         let (g, _) = step(&g, &append(1, "b"));
         let compact = Commit {

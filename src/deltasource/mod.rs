@@ -179,9 +179,15 @@ pub fn landing_of(spec: &IngestedTableSpec) -> Result<(String, String), String> 
 
 /// Says why S3 refused, naming the Secret whose keys were used.
 fn refused(d: &DeltaSource, what: &str, e: &str) -> String {
-    let keys = if ["403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"]
-        .iter()
-        .any(|m| e.contains(m))
+    let keys = if [
+        "403",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "ExpiredToken",
+    ]
+    .iter()
+    .any(|m| e.contains(m))
     {
         format!(
             " — S3 refused the keys of Secret {:?} (check {KEY_ID}/{SECRET_KEY} and that they may read {})",
@@ -190,7 +196,10 @@ fn refused(d: &DeltaSource, what: &str, e: &str) -> String {
     } else {
         String::new()
     };
-    format!("cannot read {what} of Delta table {} (keys of Secret {:?}): {e}{keys}", d.uri, d.credentials_secret.name)
+    format!(
+        "cannot read {what} of Delta table {} (keys of Secret {:?}): {e}{keys}",
+        d.uri, d.credentials_secret.name
+    )
 }
 
 /// Reads the landing prefix, the newest complete version's marker and the log from there.
@@ -221,7 +230,10 @@ pub async fn observe(
                 .await
                 .map_err(|e| format!("cannot read gs://{bucket}/{}: {e}", m.name))?;
             Some(serde_json::from_slice::<Marker>(&body).map_err(|e| {
-                format!("gs://{bucket}/{} is not a version marker ({e}); was it written by hand?", m.name)
+                format!(
+                    "gs://{bucket}/{} is not a version marker ({e}); was it written by hand?",
+                    m.name
+                )
             })?)
         }
         None => None,
@@ -262,7 +274,8 @@ pub fn plan(spec: &IngestedTableSpec, o: &DeltaObserved) -> DeltaPlan {
         return out;
     }
     let Ok(root) = table_root(d) else {
-        out.problems.push("spec.source.delta.uri is not an s3:// table root".into());
+        out.problems
+            .push("spec.source.delta.uri is not an s3:// table root".into());
         return out;
     };
     let name = |version: u64, f: &DeltaFile| {

@@ -240,7 +240,11 @@ impl Ledger {
 
     /// The batches (indexes into [`Ledger::batches`]) some file of which is in `state`.
     pub fn batches_in(&self, state: FileState) -> std::collections::BTreeSet<u32> {
-        self.files.values().filter(|e| e.state == state).map(|e| e.batch).collect()
+        self.files
+            .values()
+            .filter(|e| e.state == state)
+            .map(|e| e.batch)
+            .collect()
     }
 
     /// Number of file generations recorded.

@@ -30,7 +30,11 @@ impl Discovery {
         if source.landed() {
             // The landing prefix: data files of sets whose pull (database) or copy (Delta version)
             // completed, and their markers.
-            let files = if source.is_delta() { "*/*.parquet" } else { "*/part-*.jsonl" };
+            let files = if source.is_delta() {
+                "*/*.parquet"
+            } else {
+                "*/part-*.jsonl"
+            };
             return Ok(Discovery {
                 bucket,
                 prefix,

@@ -42,7 +42,7 @@ pub fn status(
         degraded.push(("NoSourceFiles", why.clone()));
     }
     if !p.source_problems.is_empty() {
-        degraded.push(("SourceSchemaDrift", p.source_problems.join("; ")));
+        degraded.push((p.source_reason, p.source_problems.join("; ")));
     }
     if let SchemaChange::Incompatible(problems) = &p.schema {
         degraded.push(("SchemaIncompatible", problems.join("; ")));
@@ -182,6 +182,7 @@ mod tests {
             mark_pii: Vec::new(),
             no_source_files: None,
             source_problems: Vec::new(),
+            source_reason: "SourceSchemaDrift",
             next_cursor: None,
         };
         let s = status(&o, &idle, None, Some(3), now);
@@ -237,6 +238,7 @@ mod tests {
             mark_pii: Vec::new(),
             no_source_files: None,
             source_problems: Vec::new(),
+            source_reason: "SourceSchemaDrift",
             next_cursor: None,
         };
         let s = status(&o, &incompatible, None, None, now);

@@ -200,6 +200,9 @@ pub struct TablePlan {
     /// A database source's problems that stop its pulls (schema drift, an unmappable column):
     /// set by the engine from the source plan; the table is `Degraded` with them.
     pub source_problems: Vec<String>,
+    /// The Degraded reason of `source_problems`: `SourceSchemaDrift` (database), `SourceRefused`
+    /// (a Delta feature bqsteward cannot honour).
+    pub source_reason: &'static str,
     /// The listing cursor to record after the apply (`Lexical` sources: when it moves, after a
     /// full listing, or when files are loaded — the totals kept with it move).
     pub next_cursor: Option<NextCursor>,
@@ -381,6 +384,11 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
         mark_pii,
         no_source_files,
         source_problems: Vec::new(),
+        source_reason: if t.spec.source.is_delta() {
+            "SourceRefused"
+        } else {
+            "SourceSchemaDrift"
+        },
     }
 }
 

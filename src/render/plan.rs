@@ -189,6 +189,9 @@ pub fn listing_text(t: &Target, s: &TableState) -> String {
 /// The pulls of a database source: what each reads, schema drift, why it cannot be read. Never
 /// the connection URL (only the Secret's name).
 pub fn source_text(t: &Target, s: &TableState) -> String {
+    if let Some(d) = &t.spec.source.delta {
+        return delta_text(d, s);
+    }
     let Some(db) = &t.spec.source.database else {
         return String::new();
     };
@@ -230,6 +233,41 @@ pub fn source_text(t: &Target, s: &TableState) -> String {
             }
             if !p.cleanup.is_empty() {
                 let _ = writeln!(out, "  source: - {} objects of interrupted pulls", p.cleanup.len());
+            }
+        }
+    }
+    out
+}
+
+/// A Delta source: the versions to land, what they copy, why it cannot be read or loaded.
+fn delta_text(d: &crate::crd::DeltaSource, s: &TableState) -> String {
+    let mut out = String::new();
+    match &s.delta {
+        None => {}
+        Some(Err(e)) => {
+            let _ = writeln!(out, "  source: ! {e}");
+        }
+        Some(Ok((_, p))) => {
+            for problem in &p.problems {
+                let _ = writeln!(out, "  source: ! {problem}");
+            }
+            let landed = p.landed.map_or("none".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                out,
+                "  source: Delta {} at version {}; landed up to {landed}",
+                d.uri, p.latest
+            );
+            for v in &p.versions {
+                let m = &v.marker;
+                let _ = writeln!(
+                    out,
+                    "  source: ~ version {} ({}): copy {} files ({}), {} removed files' rows leave the table",
+                    m.version,
+                    m.kind,
+                    v.copies.len(),
+                    crate::ingest::report::bytes(m.bytes_copied),
+                    m.deletes.len()
+                );
             }
         }
     }

@@ -26,15 +26,25 @@ pub fn s3_uri(uri: &str) -> Result<(String, String), String> {
         return Err(format!("{uri:?}: '.', '..' and '//' are not allowed in the table path"));
     }
     if path.chars().any(|c| c.is_control() || matches!(c, '?' | '#' | '*')) {
-        return Err(format!("{uri:?}: the table path may not hold control characters, '?', '#' or '*'"));
+        return Err(format!(
+            "{uri:?}: the table path may not hold control characters, '?', '#' or '*'"
+        ));
     }
-    Ok((bucket.to_string(), if path.is_empty() { String::new() } else { format!("{path}/") }))
+    Ok((
+        bucket.to_string(),
+        if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        },
+    ))
 }
 
 /// An S3 region name, e.g. `eu-west-1`.
 fn region(r: &str) -> Result<(), String> {
     let ok = (2..=32).contains(&r.len())
-        && r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && r.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !r.starts_with('-')
         && !r.ends_with('-');
     if ok {
@@ -70,10 +80,7 @@ pub(super) fn check(c: &mut Checker, spec: &IngestedTableSpec, d: &DeltaSource) 
         c.err("spec.source.database", "one source per table: remove database or delta");
     }
     if src.format.is_some_and(|f| f != crate::crd::SourceFormat::Parquet) {
-        c.err(
-            "spec.source.format",
-            "Delta data files are Parquet; remove format",
-        );
+        c.err("spec.source.format", "Delta data files are Parquet; remove format");
     }
     for (set, field) in [
         (src.include.is_some(), "spec.source.include"),
@@ -153,13 +160,20 @@ mod tests {
 
     #[test]
     fn s3_uris_parse_and_bad_ones_say_why() {
-        assert_eq!(s3_uri("s3://acme-lake/silver/orders/").unwrap(), ("acme-lake".into(), "silver/orders/".into()));
+        assert_eq!(
+            s3_uri("s3://acme-lake/silver/orders/").unwrap(),
+            ("acme-lake".into(), "silver/orders/".into())
+        );
         assert_eq!(s3_uri("s3://acme-lake/silver/orders").unwrap().1, "silver/orders/");
         assert!(s3_uri("gs://acme/x/").unwrap_err().contains("not an S3 URI"));
         assert!(s3_uri("s3://Acme/x/").unwrap_err().contains("bucket name"));
         assert!(s3_uri("s3://acme/a/../b/").unwrap_err().contains(".."));
         assert!(endpoint("http://127.0.0.1:9000").is_ok());
-        assert!(endpoint("http://k:s@127.0.0.1:9000").unwrap_err().contains("credentials"));
+        assert!(
+            endpoint("http://k:s@127.0.0.1:9000")
+                .unwrap_err()
+                .contains("credentials")
+        );
         assert!(region("eu-west-1").is_ok());
         assert!(region("EU").is_err());
     }

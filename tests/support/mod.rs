@@ -55,7 +55,11 @@ pub fn lake() -> (String, String, String) {
     static LAKE: OnceLock<(String, String, String)> = OnceLock::new();
     LAKE.get_or_init(|| {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lake.sh");
-        let start = Command::new("bash").arg(script).arg("start").output().expect("run scripts/lake.sh");
+        let start = Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .output()
+            .expect("run scripts/lake.sh");
         assert!(
             start.status.success(),
             "scripts/lake.sh start failed; the Delta-source tests need it:\n{}",
@@ -68,7 +72,11 @@ pub fn lake() -> (String, String, String) {
                 .unwrap_or_else(|| panic!("scripts/lake.sh printed no {name}:\n{out}"))
                 .to_string()
         };
-        (var("BQSTEWARD_S3_ENDPOINT"), var("BQSTEWARD_LAKE_PYTHON"), var("BQSTEWARD_S3_LOG"))
+        (
+            var("BQSTEWARD_S3_ENDPOINT"),
+            var("BQSTEWARD_LAKE_PYTHON"),
+            var("BQSTEWARD_S3_LOG"),
+        )
     })
     .clone()
 }

@@ -4,11 +4,11 @@
 //! one Delta version to the next at once; the ledger then records the version's files LOADED.
 
 use super::{Executor, Report, Step, batch_event, event, job_failed};
+use crate::cloud::CloudError;
 use crate::deltasource::{COMPLETE, Marker};
 use crate::ingest::job_config::{DeltaPart, delta_sql, query_config};
 use crate::ingest::jobs::{Finished, RunError};
 use crate::ingest::model::{Batch, BatchKind, FileState};
-use crate::cloud::CloudError;
 
 impl Executor<'_> {
     /// Loads one Delta version. `false`: it did not load (its data was refused and quarantined);
@@ -22,7 +22,9 @@ impl Executor<'_> {
                 message,
             })
         };
-        let gcs = self.gcs.ok_or_else(|| broken("no storage client to read the version marker".into()))?;
+        let gcs = self
+            .gcs
+            .ok_or_else(|| broken("no storage client to read the version marker".into()))?;
         let marker_file = batch
             .files
             .iter()
@@ -34,8 +36,8 @@ impl Executor<'_> {
             .and_then(|r| r.split_once('/'))
             .ok_or_else(|| broken(format!("{} is not a gs:// URI", marker_file.uri)))?;
         let body = gcs.read_head(bucket, name, marker_file.generation, 256 << 20).await?;
-        let marker: Marker =
-            serde_json::from_slice(&body).map_err(|e| broken(format!("{} is not a version marker: {e}", marker_file.uri)))?;
+        let marker: Marker = serde_json::from_slice(&body)
+            .map_err(|e| broken(format!("{} is not a version marker: {e}", marker_file.uri)))?;
         let folder = marker_file.uri.trim_end_matches(COMPLETE);
         let meta = t.meta(batch);
         let before = self.runner.loads_inserted();
@@ -47,7 +49,9 @@ impl Executor<'_> {
         for l in &marker.files {
             let uri = format!("{folder}{}", l.name);
             let Some(f) = batch.files.iter().find(|f| f.uri == uri) else {
-                return Err(broken(format!("the marker lists {uri}, which is not in the version folder")));
+                return Err(broken(format!(
+                    "the marker lists {uri}, which is not in the version folder"
+                )));
             };
             let one = Batch::new(&table_name, BatchKind::Delta, vec![f.clone()], &batch.reload_id, vec![]);
             let staging = t.staging(&one.id);
@@ -79,7 +83,9 @@ impl Executor<'_> {
         if let Some((f, category, message)) = bad {
             let message = format!(
                 "Delta version {} not loaded: {} ({}); the versions after it wait",
-                marker.version, message, l_source(&marker, &f.uri, folder)
+                marker.version,
+                message,
+                l_source(&marker, &f.uri, folder)
             );
             let events: Vec<_> = batch
                 .files
@@ -87,7 +93,8 @@ impl Executor<'_> {
                 .map(|x| event(x, FileState::Quarantined, &meta, Some(category), Some(&message)))
                 .collect();
             let be = batch_event(batch, &meta, "QUARANTINED", 0, jobs, "", Some(&message));
-            self.ledger_write(&format!("{}_quarantined", batch.id), &events, &[be]).await?;
+            self.ledger_write(&format!("{}_quarantined", batch.id), &events, &[be])
+                .await?;
             for p in &parts {
                 self.bq.delete_table(&p.staging).await?;
             }
@@ -122,7 +129,8 @@ impl Executor<'_> {
             .map(|f| event(f, FileState::Loaded, &meta, None, None))
             .collect();
         let be = batch_event(batch, &meta, "LOADED", rows, jobs, &move_job, None);
-        self.ledger_write(&format!("{}_loaded", batch.id), &events, &[be]).await?;
+        self.ledger_write(&format!("{}_loaded", batch.id), &events, &[be])
+            .await?;
         self.crash(Step::LedgerWritten)?;
         for p in &parts {
             self.bq.delete_table(&p.staging).await?;
