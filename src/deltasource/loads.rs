@@ -21,11 +21,12 @@ pub fn plan(s: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
         .flat_map(|b| b.files.iter().map(|f| (f.uri.as_str(), f.generation)))
         .collect();
     out.pending_files = in_flight.len();
-    let mut versions: BTreeMap<u64, Vec<SourceFile>> = BTreeMap::new();
+    // Folder names sort in loading order (a reload right after its version).
+    let mut versions: BTreeMap<&str, Vec<SourceFile>> = BTreeMap::new();
     for f in listing {
         let set = snapshot_set(&s.source_prefix, &f.uri);
-        if let Some(v) = super::folder_version(set) {
-            versions.entry(v).or_default().push(f.clone());
+        if super::folder_version(set).is_some() {
+            versions.entry(set).or_default().push(f.clone());
         }
     }
     let mut oldest = out.resumed.iter().flat_map(|b| &b.files).map(|f| f.updated_ms).min();
@@ -62,7 +63,8 @@ pub fn plan(s: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
         let data = files.iter().filter(|f| !f.uri.ends_with(super::COMPLETE)).count();
         out.pending_files += data;
         oldest = oldest.into_iter().chain(files.iter().map(|f| f.updated_ms)).min();
-        let b = Batch::new(&s.table, BatchKind::Delta, files, &format!("{version:020}"), vec![]);
+        let id = version.strip_prefix("v-").unwrap_or(version);
+        let b = Batch::new(&s.table, BatchKind::Delta, files, id, vec![]);
         if blocked || jobs(&b) > slots {
             // Versions load in order: the rest wait.
             out.deferred_files += data;

@@ -51,6 +51,9 @@ pub struct LogRead {
     pub snapshot: Option<Vec<DeltaFile>>,
     /// Later loads: the commits after the last loaded version, in order.
     pub commits: Vec<Commit>,
+    /// A reload: the files the requested versions added that are still live at the last landed
+    /// version.
+    pub reload: Option<Vec<DeltaFile>>,
     /// The latest version's top-level columns and their BigQuery types (partition columns
     /// included): what a data file may hold besides the declared columns.
     pub columns: Vec<(String, String)>,
@@ -85,6 +88,7 @@ pub fn read(
     table_root: &url::Url,
     after: Option<u64>,
     max_commits: u64,
+    reload: Option<(u64, u64)>,
 ) -> Result<LogRead, String> {
     let snapshot = Snapshot::builder_for(table_root.as_str())
         .build(engine.as_ref())
@@ -99,34 +103,39 @@ pub fn read(
         .fields()
         .map(|f| (f.name().clone(), bigquery_type(f.data_type()).to_string()))
         .collect();
+    if let (Some(at), Some((from, to))) = (after, reload)
+        && from <= at
+    {
+        let snapshot = Snapshot::builder_for(table_root.as_str())
+            .at_version(at)
+            .build(engine.as_ref())
+            .map_err(|e| describe(&e))?;
+        let (live, _) = live_files(engine.as_ref(), snapshot)?;
+        let range = CommitRange::builder_for(table_root.as_str(), from)
+            .with_end_version(to.min(at))
+            .build(engine.as_ref())
+            .map_err(|e| describe(&e))?;
+        let mut added = std::collections::BTreeSet::new();
+        for c in range
+            .commits(engine.clone(), None, &[DeltaAction::Add, DeltaAction::Remove])
+            .map_err(|e| describe(&e))?
+        {
+            let c = c.map_err(|e| describe(&e))?;
+            let mut visitor = ActionVisitor::default();
+            for batch in c.get_actions(engine.as_ref()).map_err(|e| describe(&e))? {
+                visitor.visit_rows_of(batch.map_err(|e| describe(&e))?.as_ref()).map_err(|e| describe(&e))?;
+            }
+            added.extend(visitor.adds.into_iter().map(|(f, _)| f.path));
+        }
+        out.reload = Some(live.into_iter().filter(|f| added.contains(&f.path)).collect());
+    }
     match after {
         None => {
-            let mut files = Vec::new();
-            let scan = snapshot.clone().scan_builder().build().map_err(|e| describe(&e))?;
-            for meta in scan.scan_metadata(engine.as_ref()).map_err(|e| describe(&e))? {
-                let meta = meta.map_err(|e| describe(&e))?;
-                files = meta
-                    .visit_scan_files(files, |files: &mut Vec<(DeltaFile, bool)>, f| {
-                        files.push((
-                            DeltaFile {
-                                path: f.path.clone(),
-                                size: u64::try_from(f.size).unwrap_or(0),
-                                partition: f
-                                    .partition_values
-                                    .iter()
-                                    .map(|(k, v)| (k.clone(), Some(v.clone())))
-                                    .collect(),
-                                rows: f.stats.as_ref().map(|s| s.num_records),
-                            },
-                            f.dv_info.has_vector(),
-                        ))
-                    })
-                    .map_err(|e| describe(&e))?;
-            }
-            if files.iter().any(|(_, dv)| *dv) {
+            let (files, dv) = live_files(engine.as_ref(), snapshot)?;
+            if dv {
                 push_once(&mut out.refused, DELETION_VECTORS);
             }
-            out.snapshot = Some(files.into_iter().map(|(f, _)| f).collect());
+            out.snapshot = Some(files);
         }
         Some(v) if v >= out.latest => {}
         Some(v) => {
@@ -157,6 +166,30 @@ pub fn read(
         }
     }
     Ok(out)
+}
+
+/// The live files of a snapshot, and whether any carries a deletion vector.
+fn live_files(engine: &dyn Engine, snapshot: delta_kernel::SnapshotRef) -> Result<(Vec<DeltaFile>, bool), String> {
+    let mut files = Vec::new();
+    let scan = snapshot.scan_builder().build().map_err(|e| describe(&e))?;
+    for meta in scan.scan_metadata(engine).map_err(|e| describe(&e))? {
+        let meta = meta.map_err(|e| describe(&e))?;
+        files = meta
+            .visit_scan_files(files, |files: &mut Vec<(DeltaFile, bool)>, f| {
+                files.push((
+                    DeltaFile {
+                        path: f.path.clone(),
+                        size: u64::try_from(f.size).unwrap_or(0),
+                        partition: f.partition_values.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect(),
+                        rows: f.stats.as_ref().map(|s| s.num_records),
+                    },
+                    f.dv_info.has_vector(),
+                ))
+            })
+            .map_err(|e| describe(&e))?;
+    }
+    let dv = files.iter().any(|(_, dv)| *dv);
+    Ok((files.into_iter().map(|(f, _)| f).collect(), dv))
 }
 
 const DELETION_VECTORS: &str = "deletionVectors (rows deleted by a deletion vector would still be loaded)";

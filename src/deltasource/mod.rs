@@ -17,7 +17,7 @@ pub mod mirror;
 use crate::cloud::storage::{ObjectInfo, Storage};
 use crate::crd::{DeltaSource, IngestedTableSpec};
 use crate::dbsource::secrets::{SecretText, Secrets};
-use log::DeltaFile;
+use log::{Commit, DeltaFile};
 use mirror::Group;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -75,17 +75,22 @@ pub struct Marker {
 /// What was read of a Delta source.
 #[derive(Clone, Debug, Default)]
 pub struct DeltaObserved {
-    /// The landing prefix: version folder → its objects.
-    pub landing: BTreeMap<u64, Vec<ObjectInfo>>,
+    /// The landing prefix: version folder (`v-<version>`, `v-<version>-reload-<id>`) → its
+    /// objects; folder names sort in loading order.
+    pub landing: BTreeMap<String, Vec<ObjectInfo>>,
+    /// The re-ingestion request, if one was made and has not landed yet.
+    pub reload: Option<crate::ingest::reload::Reload>,
     /// The newest complete version's marker.
     pub last: Option<Marker>,
     /// The log from there.
     pub log: log::LogRead,
 }
 
-/// One version to land.
+/// One version (or reload) to land.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionPlan {
+    /// Its folder under the landing prefix.
+    pub folder: String,
     /// The marker to write once the copies are in.
     pub marker: Marker,
     /// Delta files to copy: (file, object name under the landing prefix).
@@ -105,6 +110,8 @@ pub struct DeltaPlan {
     pub versions: Vec<VersionPlan>,
     /// Bytes those copies read from S3 (at most: files already copied are skipped).
     pub bytes_to_copy: u64,
+    /// Worth knowing, changes nothing (a reload with nothing to reload).
+    pub notes: Vec<String>,
 }
 
 /// What the copies of one apply did.
@@ -145,9 +152,19 @@ pub fn folder(version: u64) -> String {
     format!("v-{version:020}")
 }
 
-/// The version of a folder name.
+/// The folder of reload `id` at `version`: sorts after that version's folder, before the next.
+pub fn reload_folder(version: u64, id: &str) -> String {
+    format!("{}-reload-{id}", folder(version))
+}
+
+/// The version of a folder name (a version's or a reload's).
 pub fn folder_version(name: &str) -> Option<u64> {
-    name.strip_prefix("v-").filter(|v| v.len() == 20)?.parse().ok()
+    let digits = name.strip_prefix("v-")?;
+    let (v, rest) = digits.split_at_checked(20)?;
+    if !(rest.is_empty() || rest.starts_with("-reload-")) {
+        return None;
+    }
+    v.parse().ok()
 }
 
 /// Reads the Secret's keys and opens the table's S3 store.
@@ -208,6 +225,7 @@ pub async fn observe(
     gcs: &dyn Storage,
     resource: &str,
     spec: &IngestedTableSpec,
+    reload: Option<&crate::ingest::reload::Reload>,
 ) -> Result<DeltaObserved, String> {
     let d = spec_delta(spec);
     let (bucket, prefix) = landing_of(spec)?;
@@ -215,11 +233,13 @@ pub async fn observe(
         .list(&bucket, &prefix)
         .await
         .map_err(|e| format!("cannot list the landing prefix: {e}"))?;
-    let mut landing: BTreeMap<u64, Vec<ObjectInfo>> = BTreeMap::new();
+    let mut landing: BTreeMap<String, Vec<ObjectInfo>> = BTreeMap::new();
     for o in objects {
         let rest = o.name.strip_prefix(prefix.as_str()).unwrap_or(&o.name);
-        if let Some(v) = rest.split_once('/').and_then(|(f, _)| folder_version(f)) {
-            landing.entry(v).or_default().push(o);
+        if let Some((f, _)) = rest.split_once('/')
+            && folder_version(f).is_some()
+        {
+            landing.entry(f.to_string()).or_default().push(o);
         }
     }
     let complete = |objs: &[ObjectInfo]| objs.iter().find(|o| o.name.ends_with(&format!("/{COMPLETE}"))).cloned();
@@ -238,12 +258,20 @@ pub async fn observe(
         }
         None => None,
     };
+    // A reload runs once: its folder, once complete, says it ran.
+    let reload = reload.filter(|r| {
+        let done = format!("-reload-{}", r.id);
+        !landing
+            .iter()
+            .any(|(f, objs)| f.ends_with(&done) && complete(objs).is_some())
+    });
     let store = store(secrets, resource, d).await?;
     let root = table_root(d)?;
     let after = last.as_ref().map(|m| m.version);
+    let versions = reload.and_then(|r| r.versions);
     let read = tokio::task::spawn_blocking(move || {
         let engine = Arc::new(delta_kernel_default_engine::DefaultEngine::builder(store).build());
-        log::read(engine, &root, after, MAX_COMMITS)
+        log::read(engine, &root, after, MAX_COMMITS, versions)
     })
     .await
     .map_err(|e| format!("the Delta log reader stopped: {e}"))?
@@ -252,6 +280,7 @@ pub async fn observe(
         landing,
         last,
         log: read,
+        reload: reload.cloned(),
     })
 }
 
@@ -278,15 +307,15 @@ pub fn plan(spec: &IngestedTableSpec, o: &DeltaObserved) -> DeltaPlan {
             .push("spec.source.delta.uri is not an s3:// table root".into());
         return out;
     };
-    let name = |version: u64, f: &DeltaFile| {
+    let name = |folder: &str, f: &DeltaFile| {
         let h = crate::ingest::model::short_hash(&f.path);
-        format!("{}/{h}-{}.parquet", folder(version), safe_stem(&f.path))
+        format!("{folder}/{h}-{}.parquet", safe_stem(&f.path))
     };
-    let landed = |version: u64, files: &[DeltaFile], mut m: Marker| {
+    let landed = |folder: String, files: &[DeltaFile], mut m: Marker| {
         m.files = files
             .iter()
             .map(|f| Landed {
-                name: name(version, f).rsplit('/').next().unwrap_or_default().to_string(),
+                name: name(&folder, f).rsplit('/').next().unwrap_or_default().to_string(),
                 source: lineage(&root, &f.path),
                 bytes: f.size,
                 rows: f.rows,
@@ -296,13 +325,56 @@ pub fn plan(spec: &IngestedTableSpec, o: &DeltaObserved) -> DeltaPlan {
         m.bytes_copied = files.iter().map(|f| f.size).sum();
         m.columns = o.log.columns.clone();
         VersionPlan {
-            copies: files.iter().map(|f| (f.clone(), name(version, f))).collect(),
+            copies: files.iter().map(|f| (f.clone(), name(&folder, f))).collect(),
+            folder,
             marker: m,
         }
     };
+    if let Some(r) = &o.reload {
+        match (r.versions, &o.last, &o.log.reload) {
+            (None, _, _) => out.notes.push(format!(
+                "reload {}: a Delta source reloads versions (versions=A-B), not prefix/since/until: nothing reloaded",
+                r.id
+            )),
+            (Some(_), None, _) => out.notes.push(format!(
+                "reload {}: nothing is loaded yet (the first load reads every live file)",
+                r.id
+            )),
+            (Some((a, b)), Some(last), files) => {
+                let files = files.clone().unwrap_or_default();
+                if files.is_empty() {
+                    out.notes.push(format!(
+                        "reload {}: versions {a}-{b} added no file still in the table at version {}",
+                        r.id, last.version
+                    ));
+                }
+                // The files are removed and added again: their rows (or their compaction
+                // group's) are replaced, read from S3 anew.
+                let again = Commit {
+                    version: last.version,
+                    adds: files.iter().map(|f| (f.clone(), true)).collect(),
+                    removes: files.iter().map(|f| (f.path.clone(), true)).collect(),
+                };
+                let (groups, step) = mirror::step(&last.groups, &again);
+                if !files.is_empty() {
+                    out.versions.push(landed(
+                        reload_folder(last.version, &r.id),
+                        &step.copies,
+                        Marker {
+                            version: last.version,
+                            kind: "reload".into(),
+                            deletes: step.deletes.iter().map(|p| lineage(&root, p)).collect(),
+                            groups,
+                            ..Marker::default()
+                        },
+                    ));
+                }
+            }
+        }
+    }
     if let Some(files) = &o.log.snapshot {
         out.versions.push(landed(
-            o.log.latest,
+            folder(o.log.latest),
             files,
             Marker {
                 version: o.log.latest,
@@ -311,12 +383,15 @@ pub fn plan(spec: &IngestedTableSpec, o: &DeltaObserved) -> DeltaPlan {
             },
         ));
     } else {
-        let mut groups = o.last.as_ref().map(|m| m.groups.clone()).unwrap_or_default();
+        let mut groups = match out.versions.last() {
+            Some(reload) => reload.marker.groups.clone(),
+            None => o.last.as_ref().map(|m| m.groups.clone()).unwrap_or_default(),
+        };
         for c in &o.log.commits {
             let (next, step) = mirror::step(&groups, c);
             groups = next;
             out.versions.push(landed(
-                c.version,
+                folder(c.version),
                 &step.copies,
                 Marker {
                     version: c.version,
@@ -365,7 +440,7 @@ pub async fn run(
     for v in &p.versions {
         let present: BTreeSet<(&str, u64)> = o
             .landing
-            .get(&v.marker.version)
+            .get(&v.folder)
             .into_iter()
             .flatten()
             .map(|x| (x.name.as_str(), x.size))
@@ -389,7 +464,7 @@ pub async fn run(
             copied += c.bytes;
             report.files += 1;
         }
-        let name = format!("{prefix}{}/{COMPLETE}", folder(v.marker.version));
+        let name = format!("{prefix}{}/{COMPLETE}", v.folder);
         let mut marker = v.marker.clone();
         marker.bytes_copied = copied;
         let body = serde_json::to_vec(&marker).expect("a marker serializes");
@@ -406,8 +481,8 @@ pub async fn run(
             crate::audit::Action::Pull,
             &format!("IngestedTable {resource}"),
             &format!("{}.{}.{}", dest.project, dest.dataset, dest.table),
-            &folder(v.marker.version),
-            &folder(v.marker.version),
+            &v.folder,
+            &v.folder,
         )
         .home(&dest.project, &dest.location);
         ev.files = Some(v.copies.len() as i64);

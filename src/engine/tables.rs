@@ -140,7 +140,7 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
     let delta = match &t.spec.source.delta {
         None => None,
         Some(_) => Some(
-            crate::deltasource::observe(c.sources.secrets.as_ref(), c.gcs, &t.name, &t.spec)
+            crate::deltasource::observe(c.sources.secrets.as_ref(), c.gcs, &t.name, &t.spec, t.reload.as_ref())
                 .await
                 .map(|o| {
                     let p = crate::deltasource::plan(&t.spec, &o);

@@ -4,7 +4,9 @@
 //! space-separated `key=value` pairs, e.g. `id=fix-1 prefix=gs://bucket/orders/2026-11-01/
 //! since=2026-11-01T00:00:00Z until=2026-11-02T00:00:00Z`. `id` names the request; a request
 //! with an id that already ran does nothing, so leaving the annotation in place is harmless.
-//! Without `id`, the id is derived from the selectors.
+//! Without `id`, the id is derived from the selectors. A Delta source takes `versions=A-B` (or one
+//! version `versions=A`): the files those versions added that are still in the table are read from
+//! S3 again and their rows replaced in one statement.
 
 use super::model::{SourceFile, short_hash};
 
@@ -22,6 +24,8 @@ pub struct Reload {
     pub since_ms: Option<i64>,
     /// Only files updated before this (ms since the epoch).
     pub until_ms: Option<i64>,
+    /// Delta sources: the versions whose added files are read again (inclusive).
+    pub versions: Option<(u64, u64)>,
 }
 
 impl Reload {
@@ -32,11 +36,12 @@ impl Reload {
             prefix: None,
             since_ms: None,
             until_ms: None,
+            versions: None,
         };
         for pair in text.split_whitespace() {
             let (k, v) = pair
                 .split_once('=')
-                .ok_or_else(|| format!("`{pair}` is not key=value; use id=, prefix=, since= or until="))?;
+                .ok_or_else(|| format!("`{pair}` is not key=value; use id=, prefix=, since=, until= or versions="))?;
             let time = |v: &str| {
                 chrono::DateTime::parse_from_rfc3339(v)
                     .map(|t| t.timestamp_millis())
@@ -60,16 +65,28 @@ impl Reload {
                 }
                 "since" => r.since_ms = Some(time(v)?),
                 "until" => r.until_ms = Some(time(v)?),
-                _ => return Err(format!("unknown key `{k}`; use id=, prefix=, since= or until=")),
+                "versions" => {
+                    let bad = || format!("`versions={v}`: write a Delta version or a range, e.g. versions=12 or versions=12-40");
+                    let (a, b) = v.split_once('-').unwrap_or((v, v));
+                    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                    if a > b {
+                        return Err(bad());
+                    }
+                    r.versions = Some((a, b));
+                }
+                _ => return Err(format!("unknown key `{k}`; use id=, prefix=, since=, until= or versions=")),
             }
         }
-        if r.prefix.is_none() && r.since_ms.is_none() && r.until_ms.is_none() {
-            return Err("select what to reload with prefix=, since= and/or until=".into());
+        if r.versions.is_some() && (r.prefix.is_some() || r.since_ms.is_some() || r.until_ms.is_some()) {
+            return Err("versions= (Delta sources) goes alone: remove prefix=, since= and until=".into());
+        }
+        if r.prefix.is_none() && r.since_ms.is_none() && r.until_ms.is_none() && r.versions.is_none() {
+            return Err("select what to reload with prefix=, since= and/or until= (files), or versions= (Delta)".into());
         }
         if r.id.is_empty() {
             r.id = format!(
                 "r{}",
-                short_hash(&format!("{:?}|{:?}|{:?}", r.prefix, r.since_ms, r.until_ms))
+                short_hash(&format!("{:?}|{:?}|{:?}|{:?}", r.prefix, r.since_ms, r.until_ms, r.versions))
             );
         }
         Ok(r)
@@ -113,5 +130,9 @@ mod tests {
         assert!(Reload::parse("since=yesterday").unwrap_err().contains("RFC 3339"));
         assert!(Reload::parse("colour=red").unwrap_err().contains("unknown key"));
         assert!(Reload::parse("id=a;b prefix=gs://b/").unwrap_err().contains("letters"));
+        assert_eq!(Reload::parse("versions=3-7").unwrap().versions, Some((3, 7)));
+        assert_eq!(Reload::parse("versions=4").unwrap().versions, Some((4, 4)));
+        assert!(Reload::parse("versions=7-3").unwrap_err().contains("range"));
+        assert!(Reload::parse("versions=3 prefix=gs://b/").unwrap_err().contains("alone"));
     }
 }

@@ -251,6 +251,9 @@ fn delta_text(d: &crate::crd::DeltaSource, s: &TableState) -> String {
             for problem in &p.problems {
                 let _ = writeln!(out, "  source: ! {problem}");
             }
+            for note in &p.notes {
+                let _ = writeln!(out, "  source: {note}");
+            }
             let landed = p.landed.map_or("none".to_string(), |v| v.to_string());
             let _ = writeln!(
                 out,
@@ -261,8 +264,8 @@ fn delta_text(d: &crate::crd::DeltaSource, s: &TableState) -> String {
                 let m = &v.marker;
                 let _ = writeln!(
                     out,
-                    "  source: ~ version {} ({}): copy {} files ({}), {} removed files' rows leave the table",
-                    m.version,
+                    "  source: ~ {} ({}): copy {} files ({}), {} removed files' rows leave the table",
+                    v.folder,
                     m.kind,
                     v.copies.len(),
                     crate::ingest::report::bytes(m.bytes_copied),
