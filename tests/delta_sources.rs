@@ -24,11 +24,17 @@ struct Env {
     endpoint: String,
     python: String,
     log: String,
+    keyed_endpoint: String,
 }
 
 async fn env() -> Env {
     let endpoints = emulators();
-    let (endpoint, python, log) = lake();
+    let support::Lake {
+        endpoint,
+        python,
+        log,
+        keyed_endpoint,
+    } = lake();
     let bq = BigQueryRest::new(&endpoints).await.unwrap();
     let gcs = GcsRest::new(&endpoints).unwrap();
     let bucket = unique("dl").replace('_', "-");
@@ -49,6 +55,7 @@ async fn env() -> Env {
         endpoint,
         python,
         log,
+        keyed_endpoint,
     };
     e.writer(&["bucket", &e.lake_bucket]);
     e
@@ -430,6 +437,17 @@ async fn unsupported_features_and_missing_keys_are_refused_by_name() {
         "{out}"
     );
     assert!(!out.contains("only-the-id"), "the key id leaked: {out}");
+
+    // Keys S3 does not know: moto with key checking answers 403 InvalidAccessKeyId.
+    let table = unique("wrongkeys");
+    let m = manifest(&e, &table, "").replace(&format!("endpoint: {}", e.endpoint), &format!("endpoint: {}", e.keyed_endpoint));
+    let r = e.apply(&m).await;
+    assert_ne!(r.code, 0);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains("S3 refused the keys of Secret \"lake-reader\""), "{out}");
+    assert!(out.contains("InvalidAccessKeyId"), "{out}");
+    assert!(!out.contains("reader-secret-do-not-print"), "the secret leaked: {out}");
+    assert!(landing(&e, &table).await.is_empty());
 }
 
 /// `apply --reload "id=… versions=A-B"` reads the files versions A..B added that are still in the

@@ -49,10 +49,23 @@ pub fn databases() -> (String, String) {
     .clone()
 }
 
-/// The local S3 (moto) and the Delta writer: (endpoint, writer's python, moto's request log);
-/// starts moto on first use through `scripts/lake.sh` (idempotent across test binaries).
-pub fn lake() -> (String, String, String) {
-    static LAKE: OnceLock<(String, String, String)> = OnceLock::new();
+/// The local S3 (moto) and the Delta writer.
+#[derive(Clone, Debug)]
+pub struct Lake {
+    /// moto's endpoint.
+    pub endpoint: String,
+    /// The Delta writer's python.
+    pub python: String,
+    /// moto's request log.
+    pub log: String,
+    /// A second moto that checks keys (and knows none).
+    pub keyed_endpoint: String,
+}
+
+/// The local S3; starts moto on first use through `scripts/lake.sh` (idempotent across test
+/// binaries).
+pub fn lake() -> Lake {
+    static LAKE: OnceLock<Lake> = OnceLock::new();
     LAKE.get_or_init(|| {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lake.sh");
         let start = Command::new("bash")
@@ -72,11 +85,12 @@ pub fn lake() -> (String, String, String) {
                 .unwrap_or_else(|| panic!("scripts/lake.sh printed no {name}:\n{out}"))
                 .to_string()
         };
-        (
-            var("BQSTEWARD_S3_ENDPOINT"),
-            var("BQSTEWARD_LAKE_PYTHON"),
-            var("BQSTEWARD_S3_LOG"),
-        )
+        Lake {
+            endpoint: var("BQSTEWARD_S3_ENDPOINT"),
+            python: var("BQSTEWARD_LAKE_PYTHON"),
+            log: var("BQSTEWARD_S3_LOG"),
+            keyed_endpoint: var("BQSTEWARD_S3_AUTH_ENDPOINT"),
+        }
     })
     .clone()
 }
