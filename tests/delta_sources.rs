@@ -64,7 +64,7 @@ async fn env() -> Env {
 impl Env {
     /// Runs the Delta writer; its standard output.
     fn writer(&self, args: &[&str]) -> String {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/delta_writer.py");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/delta_writer.py");
         let out = std::process::Command::new(&self.python)
             .arg(script)
             .args(args)
@@ -307,11 +307,18 @@ async fn the_table_mirrors_every_kind_of_delta_version_and_copies_each_file_once
         e.delta_rows(&table),
         "after the schema evolution"
     );
-    // A second apply with nothing new changes nothing and reads nothing.
+    // A second apply with nothing new changes nothing and reads nothing; the status says the
+    // table is at the latest version and how much came from S3.
     let before = e.log_len();
     let r = e.apply(&m).await;
     ok(&r, 0);
     assert!(e.data_gets(before, &table).is_empty());
+    let latest = e.writer(&["version", &uri]).trim().to_string();
+    assert!(
+        r.stdout.contains(&format!("Delta version {latest} of {latest} (lag 0); ")) && r.stdout.contains("copied from S3"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(e.table_rows(&table).await, e.delta_rows(&table));
 }
 
@@ -440,7 +447,10 @@ async fn unsupported_features_and_missing_keys_are_refused_by_name() {
 
     // Keys S3 does not know: moto with key checking answers 403 InvalidAccessKeyId.
     let table = unique("wrongkeys");
-    let m = manifest(&e, &table, "").replace(&format!("endpoint: {}", e.endpoint), &format!("endpoint: {}", e.keyed_endpoint));
+    let m = manifest(&e, &table, "").replace(
+        &format!("endpoint: {}", e.endpoint),
+        &format!("endpoint: {}", e.keyed_endpoint),
+    );
     let r = e.apply(&m).await;
     assert_ne!(r.code, 0);
     let out = format!("{}{}", r.stdout, r.stderr);
@@ -458,8 +468,20 @@ async fn a_reload_reads_a_version_range_again_once() {
     let table = unique("reload");
     let uri = e.uri(&table);
     let m = manifest(&e, &table, "");
-    e.writer(&["write", &uri, r#"[{"id":1,"status":"new","amount":1.0,"day":"d1"},{"id":2,"status":"new","amount":2.0,"day":"d2"}]"#, "append", "day"]); // v0: d1, d2
-    e.writer(&["write", &uri, r#"[{"id":3,"status":"new","amount":3.0,"day":"d3"}]"#, "append", "day"]); // v1: d3
+    e.writer(&[
+        "write",
+        &uri,
+        r#"[{"id":1,"status":"new","amount":1.0,"day":"d1"},{"id":2,"status":"new","amount":2.0,"day":"d2"}]"#,
+        "append",
+        "day",
+    ]); // v0: d1, d2
+    e.writer(&[
+        "write",
+        &uri,
+        r#"[{"id":3,"status":"new","amount":3.0,"day":"d3"}]"#,
+        "append",
+        "day",
+    ]); // v1: d3
     e.writer(&["update", &uri, "id = 1", r#"{"status":"'paid'"}"#]); // v2: rewrites d1
     let r = e.apply(&m).await;
     ok(&r, 0);
@@ -475,16 +497,26 @@ async fn a_reload_reads_a_version_range_again_once() {
     let mut read: Vec<String> = e.data_gets(mark, &table);
     read.sort();
     assert_eq!(read.len(), 2, "the d2 and d3 files, not d1's (removed by v2): {read:?}");
-    assert!(read.iter().all(|g| g.contains("/day=d2/") || g.contains("/day=d3/")), "{read:?}");
+    assert!(
+        read.iter().all(|g| g.contains("/day=d2/") || g.contains("/day=d3/")),
+        "{read:?}"
+    );
     assert_eq!(e.table_rows(&table).await, e.delta_rows(&table), "after the reload");
     let after_rows = e.rows(&by_day).await;
     for (b, a) in before_rows.iter().zip(&after_rows) {
         let reloaded = matches!(a[0].as_deref(), Some("d2" | "d3"));
-        assert_eq!(b[1] != a[1], reloaded, "only d2 and d3 rows are new: {before_rows:?} → {after_rows:?}");
+        assert_eq!(
+            b[1] != a[1],
+            reloaded,
+            "only d2 and d3 rows are new: {before_rows:?} → {after_rows:?}"
+        );
     }
     let mark = e.log_len();
     let r = bqsteward(&args, &m, &env).await;
     ok(&r, 0);
-    assert!(e.data_gets(mark, &table).is_empty(), "the same reload twice reads nothing");
+    assert!(
+        e.data_gets(mark, &table).is_empty(),
+        "the same reload twice reads nothing"
+    );
     assert_eq!(e.rows(&by_day).await, after_rows);
 }

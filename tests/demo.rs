@@ -109,6 +109,15 @@ fn the_demo_tells_the_whole_story() {
     has("  - missing in the source: id=500");
     has("  - changed: id=600: amount \"750\" in the source, \"750.01\" in BigQuery");
     assert!(!all.contains("bqsteward-test@127.0.0.1"), "the connection URL leaked");
+    // 9. Delta: the first load copies the live files only; paid orders reach analytics' view; the
+    // OPTIMIZE copies nothing; the email never reaches BigQuery.
+    has("source: ~ v-00000000000000000001 (snapshot): copy 3 files");
+    has("source: ~ v-00000000000000000004 (compaction): copy 0 files (0 B), 0 removed files' rows leave the table");
+    has("Plan: 3 versions to copy from Delta tables");
+    has("  5        | 75.0   | FR");
+    has("acme-data-eng.shop.orders: order_id, status, amount, country, revision, _bqsteward_batch_id, _bqsteward_loaded_at, _bqsteward_source_file");
+    assert!(!all.contains("demo-reader-secret"), "the S3 secret key leaked");
+    has("lake: stopped moto");
     // Stopped what it started.
     has("databases: stopped mysql");
     has("emulators: stopped bq");

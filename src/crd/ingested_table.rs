@@ -773,6 +773,25 @@ pub struct IngestedTableStatus {
     /// The last result of each check of `spec.checks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<ChecksStatus>,
+    /// A Delta source: the versions and the bytes copied from S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaStatus>,
+}
+
+/// Where a Delta source stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeltaStatus {
+    /// The Delta table's latest version.
+    pub latest_version: i64,
+    /// The version the BigQuery table holds (absent before the first load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_version: Option<i64>,
+    /// Versions the table is behind (`latestVersion - loadedVersion`; `latestVersion + 1` before
+    /// the first load).
+    pub version_lag: i64,
+    /// Bytes copied from S3 into the landing prefix so far (the landed data files).
+    pub bytes_copied: i64,
 }
 
 /// The last result of each check.

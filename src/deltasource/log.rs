@@ -123,7 +123,9 @@ pub fn read(
             let c = c.map_err(|e| describe(&e))?;
             let mut visitor = ActionVisitor::default();
             for batch in c.get_actions(engine.as_ref()).map_err(|e| describe(&e))? {
-                visitor.visit_rows_of(batch.map_err(|e| describe(&e))?.as_ref()).map_err(|e| describe(&e))?;
+                visitor
+                    .visit_rows_of(batch.map_err(|e| describe(&e))?.as_ref())
+                    .map_err(|e| describe(&e))?;
             }
             added.extend(visitor.adds.into_iter().map(|(f, _)| f.path));
         }
@@ -180,7 +182,11 @@ fn live_files(engine: &dyn Engine, snapshot: delta_kernel::SnapshotRef) -> Resul
                     DeltaFile {
                         path: f.path.clone(),
                         size: u64::try_from(f.size).unwrap_or(0),
-                        partition: f.partition_values.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect(),
+                        partition: f
+                            .partition_values
+                            .iter()
+                            .map(|(k, v)| (k.clone(), Some(v.clone())))
+                            .collect(),
                         rows: f.stats.as_ref().map(|s| s.num_records),
                     },
                     f.dv_info.has_vector(),

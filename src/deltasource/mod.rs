@@ -112,6 +112,8 @@ pub struct DeltaPlan {
     pub bytes_to_copy: u64,
     /// Worth knowing, changes nothing (a reload with nothing to reload).
     pub notes: Vec<String>,
+    /// Bytes of the data files landed so far (complete folders): what was copied from S3.
+    pub bytes_landed: u64,
 }
 
 /// What the copies of one apply did.
@@ -287,9 +289,18 @@ pub async fn observe(
 /// Plans the versions to land (pure).
 pub fn plan(spec: &IngestedTableSpec, o: &DeltaObserved) -> DeltaPlan {
     let d = spec_delta(spec);
+    let complete = |objs: &[ObjectInfo]| objs.iter().any(|x| x.name.ends_with(&format!("/{COMPLETE}")));
     let mut out = DeltaPlan {
         latest: o.log.latest,
         landed: o.last.as_ref().map(|m| m.version),
+        bytes_landed: o
+            .landing
+            .values()
+            .filter(|objs| complete(objs))
+            .flatten()
+            .filter(|x| x.name.ends_with(".parquet"))
+            .map(|x| x.size)
+            .sum(),
         ..DeltaPlan::default()
     };
     for f in &o.log.refused {

@@ -378,8 +378,9 @@ impl PlanSet {
     pub fn changes(&self) -> bool {
         self.lists.iter().any(DatasetPlan::has_changes)
             || self.tables.iter().any(|p| {
-                p.as_ref()
-                    .is_ok_and(|s| !s.plan.is_empty() || s.views.has_changes() || s.pulls() > 0)
+                p.as_ref().is_ok_and(|s| {
+                    !s.plan.is_empty() || s.views.has_changes() || s.pulls() > 0 || s.delta_versions() > 0
+                })
             })
             || self
                 .consumers

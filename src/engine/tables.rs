@@ -28,11 +28,18 @@ pub struct TableState {
 }
 
 impl TableState {
-    /// Pulls a database source would run (versions a Delta source would land).
+    /// Pulls a database source would run.
     pub fn pulls(&self) -> usize {
-        match (&self.source, &self.delta) {
-            (Some(Ok(p)), _) => p.pulls.len(),
-            (_, Some(Ok((_, p)))) => p.versions.len(),
+        match &self.source {
+            Some(Ok(p)) => p.pulls.len(),
+            _ => 0,
+        }
+    }
+
+    /// Versions (and reloads) a Delta source would land.
+    pub fn delta_versions(&self) -> usize {
+        match &self.delta {
+            Some(Ok((_, p))) => p.versions.len(),
             _ => 0,
         }
     }
@@ -150,7 +157,9 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
     };
     if let Some(Ok((_, p))) = &delta {
         plan.source_problems = p.problems.clone();
-        crate::ingest::delta_versions(&t.table.to_string(), p.latest, loaded_version(&observed));
+        let loaded = loaded_version(&observed);
+        crate::ingest::delta_versions(&t.table.to_string(), p.latest, loaded);
+        plan.delta = Some(delta_status(p.latest, loaded, p.bytes_landed));
     }
     let views = views::apply::plan_for_table(c.bq, t, observed.table.as_ref())
         .await
@@ -165,6 +174,16 @@ pub async fn plan(c: &Clients<'_>, t: &Target, now_ms: i64) -> Result<TableState
         source,
         delta,
     })
+}
+
+/// A Delta source's status.
+pub fn delta_status(latest: u64, loaded: Option<u64>, bytes: u64) -> crate::crd::DeltaStatus {
+    crate::crd::DeltaStatus {
+        latest_version: latest as i64,
+        loaded_version: loaded.map(|v| v as i64),
+        version_lag: latest as i64 - loaded.map_or(-1, |v| v as i64),
+        bytes_copied: bytes as i64,
+    }
 }
 
 /// The newest Delta version the table holds, by its ledger (`None`: none yet).
@@ -232,6 +251,7 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
             Ok(o) => {
                 let mut p = plan_table(t, &o, chrono::Utc::now().timestamp_millis());
                 p.source_problems = state.plan.source_problems.clone();
+                p.delta = state.plan.delta.clone();
                 replanned = (p, o);
                 (&replanned.0, &replanned.1)
             }

@@ -66,7 +66,9 @@ impl Reload {
                 "since" => r.since_ms = Some(time(v)?),
                 "until" => r.until_ms = Some(time(v)?),
                 "versions" => {
-                    let bad = || format!("`versions={v}`: write a Delta version or a range, e.g. versions=12 or versions=12-40");
+                    let bad = || {
+                        format!("`versions={v}`: write a Delta version or a range, e.g. versions=12 or versions=12-40")
+                    };
                     let (a, b) = v.split_once('-').unwrap_or((v, v));
                     let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                     if a > b {
@@ -74,19 +76,28 @@ impl Reload {
                     }
                     r.versions = Some((a, b));
                 }
-                _ => return Err(format!("unknown key `{k}`; use id=, prefix=, since=, until= or versions=")),
+                _ => {
+                    return Err(format!(
+                        "unknown key `{k}`; use id=, prefix=, since=, until= or versions="
+                    ));
+                }
             }
         }
         if r.versions.is_some() && (r.prefix.is_some() || r.since_ms.is_some() || r.until_ms.is_some()) {
             return Err("versions= (Delta sources) goes alone: remove prefix=, since= and until=".into());
         }
         if r.prefix.is_none() && r.since_ms.is_none() && r.until_ms.is_none() && r.versions.is_none() {
-            return Err("select what to reload with prefix=, since= and/or until= (files), or versions= (Delta)".into());
+            return Err(
+                "select what to reload with prefix=, since= and/or until= (files), or versions= (Delta)".into(),
+            );
         }
         if r.id.is_empty() {
             r.id = format!(
                 "r{}",
-                short_hash(&format!("{:?}|{:?}|{:?}|{:?}", r.prefix, r.since_ms, r.until_ms, r.versions))
+                short_hash(&format!(
+                    "{:?}|{:?}|{:?}|{:?}",
+                    r.prefix, r.since_ms, r.until_ms, r.versions
+                ))
             );
         }
         Ok(r)
@@ -133,6 +144,10 @@ mod tests {
         assert_eq!(Reload::parse("versions=3-7").unwrap().versions, Some((3, 7)));
         assert_eq!(Reload::parse("versions=4").unwrap().versions, Some((4, 4)));
         assert!(Reload::parse("versions=7-3").unwrap_err().contains("range"));
-        assert!(Reload::parse("versions=3 prefix=gs://b/").unwrap_err().contains("alone"));
+        assert!(
+            Reload::parse("versions=3 prefix=gs://b/")
+                .unwrap_err()
+                .contains("alone")
+        );
     }
 }

@@ -131,6 +131,15 @@ pub fn plan_text(t: &Target, p: &TablePlan, o: &Observed) -> String {
     if let Some(p) = l.projected_jobs {
         status.push_str(&format!("; {p} projected for the day at today's pace"));
     }
+    if let Some(d) = &p.delta {
+        status.push_str(&format!(
+            "; Delta version {} of {} (lag {}); {} copied from S3",
+            d.loaded_version.map_or("none".to_string(), |v| v.to_string()),
+            d.latest_version,
+            d.version_lag,
+            bytes(d.bytes_copied.max(0) as u64)
+        ));
+    }
     let _ = writeln!(out, "  status: {status}");
     let st = super::status::status(o, p, None, None, chrono::Utc::now());
     let conds: Vec<String> = st

@@ -162,6 +162,7 @@ pub fn status(
         jobs_today: Some(s.jobs_today + r.map_or(0, |r| i64::from(r.load_jobs))),
         // Checks run apart from loads (the controller carries their last results over).
         checks: None,
+        delta: p.delta.clone(),
     }
 }
 
@@ -183,6 +184,7 @@ mod tests {
             no_source_files: None,
             source_problems: Vec::new(),
             source_reason: "SourceSchemaDrift",
+            delta: None,
             next_cursor: None,
         };
         let s = status(&o, &idle, None, Some(3), now);
@@ -239,6 +241,7 @@ mod tests {
             no_source_files: None,
             source_problems: Vec::new(),
             source_reason: "SourceSchemaDrift",
+            delta: None,
             next_cursor: None,
         };
         let s = status(&o, &incompatible, None, None, now);

@@ -203,6 +203,9 @@ pub struct TablePlan {
     /// The Degraded reason of `source_problems`: `SourceSchemaDrift` (database), `SourceRefused`
     /// (a Delta feature bqsteward cannot honour).
     pub source_reason: &'static str,
+    /// A Delta source: its latest version, the version the table holds, the bytes landed (set by
+    /// the engine from the Delta plan).
+    pub delta: Option<crate::crd::DeltaStatus>,
     /// The listing cursor to record after the apply (`Lexical` sources: when it moves, after a
     /// full listing, or when files are loaded — the totals kept with it move).
     pub next_cursor: Option<NextCursor>,
@@ -389,6 +392,7 @@ pub fn plan_table(t: &Target, o: &Observed, now_ms: i64) -> TablePlan {
         } else {
             "SourceSchemaDrift"
         },
+        delta: None,
     }
 }
 

@@ -33,10 +33,12 @@ pub fn summary_line(p: &PlanSet) -> String {
     let mut changes = Vec::new();
     let mut refused = Vec::new();
     let (mut loads, mut files, mut views, mut tables_refused, mut pulls) = (0, 0, 0, 0, 0);
+    let mut versions = 0;
     for t in &p.tables {
         match t {
             Ok(s) => {
                 pulls += s.pulls();
+                versions += s.delta_versions();
                 if !s.plan.is_empty() {
                     loads += 1;
                     files += s.plan.loads.files_to_load();
@@ -63,6 +65,12 @@ pub fn summary_line(p: &PlanSet) -> String {
     }
     if pulls > 0 {
         changes.push(format!("{} from source databases", count(pulls, "pull", "pulls")));
+    }
+    if versions > 0 {
+        changes.push(format!(
+            "{} to copy from Delta tables",
+            count(versions, "version", "versions")
+        ));
     }
     if views > 0 {
         changes.push(format!("{} with view changes", count(views, "table", "tables")));
@@ -364,7 +372,7 @@ fn table_json(t: &Target, p: &Result<TableState, crate::engine::PlanFailure>) ->
     match p {
         Ok(s) => {
             let l = &s.plan.loads;
-            serde_json::json!({
+            let mut doc = serde_json::json!({
                 "resource": t.name,
                 "table": t.table.to_string(),
                 "schema": match &s.plan.schema {
@@ -383,7 +391,23 @@ fn table_json(t: &Target, p: &Result<TableState, crate::engine::PlanFailure>) ->
                 "fillingFiles": l.filling_files,
                 "projectedJobs": l.projected_jobs,
                 "views": views_json(&s.views),
-            })
+            });
+            if let Some(Ok((_, p))) = &s.delta {
+                doc["deltaVersions"] = p
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        serde_json::json!({
+                            "folder": v.folder,
+                            "kind": v.marker.kind,
+                            "copies": v.copies.len(),
+                            "bytes": v.marker.bytes_copied,
+                            "deletes": v.marker.deletes.len(),
+                        })
+                    })
+                    .collect();
+            }
+            doc
         }
         Err(e) => serde_json::json!({"resource": t.name, "table": t.table.to_string(), "error": e.to_string()}),
     }
@@ -425,6 +449,10 @@ pub fn planned_changes(p: &PlanSet, now: chrono::DateTime<chrono::Utc>) -> crate
         if t.pulls() > 0 {
             bump("pulls", t.pulls());
             pending.push(format!("{} pulls from the source database", t.pulls()));
+        }
+        if t.delta_versions() > 0 {
+            bump("deltaVersions", t.delta_versions());
+            pending.push(format!("{} Delta versions to copy and load", t.delta_versions()));
         }
         views(&t.views, &mut pending, &mut bump);
     }

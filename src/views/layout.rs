@@ -5,7 +5,7 @@ use super::sql::{self, CleanColumn};
 use crate::access::{AclEntry, DatasetKey};
 use crate::cloud::bqtypes::{Field, TableRef, ViewDef};
 use crate::crd::ingested_table::{ColumnMode, IngestedTableSpec};
-use crate::ingest::table::{BATCH_COLUMN, LOADED_AT_COLUMN};
+use crate::ingest::table::{BATCH_COLUMN, LOADED_AT_COLUMN, SOURCE_FILE_COLUMN};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -154,6 +154,7 @@ pub fn layer_columns(spec: &IngestedTableSpec, layer: Layer) -> Vec<String> {
     let declared = spec.schema.iter().map(|c| c.name.clone());
     match layer {
         Layer::Full => declared
+            .chain(spec.source.is_delta().then(|| SOURCE_FILE_COLUMN.to_string()))
             .chain([BATCH_COLUMN.to_string(), LOADED_AT_COLUMN.to_string()])
             .collect(),
         Layer::Clean => declared
@@ -189,11 +190,18 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
     let d = &spec.destination;
     let mut notes = Vec::new();
     let lineage = [BATCH_COLUMN, LOADED_AT_COLUMN];
+    // A Delta source's rows also say which Delta file they came from (full view only).
+    let source_file: &[&str] = if spec.source.is_delta() {
+        &[SOURCE_FILE_COLUMN]
+    } else {
+        &[]
+    };
     let declared: Vec<&str> = spec.schema.iter().map(|c| c.name.as_str()).collect();
     let mut undeclared: Vec<String> = Vec::new();
     for f in live.unwrap_or_default() {
         let name = f.name.as_str();
-        if declared.iter().any(|c| c.eq_ignore_ascii_case(name)) || lineage.iter().any(|c| c.eq_ignore_ascii_case(name))
+        if declared.iter().any(|c| c.eq_ignore_ascii_case(name))
+            || lineage.iter().chain(source_file).any(|c| c.eq_ignore_ascii_case(name))
         {
             continue;
         }
@@ -225,6 +233,7 @@ pub fn layout(resource: &str, spec: &IngestedTableSpec, live: Option<&[Field]>) 
                     .iter()
                     .map(|c| c.to_string())
                     .chain(undeclared.iter().cloned())
+                    .chain(source_file.iter().map(|c| c.to_string()))
                     .chain(lineage.iter().map(|c| c.to_string()))
                     .collect();
                 let version = spec.version_column.as_deref().unwrap_or_default();

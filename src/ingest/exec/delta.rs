@@ -55,13 +55,25 @@ impl Executor<'_> {
             };
             let one = Batch::new(&table_name, BatchKind::Delta, vec![f.clone()], &batch.reload_id, vec![]);
             let staging = t.staging(&one.id);
-            // The file's columns: declared ones as declared, the others as the Delta schema types
-            // them (dropped by the statement); partition columns are not in the file.
+            // The file's columns, in the Delta schema's order (Parquet columns are matched by
+            // name on BigQuery, by position on some loaders): declared ones as declared, the others
+            // as the Delta schema types them (dropped by the statement); partition columns are not
+            // in the file.
             let in_file = |name: &str| !l.partition.keys().any(|k| k.eq_ignore_ascii_case(name));
-            let mut fields: Vec<_> = t.load_fields.iter().filter(|c| in_file(&c.name)).cloned().collect();
-            for (name, type_) in &marker.columns {
-                if in_file(name) && !fields.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
-                    fields.push(crate::cloud::bqtypes::Field::new(name, type_, "NULLABLE"));
+            let declared = |name: &str| t.load_fields.iter().find(|c| c.name.eq_ignore_ascii_case(name));
+            let mut fields: Vec<_> = marker
+                .columns
+                .iter()
+                .filter(|(name, _)| in_file(name))
+                .map(|(name, type_)| {
+                    declared(name)
+                        .cloned()
+                        .unwrap_or_else(|| crate::cloud::bqtypes::Field::new(name, type_, "NULLABLE"))
+                })
+                .collect();
+            for c in &t.load_fields {
+                if in_file(&c.name) && !fields.iter().any(|f| f.name.eq_ignore_ascii_case(&c.name)) {
+                    fields.push(c.clone());
                 }
             }
             let loaded = self.load_as(&one, &staging, &fields).await?;
