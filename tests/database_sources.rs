@@ -813,18 +813,7 @@ spec:
 
 /// `bqsteward apply` as a child process, to be killed.
 fn spawn_apply(e: &Env, manifest: &str, dir: &std::path::Path) -> tokio::process::Child {
-    let file = dir.join("manifest.yaml");
-    std::fs::write(&file, manifest).unwrap();
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_bqsteward"));
-    c.args(["apply", "--secrets-dir", e.secrets.path().to_str().unwrap(), "-f"])
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    for var in support::cli::ENDPOINT_VARS {
-        c.env_remove(var);
-    }
-    c.envs(e.env.iter().map(|(k, v)| (*k, v.as_str())));
-    c.spawn().unwrap()
+    support::cli::spawn_apply(manifest, dir, e.secrets.path(), &e.env)
 }
 
 /// Waits until an object of the table's landing ends with `suffix`.

@@ -315,7 +315,9 @@ async fn the_table_mirrors_every_kind_of_delta_version_and_copies_each_file_once
     assert!(e.data_gets(before, &table).is_empty());
     let latest = e.writer(&["version", &uri]).trim().to_string();
     assert!(
-        r.stdout.contains(&format!("Delta version {latest} of {latest} (lag 0); ")) && r.stdout.contains("copied from S3"),
+        r.stdout
+            .contains(&format!("Delta version {latest} of {latest} (lag 0); "))
+            && r.stdout.contains("copied from S3"),
         "{}",
         r.stdout
     );
@@ -324,18 +326,7 @@ async fn the_table_mirrors_every_kind_of_delta_version_and_copies_each_file_once
 
 /// `bqsteward apply` as a child process, to be killed.
 fn spawn_apply(e: &Env, manifest: &str, dir: &std::path::Path) -> tokio::process::Child {
-    let file = dir.join("manifest.yaml");
-    std::fs::write(&file, manifest).unwrap();
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_bqsteward"));
-    c.args(["apply", "--secrets-dir", e.secrets.path().to_str().unwrap(), "-f"])
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    for var in support::cli::ENDPOINT_VARS {
-        c.env_remove(var);
-    }
-    c.envs(e.env.iter().map(|(k, v)| (*k, v.as_str())));
-    c.spawn().unwrap()
+    support::cli::spawn_apply(manifest, dir, e.secrets.path(), &e.env)
 }
 
 async fn landing(e: &Env, table: &str) -> Vec<String> {

@@ -115,7 +115,9 @@ fn the_demo_tells_the_whole_story() {
     has("source: ~ v-00000000000000000004 (compaction): copy 0 files (0 B), 0 removed files' rows leave the table");
     has("Plan: 3 versions to copy from Delta tables");
     has("  5        | 75.0   | FR");
-    has("acme-data-eng.shop.orders: order_id, status, amount, country, revision, _bqsteward_batch_id, _bqsteward_loaded_at, _bqsteward_source_file");
+    has(
+        "acme-data-eng.shop.orders: order_id, status, amount, country, revision, _bqsteward_batch_id, _bqsteward_loaded_at, _bqsteward_source_file",
+    );
     assert!(!all.contains("demo-reader-secret"), "the S3 secret key leaked");
     has("lake: stopped moto");
     // Stopped what it started.

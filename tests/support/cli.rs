@@ -66,3 +66,25 @@ pub fn adds(stdout: &str, needle: &str) -> bool {
         .lines()
         .any(|l| l.trim_start().starts_with('+') && l.contains(needle))
 }
+
+/// `bqsteward apply --secrets-dir <secrets> -f <dir>/manifest.yaml` as a child process (output
+/// discarded), to be killed mid-way; `env` on top of an environment without [`ENDPOINT_VARS`].
+pub fn spawn_apply(
+    manifest: &str,
+    dir: &std::path::Path,
+    secrets: &std::path::Path,
+    env: &[(&'static str, String)],
+) -> tokio::process::Child {
+    let file = dir.join("manifest.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_bqsteward"));
+    c.args(["apply", "--secrets-dir", secrets.to_str().unwrap(), "-f"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for var in ENDPOINT_VARS {
+        c.env_remove(var);
+    }
+    c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    c.spawn().unwrap()
+}

@@ -21,29 +21,36 @@ use bqsteward::cloud::Endpoints;
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// Runs `scripts/<script> start` and returns a reader of the `export NAME=value` lines it prints
+/// (`what`: which tests need it, for the failure message).
+fn start_script(script: &str, what: &str) -> impl Fn(&str) -> String {
+    let path = format!("{}/scripts/{script}", env!("CARGO_MANIFEST_DIR"));
+    let start = Command::new("bash")
+        .arg(&path)
+        .arg("start")
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    assert!(
+        start.status.success(),
+        "scripts/{script} start failed; {what} need it:\n{}",
+        String::from_utf8_lossy(&start.stderr)
+    );
+    let out = String::from_utf8_lossy(&start.stdout).into_owned();
+    let script = script.to_string();
+    move |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("scripts/{script} printed no {name}:\n{out}"))
+            .to_string()
+    }
+}
+
 /// The source databases' admin URLs (MariaDB, PostgreSQL); starts them on first use through
 /// `scripts/databases.sh` (idempotent across test binaries).
 pub fn databases() -> (String, String) {
     static URLS: OnceLock<(String, String)> = OnceLock::new();
     URLS.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/databases.sh");
-        let start = Command::new("bash")
-            .arg(script)
-            .arg("start")
-            .output()
-            .expect("run scripts/databases.sh");
-        assert!(
-            start.status.success(),
-            "scripts/databases.sh start failed; the database-source tests need it:\n{}",
-            String::from_utf8_lossy(&start.stderr)
-        );
-        let out = String::from_utf8_lossy(&start.stdout).into_owned();
-        let var = |name: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-                .unwrap_or_else(|| panic!("scripts/databases.sh printed no {name}:\n{out}"))
-                .to_string()
-        };
+        let var = start_script("databases.sh", "the database-source tests");
         (var("BQSTEWARD_TEST_MYSQL_URL"), var("BQSTEWARD_TEST_POSTGRES_URL"))
     })
     .clone()
@@ -67,24 +74,7 @@ pub struct Lake {
 pub fn lake() -> Lake {
     static LAKE: OnceLock<Lake> = OnceLock::new();
     LAKE.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lake.sh");
-        let start = Command::new("bash")
-            .arg(script)
-            .arg("start")
-            .output()
-            .expect("run scripts/lake.sh");
-        assert!(
-            start.status.success(),
-            "scripts/lake.sh start failed; the Delta-source tests need it:\n{}",
-            String::from_utf8_lossy(&start.stderr)
-        );
-        let out = String::from_utf8_lossy(&start.stdout).into_owned();
-        let var = |name: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-                .unwrap_or_else(|| panic!("scripts/lake.sh printed no {name}:\n{out}"))
-                .to_string()
-        };
+        let var = start_script("lake.sh", "the Delta-source tests");
         Lake {
             endpoint: var("BQSTEWARD_S3_ENDPOINT"),
             python: var("BQSTEWARD_LAKE_PYTHON"),
