@@ -57,7 +57,8 @@ db_mysql_port=${BQSTEWARD_DEMO_MYSQL_PORT:-19160}
 db_state=$(mktemp -d "${TMPDIR:-/tmp}/bqsteward-demo-db.XXXXXX")
 chmod 755 "$db_state"
 db_pg_port=$((db_mysql_port + 1))
-lake_port=${BQSTEWARD_DEMO_S3_PORT:-19170}
+# The local S3 port is the one config/demo-delta names (its endpoint).
+lake_port=19170
 lake_started=0
 finish() {
   local code=$?

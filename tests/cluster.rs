@@ -869,7 +869,7 @@ fn the_demo_runs_its_cluster_part() {
     );
     assert!(out.status.success(), "demo --cluster failed:\n{all}");
     let part = all
-        .split("9. The same manifests in Kubernetes")
+        .split("10. The same manifests in Kubernetes")
         .nth(1)
         .unwrap_or_else(|| panic!("no cluster part:\n{all}"));
     // `kubectl get` shows every object Ready (the READY printer column).

@@ -65,13 +65,17 @@ pub fn plan(s: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
         oldest = oldest.into_iter().chain(files.iter().map(|f| f.updated_ms)).min();
         let id = version.strip_prefix("v-").unwrap_or(version);
         let b = Batch::new(&s.table, BatchKind::Delta, files, id, vec![]);
-        if blocked || jobs(&b) > slots {
+        // A version is atomic (one statement): it waits for a day whose budget has room for all
+        // its jobs — or, larger than a whole day's budget, for a day nothing has run yet.
+        let whole_day =
+            jobs(&b) > s.daily_job_budget && s.jobs_today == 0 && out.new.is_empty() && out.resumed.is_empty();
+        if blocked || (jobs(&b) > slots && !whole_day) {
             // Versions load in order: the rest wait.
             out.deferred_files += data;
             blocked = true;
             continue;
         }
-        slots -= jobs(&b);
+        slots = slots.saturating_sub(jobs(&b));
         out.new.push(b);
     }
     out.lag_ms = oldest.map(|o| (s.now_ms - o).max(0));
@@ -143,6 +147,17 @@ mod tests {
         let p = plan(&settings(2), &listing(), &Ledger::default());
         assert_eq!(p.new.len(), 2);
         assert_eq!(p.deferred_files, 2);
+    }
+
+    #[test]
+    fn a_version_larger_than_a_days_budget_goes_alone_on_an_untouched_day() {
+        // Version 5 has two files; the budget is one job a day.
+        let listing: Vec<SourceFile> = listing().into_iter().filter(|f| f.uri.contains("0005")).collect();
+        let p = plan(&settings(1), &listing, &Ledger::default());
+        assert_eq!(p.new.len(), 1, "it would never fit otherwise");
+        let mut used = settings(1);
+        used.jobs_today = 1;
+        assert!(plan(&used, &listing, &Ledger::default()).new.is_empty());
     }
 
     #[test]
