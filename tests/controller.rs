@@ -718,6 +718,96 @@ async fn a_database_source_reads_its_secret_pulls_on_schedule_and_reports_drift(
     assert!(err.to_string().contains("ctl-db/no-such-secret"), "{err}");
 }
 
+/// A Delta source through the controller on a real API server: the S3 keys come from a Secret in
+/// the object's namespace, the table follows the Delta table version by version (a DELETE's rows
+/// leave), and the status says which version it holds — never the keys.
+#[tokio::test]
+async fn a_delta_source_reads_its_keys_from_the_namespace_and_follows_the_versions() {
+    let kube = Arc::new(RealCluster::new().await);
+    namespace(&kube, "ctl-delta");
+    let (mut ctx, bq, gcs) = ctx(kube.clone()).await;
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kube.kube.kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    ctx.sources = bqsteward::dbsource::Sources::new(
+        Arc::new(bqsteward::dbsource::secrets::KubeSecrets {
+            client: kube::Client::try_from(config).unwrap(),
+        }),
+        2,
+    )
+    .on_schedule();
+    kube.kube
+        .kubectl(&[
+            "delete",
+            "secret",
+            "lake-reader",
+            "-n",
+            "ctl-delta",
+            "--ignore-not-found",
+        ])
+        .ok();
+    kube.kube
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "lake-reader",
+            "-n",
+            "ctl-delta",
+            "--from-literal=AWS_ACCESS_KEY_ID=ctl-reader",
+            "--from-literal=AWS_SECRET_ACCESS_KEY=ctl-secret-never-shown",
+        ])
+        .ok();
+    let lake_bucket = support::unique("ctllake").replace('_', "-");
+    support::delta_writer(&["bucket", &lake_bucket]);
+    let uri = format!("s3://{lake_bucket}/orders");
+    support::delta_writer(&["write", &uri, r#"[{"id":1,"status":"new"},{"id":2,"status":"new"}]"#]);
+    support::delta_writer(&["write", &uri, r#"[{"id":3,"status":"new"}]"#]);
+    let bucket = support::unique("ctldelta").replace('_', "-");
+    gcs.create_bucket(PROJECT, &bucket).await.unwrap();
+    let ds = support::unique("ctldelta");
+    let endpoint = support::lake().endpoint;
+    let text = format!(
+        "apiVersion: bqsteward.dev/v1alpha1\nkind: IngestedTable\nmetadata: {{name: orders, namespace: ctl-delta}}\nspec:\n  source:\n    delta: {{uri: '{uri}/', region: eu-west-1, endpoint: '{endpoint}', credentialsSecret: {{name: lake-reader}}}}\n    landing: gs://{bucket}/land/\n  destination: {{project: {PROJECT}, dataset: {ds}, table: t}}\n  schema: [{{name: id, type: INT64}}, {{name: status, type: STRING}}]\n"
+    );
+    let all = load(&text);
+    let (bq_ref, ds_ref) = (&bq, &ds);
+    let count = || async move {
+        bq_ref
+            .query(
+                PROJECT,
+                "US",
+                &format!("SELECT COUNT(*) FROM {}", TableRef::new(PROJECT, ds_ref, "t").sql()),
+                &[],
+            )
+            .await
+            .unwrap()
+            .rows[0][0]
+            .clone()
+    };
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    assert_eq!(count().await.as_deref(), Some("3"));
+    support::delta_writer(&["delete", &uri, "id = 2"]);
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    assert_eq!(count().await.as_deref(), Some("2"), "the DELETE's row left");
+    // A reconcile with nothing new: the status holds the latest version.
+    reconcile(&ctx, &object(&kube, &all[0], false), &all).await.unwrap();
+    let s = kube.get(&key_of(&all[0]));
+    assert_eq!(s.status["delta"]["latestVersion"], json!(2), "{}", s.status);
+    assert_eq!(s.status["delta"]["loadedVersion"], json!(2), "{}", s.status);
+    assert_eq!(s.status["delta"]["versionLag"], json!(0), "{}", s.status);
+    assert!(s.status["delta"]["bytesCopied"].as_i64().unwrap() > 0, "{}", s.status);
+    assert_eq!(condition(&s.status, "Ready").0, "True", "{}", s.status);
+    assert!(
+        !s.status.to_string().contains("ctl-secret-never-shown"),
+        "the key leaked: {}",
+        s.status
+    );
+}
+
 /// A table with `checks` through the controller: the check runs after the loads (which it never
 /// stops), a row the source holds but BigQuery cannot (a MySQL zero date, reported by the pull)
 /// makes `InSync` False with the key named and a Warning event, and the next reconcile before

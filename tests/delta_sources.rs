@@ -22,7 +22,6 @@ struct Env {
     secrets: tempfile::TempDir,
     env: Vec<(&'static str, String)>,
     endpoint: String,
-    python: String,
     log: String,
     keyed_endpoint: String,
 }
@@ -31,9 +30,9 @@ async fn env() -> Env {
     let endpoints = emulators();
     let support::Lake {
         endpoint,
-        python,
         log,
         keyed_endpoint,
+        ..
     } = lake();
     let bq = BigQueryRest::new(&endpoints).await.unwrap();
     let gcs = GcsRest::new(&endpoints).unwrap();
@@ -53,7 +52,6 @@ async fn env() -> Env {
         secrets,
         env: emulator_env(&endpoints).into_iter().collect(),
         endpoint,
-        python,
         log,
         keyed_endpoint,
     };
@@ -64,19 +62,7 @@ async fn env() -> Env {
 impl Env {
     /// Runs the Delta writer; its standard output.
     fn writer(&self, args: &[&str]) -> String {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/delta_writer.py");
-        let out = std::process::Command::new(&self.python)
-            .arg(script)
-            .args(args)
-            .env("BQSTEWARD_S3_ENDPOINT", &self.endpoint)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "delta_writer {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        support::delta_writer(args)
     }
 
     fn uri(&self, table: &str) -> String {

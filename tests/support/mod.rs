@@ -85,6 +85,25 @@ pub fn lake() -> Lake {
     .clone()
 }
 
+/// Runs the Delta writer (`scripts/delta_writer.py`, delta-rs) against the local S3; its standard
+/// output.
+pub fn delta_writer(args: &[&str]) -> String {
+    let lake = lake();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/delta_writer.py");
+    let out = Command::new(&lake.python)
+        .arg(script)
+        .args(args)
+        .env("BQSTEWARD_S3_ENDPOINT", &lake.endpoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "delta_writer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The emulators' endpoints; starts them on first use (idempotent across test binaries).
 pub fn emulators() -> Endpoints {
     static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();
