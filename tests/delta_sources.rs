@@ -50,7 +50,13 @@ async fn env() -> Env {
         bucket,
         dataset: unique("dl"),
         secrets,
-        env: emulator_env(&endpoints).into_iter().collect(),
+        env: emulator_env(&endpoints)
+            .into_iter()
+            .chain([(
+                "BQSTEWARD_IDENTITY",
+                "serviceAccount:bqsteward@bqsteward-test.iam.gserviceaccount.com".to_string(),
+            )])
+            .collect(),
         endpoint,
         log,
         keyed_endpoint,
@@ -97,10 +103,14 @@ impl Env {
 
     /// The BigQuery table's (or a view's) rows, same shape.
     async fn table_rows(&self, table: &str) -> Vec<Vec<Option<String>>> {
+        self.rows_of(&format!("{PROJECT}.{}.{table}", self.dataset)).await
+    }
+
+    /// The rows of a table or view (`project.dataset.name`), same shape.
+    async fn rows_of(&self, name: &str) -> Vec<Vec<Option<String>>> {
         let mut got = self
             .rows(&format!(
-                "SELECT CAST(id AS STRING), status, CAST(amount AS STRING), CAST(day AS STRING) FROM `{PROJECT}.{}.{table}`",
-                self.dataset
+                "SELECT CAST(id AS STRING), status, CAST(amount AS STRING), CAST(day AS STRING) FROM `{name}`"
             ))
             .await;
         for r in &mut got {
@@ -173,7 +183,13 @@ async fn the_table_mirrors_every_kind_of_delta_version_and_copies_each_file_once
     let e = env().await;
     let table = unique("orders");
     let uri = e.uri(&table);
-    let m = manifest(&e, &table, "");
+    // The dedup (full) and clean views too; the latest row per id is the one with the greatest
+    // amount (a mirror has one row per id anyway).
+    let m = manifest(
+        &e,
+        &table,
+        "  versionColumn: amount\n  views: {full: true, clean: true}\n",
+    );
     let mut gets: Vec<String> = Vec::new();
     let versions: Vec<(&str, Vec<String>)> = vec![
         (
@@ -219,13 +235,25 @@ async fn the_table_mirrors_every_kind_of_delta_version_and_copies_each_file_once
                 "id".into(),
             ],
         ),
+        // d1 gets a second file, so the OPTIMIZE has something to compact.
+        (
+            "append before optimize",
+            vec![
+                "write".into(),
+                uri.clone(),
+                rows(r#"[{"id":6,"status":"new","amount":60.0,"day":"d1","card":"4666"}]"#),
+                "append".into(),
+                "day".into(),
+            ],
+        ),
         ("optimize", vec!["optimize".into(), uri.clone()]),
+        // A change inside the compacted file: its group's rows are replaced.
         (
             "update after optimize",
             vec![
                 "update".into(),
                 uri.clone(),
-                "id = 4".into(),
+                "id = 6".into(),
                 r#"{"status":"'refunded'"}"#.into(),
             ],
         ),
@@ -251,6 +279,14 @@ async fn the_table_mirrors_every_kind_of_delta_version_and_copies_each_file_once
             want,
             "after the {kind}: the table differs from the Delta table"
         );
+        for layer in ["full", "clean"] {
+            let view = format!("{PROJECT}.{}__views_{layer}.{table}", e.dataset);
+            assert_eq!(
+                e.rows_of(&view).await,
+                want,
+                "after the {kind}: the {layer} view differs"
+            );
+        }
     }
     // Each data file read from S3 at most once over all versions.
     let mut seen = std::collections::BTreeMap::new();
@@ -281,7 +317,7 @@ async fn the_table_mirrors_every_kind_of_delta_version_and_copies_each_file_once
     e.writer(&[
         "write",
         &uri,
-        r#"[{"id":6,"status":"new","amount":60.0,"day":"d3","card":"4666","channel":"web"}]"#,
+        r#"[{"id":7,"status":"new","amount":70.0,"day":"d3","card":"4777","channel":"web"}]"#,
         "append",
         "day",
         "schema_merge",
@@ -293,6 +329,31 @@ async fn the_table_mirrors_every_kind_of_delta_version_and_copies_each_file_once
         e.delta_rows(&table),
         "after the schema evolution"
     );
+    // The egress, version by version (from the markers; `-- --nocapture` prints it).
+    let mut compactions = 0;
+    let objects = e.gcs.list(&e.bucket, &format!("delta/{table}/")).await.unwrap();
+    for o in objects.iter().filter(|o| o.name.ends_with("/_COMPLETE")) {
+        let body = e
+            .gcs
+            .read_head(&e.bucket, &o.name, o.generation, 1 << 20)
+            .await
+            .unwrap();
+        let m: bqsteward::deltasource::Marker = serde_json::from_slice(&body).unwrap();
+        let grouped: u64 = m.groups.iter().flat_map(|g| &g.files).map(|f| f.size).sum();
+        println!(
+            "egress: version {} ({}): {} files, {} B copied; compacted files held under older names: {grouped} B",
+            m.version,
+            m.kind,
+            m.files.len(),
+            m.bytes_copied
+        );
+        if m.kind == "compaction" {
+            assert_eq!(m.bytes_copied, 0);
+            assert!(grouped > 0, "the compaction's files are tracked, not copied");
+            compactions += 1;
+        }
+    }
+    assert_eq!(compactions, 1, "the OPTIMIZE made one compaction version");
     // A second apply with nothing new changes nothing and reads nothing; the status says the
     // table is at the latest version and how much came from S3.
     let before = e.log_len();
@@ -386,7 +447,8 @@ async fn kill_9_during_the_copy_and_the_load_loses_and_duplicates_nothing() {
     assert_eq!(e.table_rows(&table).await, e.delta_rows(&table));
 }
 
-/// A table with deletion vectors is refused with the feature named, loading nothing; a Secret
+/// A table with deletion vectors, or with column mapping, is refused with the feature named,
+/// loading nothing; a Secret
 /// without the keys is named in the error, and its content never printed.
 #[tokio::test]
 async fn unsupported_features_and_missing_keys_are_refused_by_name() {
@@ -399,6 +461,12 @@ async fn unsupported_features_and_missing_keys_are_refused_by_name() {
     assert!(out.contains("Degraded=True (SourceRefused)"), "{out}");
     let listed = landing(&e, &table).await;
     assert!(listed.is_empty(), "nothing copied: {listed:?}");
+    let table = unique("cm");
+    e.writer(&["cmtable", &e.uri(&table)]);
+    let r = e.apply(&manifest(&e, &table, "")).await;
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains("uses columnMapping"), "{out}");
+    assert!(landing(&e, &table).await.is_empty());
 
     let table = unique("keys");
     e.writer(&[
