@@ -609,15 +609,9 @@ async fn a_namespace_with_a_service_account_is_reconciled_as_that_account() {
     );
 }
 
-/// A database source through the controller on a real API server: the connection URL comes from a
-/// Secret in the object's namespace (read with the Kubernetes API), the pull runs on the object's
-/// schedule (a reconcile right after does not pull again), and a column dropped on the replica
-/// makes the table Degraded with the reason.
-#[tokio::test]
-async fn a_database_source_reads_its_secret_pulls_on_schedule_and_reports_drift() {
-    let kube = Arc::new(RealCluster::new().await);
-    namespace(&kube, "ctl-db");
-    let (mut ctx, bq, gcs) = ctx(kube.clone()).await;
+/// Sources whose Secrets are read from the API server (as `bqsteward run` reads them), pulling on
+/// schedule.
+async fn read_secrets_from_the_cluster(ctx: &mut Ctx, kube: &RealCluster) {
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(&kube.kube.kubeconfig).unwrap(),
         &kube::config::KubeConfigOptions::default(),
@@ -631,6 +625,18 @@ async fn a_database_source_reads_its_secret_pulls_on_schedule_and_reports_drift(
         2,
     )
     .on_schedule();
+}
+
+/// A database source through the controller on a real API server: the connection URL comes from a
+/// Secret in the object's namespace (read with the Kubernetes API), the pull runs on the object's
+/// schedule (a reconcile right after does not pull again), and a column dropped on the replica
+/// makes the table Degraded with the reason.
+#[tokio::test]
+async fn a_database_source_reads_its_secret_pulls_on_schedule_and_reports_drift() {
+    let kube = Arc::new(RealCluster::new().await);
+    namespace(&kube, "ctl-db");
+    let (mut ctx, bq, gcs) = ctx(kube.clone()).await;
+    read_secrets_from_the_cluster(&mut ctx, &kube).await;
     let (mysql_url, _) = support::databases();
     kube.kube
         .kubectl(&["delete", "secret", "replica", "-n", "ctl-db", "--ignore-not-found"])
@@ -726,19 +732,7 @@ async fn a_delta_source_reads_its_keys_from_the_namespace_and_follows_the_versio
     let kube = Arc::new(RealCluster::new().await);
     namespace(&kube, "ctl-delta");
     let (mut ctx, bq, gcs) = ctx(kube.clone()).await;
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kube.kube.kubeconfig).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    ctx.sources = bqsteward::dbsource::Sources::new(
-        Arc::new(bqsteward::dbsource::secrets::KubeSecrets {
-            client: kube::Client::try_from(config).unwrap(),
-        }),
-        2,
-    )
-    .on_schedule();
+    read_secrets_from_the_cluster(&mut ctx, &kube).await;
     kube.kube
         .kubectl(&[
             "delete",
