@@ -269,6 +269,32 @@ impl<'a> Executor<'a> {
         crate::audit::record(ev);
     }
 
+    /// After a batch's statement ran: the audit event, its files LOADED in the ledger (the
+    /// batch's event with them), and the report.
+    async fn record_loaded(
+        &self,
+        b: &Batch,
+        meta: &BatchMeta,
+        done: Moved<'_>,
+        report: &mut Report,
+    ) -> Result<(), RunError> {
+        self.audit_loaded(b, done.rows, done.jobs_before, done.move_job, done.started);
+        self.crash(Step::Moved)?;
+        let events: Vec<_> = b
+            .files
+            .iter()
+            .map(|f| event(f, FileState::Loaded, meta, None, None))
+            .collect();
+        let be = batch_event(b, meta, "LOADED", done.rows, done.jobs, done.move_job, None);
+        self.ledger_write(&format!("{}_loaded", b.id), &events, &[be]).await?;
+        self.crash(Step::LedgerWritten)?;
+        report.batches_loaded += 1;
+        report.files_loaded += done.files;
+        report.rows_loaded += done.rows;
+        report.delays(&b.files);
+        Ok(())
+    }
+
     fn crash(&self, step: Step) -> Result<(), RunError> {
         match self.crash_after {
             Some(s) if s == step => Err(RunError::Crash(step)),
@@ -438,22 +464,17 @@ impl<'a> Executor<'a> {
                 Ok(rows) => {
                     self.crash(Step::StagingLoaded)?;
                     let (move_job, _) = self.move_rows(&b, std::slice::from_ref(&staging)).await?;
-                    self.audit_loaded(&b, rows, jobs_before, &move_job, started);
-                    self.crash(Step::Moved)?;
                     let jobs = i64::from(self.runner.loads_inserted() - before);
-                    let events: Vec<_> = b
-                        .files
-                        .iter()
-                        .map(|f| event(f, FileState::Loaded, &meta, None, None))
-                        .collect();
-                    let be = batch_event(&b, &meta, "LOADED", rows, jobs, &move_job, None);
-                    self.ledger_write(&format!("{}_loaded", b.id), &events, &[be]).await?;
-                    self.crash(Step::LedgerWritten)?;
+                    let done = Moved {
+                        rows,
+                        jobs,
+                        move_job: &move_job,
+                        started,
+                        jobs_before,
+                        files: b.files.len(),
+                    };
+                    self.record_loaded(&b, &meta, done, report).await?;
                     self.bq.delete_table(&staging).await?;
-                    report.batches_loaded += 1;
-                    report.files_loaded += b.files.len();
-                    report.rows_loaded += rows;
-                    report.delays(&b.files);
                 }
                 Err((category, message)) if b.files.len() == 1 => {
                     let f = &b.files[0];
@@ -539,21 +560,15 @@ impl<'a> Executor<'a> {
         let jobs = i64::from(self.runner.loads_inserted() - before);
         if bad.is_empty() {
             let (move_job, _) = self.move_rows(batch, &stagings).await?;
-            self.audit_loaded(batch, rows, jobs_before, &move_job, started);
-            self.crash(Step::Moved)?;
-            let events: Vec<_> = batch
-                .files
-                .iter()
-                .map(|f| event(f, FileState::Loaded, &meta, None, None))
-                .collect();
-            let be = batch_event(batch, &meta, "LOADED", rows, jobs, &move_job, None);
-            self.ledger_write(&format!("{}_loaded", batch.id), &events, &[be])
-                .await?;
-            self.crash(Step::LedgerWritten)?;
-            report.batches_loaded += 1;
-            report.files_loaded += batch.files.len();
-            report.rows_loaded += rows;
-            report.delays(&batch.files);
+            let done = Moved {
+                rows,
+                jobs,
+                move_job: &move_job,
+                started,
+                jobs_before,
+                files: batch.files.len(),
+            };
+            self.record_loaded(batch, &meta, done, report).await?;
         } else {
             let bad_keys: std::collections::HashSet<(&str, i64)> =
                 bad.iter().map(|(f, _, _)| (f.uri.as_str(), f.generation)).collect();
@@ -639,7 +654,18 @@ impl<'a> Executor<'a> {
     async fn move_rows(&self, b: &Batch, stagings: &[TableRef]) -> Result<(String, i64), RunError> {
         let window = self.t.day_window(b);
         let (sql, params) = move_sql(&self.t.table, &self.t.load_fields, b, stagings, window.as_ref());
-        let config = query_config(&sql, &params);
+        self.run_move(b, &sql, &params).await
+    }
+
+    /// Runs a batch's statement under its deterministic job id (`bqsteward_move_<batch>`: a
+    /// second run of the same batch adopts the first's job); returns (job id, rows changed).
+    async fn run_move(
+        &self,
+        b: &Batch,
+        sql: &str,
+        params: &[crate::cloud::bqtypes::Param],
+    ) -> Result<(String, i64), RunError> {
+        let config = query_config(sql, params);
         let base = format!("bqsteward_move_{}", b.id);
         match self.runner.run(&base, &config, false, || Ok(())).await? {
             Finished::Ok(job) => {
@@ -704,6 +730,21 @@ fn job_failed(what: &str, job: crate::cloud::bqtypes::Job, f: &Failure) -> RunEr
         reason: job.error.map(|e| e.reason).unwrap_or_default(),
         message: format!("{f:?}"),
     })
+}
+
+/// What a batch's statement did, for [`Executor::record_loaded`].
+struct Moved<'a> {
+    /// Rows loaded.
+    rows: i64,
+    /// Load jobs the batch used.
+    jobs: i64,
+    /// The statement's job id ("" when the batch needed none).
+    move_job: &'a str,
+    /// When the batch started, and the jobs inserted before it (for the audit event).
+    started: std::time::Instant,
+    jobs_before: usize,
+    /// Files the report counts as loaded.
+    files: usize,
 }
 
 fn chunk_batches(batches: &[Batch], max_files: usize) -> Vec<&[Batch]> {

@@ -3,11 +3,11 @@
 //! — and which Delta files' rows leave the table. One statement does both, so the table moves from
 //! one Delta version to the next at once; the ledger then records the version's files LOADED.
 
-use super::{Executor, Report, Step, batch_event, event, job_failed};
+use super::{Executor, Moved, Report, Step, batch_event, event};
 use crate::cloud::CloudError;
 use crate::deltasource::{COMPLETE, Marker};
-use crate::ingest::job_config::{DeltaPart, delta_sql, query_config};
-use crate::ingest::jobs::{Finished, RunError};
+use crate::ingest::job_config::{DeltaPart, delta_sql};
+use crate::ingest::jobs::RunError;
 use crate::ingest::model::{Batch, BatchKind, FileState};
 
 impl Executor<'_> {
@@ -85,19 +85,17 @@ impl Executor<'_> {
             match loaded {
                 Ok(n) => rows += n,
                 Err((category, message)) => {
-                    bad = Some((f.clone(), category, message));
+                    bad = Some((f.clone(), &l.source, category, message));
                     break;
                 }
             }
         }
         self.crash(Step::StagingLoaded)?;
         let jobs = i64::from(self.runner.loads_inserted() - before);
-        if let Some((f, category, message)) = bad {
+        if let Some((f, source, category, message)) = bad {
             let message = format!(
-                "Delta version {} not loaded: {} ({}); the versions after it wait",
-                marker.version,
-                message,
-                l_source(&marker, &f.uri, folder)
+                "Delta version {} not loaded: {message} ({source}); the versions after it wait",
+                marker.version
             );
             let events: Vec<_> = batch
                 .files
@@ -121,46 +119,22 @@ impl Executor<'_> {
             &marker.deletes,
             marker.kind == "snapshot",
         );
-        let mut move_job = String::new();
-        if let Some((sql, params)) = statement {
-            let config = query_config(&sql, &params);
-            match self
-                .runner
-                .run(&format!("bqsteward_move_{}", batch.id), &config, false, || Ok(()))
-                .await?
-            {
-                Finished::Ok(job) => move_job = job.id,
-                Finished::Failed(job, f) => return Err(job_failed("move job", job, &f)),
-            }
-        }
-        self.audit_loaded(batch, rows, jobs_before, &move_job, started);
-        self.crash(Step::Moved)?;
-        let events: Vec<_> = batch
-            .files
-            .iter()
-            .map(|f| event(f, FileState::Loaded, &meta, None, None))
-            .collect();
-        let be = batch_event(batch, &meta, "LOADED", rows, jobs, &move_job, None);
-        self.ledger_write(&format!("{}_loaded", batch.id), &events, &[be])
-            .await?;
-        self.crash(Step::LedgerWritten)?;
+        let move_job = match statement {
+            Some((sql, params)) => self.run_move(batch, &sql, &params).await?.0,
+            None => String::new(),
+        };
+        let done = Moved {
+            rows,
+            jobs,
+            move_job: &move_job,
+            started,
+            jobs_before,
+            files: marker.files.len(),
+        };
+        self.record_loaded(batch, &meta, done, report).await?;
         for p in &parts {
             self.bq.delete_table(&p.staging).await?;
         }
-        report.batches_loaded += 1;
-        report.files_loaded += marker.files.len();
-        report.rows_loaded += rows;
-        report.delays(&batch.files);
         Ok(true)
     }
-}
-
-/// The Delta file a landed object copies.
-fn l_source(marker: &Marker, uri: &str, folder: &str) -> String {
-    let name = uri.strip_prefix(folder).unwrap_or(uri);
-    marker
-        .files
-        .iter()
-        .find(|l| l.name == name)
-        .map_or_else(|| uri.to_string(), |l| l.source.clone())
 }
