@@ -4,24 +4,14 @@
 
 use super::landing;
 use crate::ingest::model::{Batch, BatchKind, Ledger, SourceFile};
-use crate::ingest::plan::{LoadPlan, Settings, Settled, resumed_batches, settled, snapshot_set, take_batch};
-use std::collections::{BTreeMap, HashSet};
+use crate::ingest::plan::{LoadPlan, Settings, Settled, file_keys, resuming, settled, snapshot_set, take_batch};
+use std::collections::BTreeMap;
 
 /// Plans the loads of complete sets (`listing` holds only complete sets' data files and their
 /// `_COMPLETE` markers, see [`crate::ingest::source::Discovery`]).
 pub fn plan(s: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
-    let budget_left = s.daily_job_budget.saturating_sub(s.jobs_today);
-    let mut out = LoadPlan {
-        budget_left,
-        ..LoadPlan::default()
-    };
-    out.resumed = resumed_batches(s, ledger);
-    let in_flight: HashSet<(&str, i64)> = out
-        .resumed
-        .iter()
-        .flat_map(|b| b.files.iter().map(|f| (f.uri.as_str(), f.generation)))
-        .collect();
-    out.pending_files = in_flight.len();
+    let mut out = resuming(s, ledger);
+    let in_flight = file_keys(&out.resumed);
     // set → (completed at, files not yet loaded)
     let mut sets: BTreeMap<&str, (i64, Vec<SourceFile>)> = BTreeMap::new();
     for f in listing {
@@ -50,7 +40,7 @@ pub fn plan(s: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
         .collect();
     ordered.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(b.0)));
     let mut oldest = out.resumed.iter().flat_map(|b| &b.files).map(|f| f.updated_ms).min();
-    let mut slots = budget_left.saturating_sub(out.resumed.len() as u32) as usize;
+    let mut slots = out.budget_left.saturating_sub(out.resumed.len() as u32) as usize;
     for (set, _, mut files) in ordered {
         out.pending_files += files.len();
         oldest = oldest.into_iter().chain(files.iter().map(|f| f.updated_ms)).min();

@@ -3,24 +3,14 @@
 //! (quarantined) stops the versions after it until it loads (the table never skips a version).
 
 use crate::ingest::model::{Batch, BatchKind, FileState, Ledger, SourceFile};
-use crate::ingest::plan::{LoadPlan, Settings, Settled, resumed_batches, settled, snapshot_set};
-use std::collections::{BTreeMap, HashSet};
+use crate::ingest::plan::{LoadPlan, Settings, Settled, file_keys, resuming, settled, snapshot_set};
+use std::collections::BTreeMap;
 
 /// Plans the loads of landed versions (`listing`: complete version folders' files and markers).
 pub fn plan(s: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
-    let budget_left = s.daily_job_budget.saturating_sub(s.jobs_today);
-    let mut out = LoadPlan {
-        budget_left,
-        ..LoadPlan::default()
-    };
-    out.resumed = resumed_batches(s, ledger);
+    let mut out = resuming(s, ledger);
     out.resumed.sort_by(|a, b| a.reload_id.cmp(&b.reload_id));
-    let in_flight: HashSet<(&str, i64)> = out
-        .resumed
-        .iter()
-        .flat_map(|b| b.files.iter().map(|f| (f.uri.as_str(), f.generation)))
-        .collect();
-    out.pending_files = in_flight.len();
+    let in_flight = file_keys(&out.resumed);
     // Folder names sort in loading order (a reload right after its version).
     let mut versions: BTreeMap<&str, Vec<SourceFile>> = BTreeMap::new();
     for f in listing {
@@ -30,7 +20,9 @@ pub fn plan(s: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
         }
     }
     let mut oldest = out.resumed.iter().flat_map(|b| &b.files).map(|f| f.updated_ms).min();
-    let mut slots = budget_left.saturating_sub(out.resumed.iter().map(jobs).sum::<u32>());
+    let mut slots = out
+        .budget_left
+        .saturating_sub(out.resumed.iter().map(jobs).sum::<u32>());
     let mut blocked = false;
     for (version, files) in versions {
         if files

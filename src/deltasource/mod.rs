@@ -84,6 +84,8 @@ pub struct DeltaObserved {
     pub last: Option<Marker>,
     /// The log from there.
     pub log: log::LogRead,
+    /// The S3 store opened with the Secret's keys (the copies use it too).
+    pub store: Option<Arc<dyn delta_kernel::object_store::ObjectStore>>,
 }
 
 /// One version (or reload) to land.
@@ -169,6 +171,11 @@ pub fn folder_version(name: &str) -> Option<u64> {
     v.parse().ok()
 }
 
+/// The `_COMPLETE` marker among a version folder's objects, if the folder is complete.
+fn marker_in(objects: &[ObjectInfo]) -> Option<&ObjectInfo> {
+    objects.iter().find(|o| o.name.ends_with(&format!("/{COMPLETE}")))
+}
+
 /// Reads the Secret's keys and opens the table's S3 store.
 pub async fn store(
     secrets: &dyn Secrets,
@@ -244,8 +251,7 @@ pub async fn observe(
             landing.entry(f.to_string()).or_default().push(o);
         }
     }
-    let complete = |objs: &[ObjectInfo]| objs.iter().find(|o| o.name.ends_with(&format!("/{COMPLETE}"))).cloned();
-    let last = match landing.iter().rev().find_map(|(_, objs)| complete(objs)) {
+    let last = match landing.values().rev().find_map(|objs| marker_in(objs)) {
         Some(m) => {
             let body = gcs
                 .read_head(&bucket, &m.name, m.generation, 256 << 20)
@@ -265,14 +271,15 @@ pub async fn observe(
         let done = format!("-reload-{}", r.id);
         !landing
             .iter()
-            .any(|(f, objs)| f.ends_with(&done) && complete(objs).is_some())
+            .any(|(f, objs)| f.ends_with(&done) && marker_in(objs).is_some())
     });
     let store = store(secrets, resource, d).await?;
     let root = table_root(d)?;
     let after = last.as_ref().map(|m| m.version);
     let versions = reload.and_then(|r| r.versions);
+    let engine_store = store.clone();
     let read = tokio::task::spawn_blocking(move || {
-        let engine = Arc::new(delta_kernel_default_engine::DefaultEngine::builder(store).build());
+        let engine = Arc::new(delta_kernel_default_engine::DefaultEngine::builder(engine_store).build());
         log::read(engine, &root, after, MAX_COMMITS, versions)
     })
     .await
@@ -283,20 +290,20 @@ pub async fn observe(
         last,
         log: read,
         reload: reload.cloned(),
+        store: Some(store),
     })
 }
 
 /// Plans the versions to land (pure).
 pub fn plan(spec: &IngestedTableSpec, o: &DeltaObserved) -> DeltaPlan {
     let d = spec_delta(spec);
-    let complete = |objs: &[ObjectInfo]| objs.iter().any(|x| x.name.ends_with(&format!("/{COMPLETE}")));
     let mut out = DeltaPlan {
         latest: o.log.latest,
         landed: o.last.as_ref().map(|m| m.version),
         bytes_landed: o
             .landing
             .values()
-            .filter(|objs| complete(objs))
+            .filter(|objs| marker_in(objs).is_some())
             .flatten()
             .filter(|x| x.name.ends_with(".parquet"))
             .map(|x| x.size)
@@ -431,7 +438,6 @@ fn safe_stem(path: &str) -> String {
 /// Lands the planned versions in order: each file copied once (a file an interrupted run copied is
 /// kept), then the version's marker. `read` counts the bytes read from S3.
 pub async fn run(
-    secrets: &dyn Secrets,
     gcs: &dyn Storage,
     resource: &str,
     spec: &IngestedTableSpec,
@@ -445,7 +451,7 @@ pub async fn run(
     }
     let d = spec_delta(spec);
     let (bucket, prefix) = landing_of(spec)?;
-    let store = store(secrets, resource, d).await?;
+    let store = o.store.as_ref().ok_or("the S3 store was not opened (observe first)")?;
     let root = table_root(d)?;
     let base = root.path().trim_start_matches('/').to_string();
     for v in &p.versions {
@@ -456,7 +462,7 @@ pub async fn run(
             .flatten()
             .map(|x| (x.name.as_str(), x.size))
             .collect();
-        if present.iter().any(|(n, _)| n.ends_with(&format!("/{COMPLETE}"))) {
+        if o.landing.get(&v.folder).is_some_and(|objs| marker_in(objs).is_some()) {
             continue;
         }
         let started = std::time::Instant::now();

@@ -239,7 +239,7 @@ pub async fn apply(c: &Clients<'_>, t: &Target, state: &TableState) -> TableAppl
         Some(Ok((o, p))) if p.problems.is_empty() && !p.versions.is_empty() => {
             let table = t.table.to_string();
             let read = |n: u64| crate::ingest::delta_copied(&table, n);
-            Some(crate::deltasource::run(c.sources.secrets.as_ref(), c.gcs, &t.name, &t.spec, o, p, &read).await)
+            Some(crate::deltasource::run(c.gcs, &t.name, &t.spec, o, p, &read).await)
         }
         _ => None,
     };

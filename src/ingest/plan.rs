@@ -138,19 +138,10 @@ impl LoadPlan {
 
 /// Plans the loads of one table.
 pub fn plan(settings: &Settings, listing: &[SourceFile], ledger: &Ledger) -> LoadPlan {
-    let budget_left = settings.daily_job_budget.saturating_sub(settings.jobs_today);
-    let mut out = LoadPlan {
-        budget_left,
-        ..LoadPlan::default()
-    };
-    let in_flight = resumed_batches(settings, ledger);
-    let in_flight_keys: HashSet<(&str, i64)> = in_flight
-        .iter()
-        .flat_map(|b| b.files.iter().map(|f| (f.uri.as_str(), f.generation)))
-        .collect();
+    let mut out = resuming(settings, ledger);
+    let in_flight = out.resumed.clone();
+    let in_flight_keys = file_keys(&in_flight);
     let mut oldest: Option<i64> = in_flight.iter().flat_map(|b| &b.files).map(|f| f.updated_ms).min();
-    out.pending_files = in_flight_keys.len();
-    out.resumed = in_flight.clone();
 
     match settings.mode {
         LoadMode::Incremental => {
@@ -159,7 +150,7 @@ pub fn plan(settings: &Settings, listing: &[SourceFile], ledger: &Ledger) -> Loa
             oldest = oldest.into_iter().chain(pending.iter().map(|f| f.updated_ms)).min();
             // Oldest first, so lag shrinks fastest; ties by name for determinism.
             pending.sort_unstable_by(|a, b| a.updated_ms.cmp(&b.updated_ms).then_with(|| a.uri.cmp(&b.uri)));
-            let slots = budget_left.saturating_sub(out.resumed.len() as u32) as usize;
+            let slots = out.budget_left.saturating_sub(out.resumed.len() as u32) as usize;
             let pace = Pace::of(settings);
             let mut rest = pending.as_slice();
             while !rest.is_empty() && out.new.len() < slots {
@@ -270,6 +261,25 @@ pub(crate) fn take_batch(files: &[SourceFile], max_files: usize, max_bytes: Opti
         n += 1;
     }
     n.max(1)
+}
+
+/// A load plan that starts with the day's budget and the batches to resume (their files pending).
+pub(crate) fn resuming(s: &Settings, ledger: &Ledger) -> LoadPlan {
+    let resumed = resumed_batches(s, ledger);
+    LoadPlan {
+        budget_left: s.daily_job_budget.saturating_sub(s.jobs_today),
+        pending_files: file_keys(&resumed).len(),
+        resumed,
+        ..LoadPlan::default()
+    }
+}
+
+/// The (uri, generation) of every file of `batches`.
+pub(crate) fn file_keys(batches: &[Batch]) -> HashSet<(&str, i64)> {
+    batches
+        .iter()
+        .flat_map(|b| b.files.iter().map(|f| (f.uri.as_str(), f.generation)))
+        .collect()
 }
 
 /// Batches whose files' latest ledger event is PLANNED, rebuilt exactly as they were written.
