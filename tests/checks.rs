@@ -11,7 +11,7 @@ mod support;
 use bqsteward::checks::canon::{self, CanonColumn, Dialect};
 use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
 use bqsteward::cloud::storage::GcsRest;
-use support::cli::{bqsteward, emulator_env, ok};
+use support::cli::{bqsteward, emulator_env_with_identity, ok};
 use support::sql::{my, mysql, pg, postgres};
 use support::{databases, emulators, unique};
 
@@ -428,13 +428,7 @@ async fn env() -> Env {
         bucket,
         dataset: unique("chk"),
         secrets,
-        env: emulator_env(&endpoints)
-            .into_iter()
-            .chain([(
-                "BQSTEWARD_IDENTITY",
-                "serviceAccount:bqsteward@bqsteward-test.iam.gserviceaccount.com".to_string(),
-            )])
-            .collect(),
+        env: emulator_env_with_identity(&endpoints),
     }
 }
 

@@ -627,6 +627,17 @@ async fn read_secrets_from_the_cluster(ctx: &mut Ctx, kube: &RealCluster) {
     .on_schedule();
 }
 
+/// (Re)creates Secret `name` in `namespace` with these keys.
+fn put_secret(kube: &RealCluster, namespace: &str, name: &str, keys: &[(&str, &str)]) {
+    kube.kube
+        .kubectl(&["delete", "secret", name, "-n", namespace, "--ignore-not-found"])
+        .ok();
+    let literals: Vec<String> = keys.iter().map(|(k, v)| format!("--from-literal={k}={v}")).collect();
+    let mut args = vec!["create", "secret", "generic", name, "-n", namespace];
+    args.extend(literals.iter().map(String::as_str));
+    kube.kube.kubectl(&args).ok();
+}
+
 /// A database source through the controller on a real API server: the connection URL comes from a
 /// Secret in the object's namespace (read with the Kubernetes API), the pull runs on the object's
 /// schedule (a reconcile right after does not pull again), and a column dropped on the replica
@@ -638,20 +649,7 @@ async fn a_database_source_reads_its_secret_pulls_on_schedule_and_reports_drift(
     let (mut ctx, bq, gcs) = ctx(kube.clone()).await;
     read_secrets_from_the_cluster(&mut ctx, &kube).await;
     let (mysql_url, _) = support::databases();
-    kube.kube
-        .kubectl(&["delete", "secret", "replica", "-n", "ctl-db", "--ignore-not-found"])
-        .ok();
-    kube.kube
-        .kubectl(&[
-            "create",
-            "secret",
-            "generic",
-            "replica",
-            "-n",
-            "ctl-db",
-            &format!("--from-literal=url={mysql_url}"),
-        ])
-        .ok();
+    put_secret(&kube, "ctl-db", "replica", &[("url", &mysql_url)]);
     let table = support::unique("ctldb");
     let opts: sqlx::mysql::MySqlConnectOptions = mysql_url.parse().unwrap();
     let mut c = <sqlx::MySqlConnection as sqlx::Connection>::connect_with(&opts)
@@ -733,28 +731,15 @@ async fn a_delta_source_reads_its_keys_from_the_namespace_and_follows_the_versio
     namespace(&kube, "ctl-delta");
     let (mut ctx, bq, gcs) = ctx(kube.clone()).await;
     read_secrets_from_the_cluster(&mut ctx, &kube).await;
-    kube.kube
-        .kubectl(&[
-            "delete",
-            "secret",
-            "lake-reader",
-            "-n",
-            "ctl-delta",
-            "--ignore-not-found",
-        ])
-        .ok();
-    kube.kube
-        .kubectl(&[
-            "create",
-            "secret",
-            "generic",
-            "lake-reader",
-            "-n",
-            "ctl-delta",
-            "--from-literal=AWS_ACCESS_KEY_ID=ctl-reader",
-            "--from-literal=AWS_SECRET_ACCESS_KEY=ctl-secret-never-shown",
-        ])
-        .ok();
+    put_secret(
+        &kube,
+        "ctl-delta",
+        "lake-reader",
+        &[
+            ("AWS_ACCESS_KEY_ID", "ctl-reader"),
+            ("AWS_SECRET_ACCESS_KEY", "ctl-secret-never-shown"),
+        ],
+    );
     let lake_bucket = support::unique("ctllake").replace('_', "-");
     support::delta_writer(&["bucket", &lake_bucket]);
     let uri = format!("s3://{lake_bucket}/orders");

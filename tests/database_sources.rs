@@ -7,7 +7,7 @@ mod support;
 use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
 use bqsteward::cloud::storage::{GcsRest, Storage};
 use sqlx::Connection;
-use support::cli::{bqsteward, emulator_env, ok};
+use support::cli::{bqsteward, emulator_env_with_identity, ok};
 use support::sql::{my, mysql, pg, postgres};
 use support::{databases, emulators, unique};
 
@@ -40,13 +40,7 @@ async fn env() -> Env {
         bucket,
         dataset: unique("dbs"),
         secrets,
-        env: emulator_env(&endpoints)
-            .into_iter()
-            .chain([(
-                "BQSTEWARD_IDENTITY",
-                "serviceAccount:bqsteward@bqsteward-test.iam.gserviceaccount.com".to_string(),
-            )])
-            .collect(),
+        env: emulator_env_with_identity(&endpoints),
     }
 }
 

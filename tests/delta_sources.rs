@@ -8,7 +8,7 @@ mod support;
 
 use bqsteward::cloud::bigquery::{BigQuery, BigQueryRest};
 use bqsteward::cloud::storage::{GcsRest, Storage};
-use support::cli::{bqsteward, emulator_env, ok};
+use support::cli::{bqsteward, emulator_env_with_identity, ok};
 use support::{emulators, lake, unique};
 
 const PROJECT: &str = "bqsteward-test";
@@ -50,13 +50,7 @@ async fn env() -> Env {
         bucket,
         dataset: unique("dl"),
         secrets,
-        env: emulator_env(&endpoints)
-            .into_iter()
-            .chain([(
-                "BQSTEWARD_IDENTITY",
-                "serviceAccount:bqsteward@bqsteward-test.iam.gserviceaccount.com".to_string(),
-            )])
-            .collect(),
+        env: emulator_env_with_identity(&endpoints),
         endpoint,
         log,
         keyed_endpoint,

@@ -139,16 +139,7 @@ async fn a_lexical_source_lists_from_its_cursor_and_a_full_listing_catches_strag
     gcs.create_bucket(PROJECT, &bucket).await.unwrap();
     let put = |i: usize, name: String| {
         let (gcs, bucket) = (&gcs, &bucket);
-        async move {
-            gcs.upload(
-                bucket,
-                &name,
-                format!("{{\"id\": {i}}}\n").into_bytes(),
-                "application/json",
-            )
-            .await
-            .unwrap();
-        }
+        async move { support::upload_id_row(gcs, bucket, &name, i).await }
     };
     let name = |i: usize| format!("in/2026/11/27/f-{i:04}.json");
     for i in 0..30 {

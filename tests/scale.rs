@@ -62,14 +62,7 @@ async fn a_cycle_of_a_table_with_20000_files_loaded_reads_what_is_new() {
         futures::stream::iter(range)
             .map(move |i| async move {
                 let name = format!("in/2026/11/27/{:02}/f-{i:06}.json", i / 1000);
-                gcs.upload(
-                    bucket,
-                    &name,
-                    format!("{{\"id\": {i}}}\n").into_bytes(),
-                    "application/json",
-                )
-                .await
-                .unwrap();
+                support::upload_id_row(gcs, bucket, &name, i).await;
             })
             .buffer_unordered(32)
             .collect::<Vec<()>>()

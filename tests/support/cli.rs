@@ -49,6 +49,18 @@ pub async fn bqsteward(args: &[&str], manifests: &str, env: &[(&str, &str)]) -> 
     }
 }
 
+/// [`emulator_env`] and bqsteward's own identity (`BQSTEWARD_IDENTITY`), which it keeps as an
+/// OWNER of the datasets it writes.
+pub fn emulator_env_with_identity(endpoints: &Endpoints) -> Vec<(&'static str, String)> {
+    emulator_env(endpoints)
+        .into_iter()
+        .chain([(
+            "BQSTEWARD_IDENTITY",
+            "serviceAccount:bqsteward@bqsteward-test.iam.gserviceaccount.com".to_string(),
+        )])
+        .collect()
+}
+
 /// The emulator variables for `endpoints` (hosts as bqsteward reads them).
 pub fn emulator_env(endpoints: &Endpoints) -> [(&'static str, String); 2] {
     [

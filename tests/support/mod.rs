@@ -104,6 +104,18 @@ pub fn delta_writer(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Uploads `gs://bucket/name` holding one JSON row, `{"id": i}`.
+pub async fn upload_id_row(gcs: &dyn bqsteward::cloud::storage::Storage, bucket: &str, name: &str, i: usize) {
+    gcs.upload(
+        bucket,
+        name,
+        format!("{{\"id\": {i}}}\n").into_bytes(),
+        "application/json",
+    )
+    .await
+    .unwrap();
+}
+
 /// The emulators' endpoints; starts them on first use (idempotent across test binaries).
 pub fn emulators() -> Endpoints {
     static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();
