@@ -106,29 +106,20 @@ pub fn read(
     if let (Some(at), Some((from, to))) = (after, reload)
         && from <= at
     {
-        let snapshot = Snapshot::builder_for(table_root.as_str())
-            .at_version(at)
-            .build(engine.as_ref())
-            .map_err(|e| describe(&e))?;
-        let (live, _) = live_files(engine.as_ref(), snapshot)?;
-        let range = CommitRange::builder_for(table_root.as_str(), from)
-            .with_end_version(to.min(at))
-            .build(engine.as_ref())
-            .map_err(|e| describe(&e))?;
-        let mut added = std::collections::BTreeSet::new();
-        for c in range
-            .commits(engine.clone(), None, &[DeltaAction::Add, DeltaAction::Remove])
-            .map_err(|e| describe(&e))?
-        {
-            let c = c.map_err(|e| describe(&e))?;
-            let mut visitor = ActionVisitor::default();
-            for batch in c.get_actions(engine.as_ref()).map_err(|e| describe(&e))? {
-                visitor
-                    .visit_rows_of(batch.map_err(|e| describe(&e))?.as_ref())
-                    .map_err(|e| describe(&e))?;
-            }
-            added.extend(visitor.adds.into_iter().map(|(f, _)| f.path));
-        }
+        let at_snapshot = if at == out.latest {
+            snapshot.clone()
+        } else {
+            Snapshot::builder_for(table_root.as_str())
+                .at_version(at)
+                .build(engine.as_ref())
+                .map_err(|e| describe(&e))?
+        };
+        let (live, _) = live_files(engine.as_ref(), at_snapshot)?;
+        let (commits, _) = read_commits(&engine, table_root, from, to.min(at))?;
+        let added: std::collections::BTreeSet<String> = commits
+            .into_iter()
+            .flat_map(|c| c.adds.into_iter().map(|(f, _)| f.path))
+            .collect();
         out.reload = Some(live.into_iter().filter(|f| added.contains(&f.path)).collect());
     }
     match after {
@@ -141,33 +132,47 @@ pub fn read(
         }
         Some(v) if v >= out.latest => {}
         Some(v) => {
-            let end = out.latest.min(v + max_commits);
-            let range = CommitRange::builder_for(table_root.as_str(), v + 1)
-                .with_end_version(end)
-                .build(engine.as_ref())
-                .map_err(|e| describe(&e))?;
-            let commits = range
-                .commits(engine.clone(), None, &[DeltaAction::Add, DeltaAction::Remove])
-                .map_err(|e| describe(&e))?;
-            for c in commits {
-                let c = c.map_err(|e| describe(&e))?;
-                let mut visitor = ActionVisitor::default();
-                for batch in c.get_actions(engine.as_ref()).map_err(|e| describe(&e))? {
-                    let batch = batch.map_err(|e| describe(&e))?;
-                    visitor.visit_rows_of(batch.as_ref()).map_err(|e| describe(&e))?;
-                }
-                if visitor.deletion_vector {
-                    push_once(&mut out.refused, DELETION_VECTORS);
-                }
-                out.commits.push(Commit {
-                    version: c.version(),
-                    adds: visitor.adds,
-                    removes: visitor.removes,
-                });
+            let (commits, dv) = read_commits(&engine, table_root, v + 1, out.latest.min(v + max_commits))?;
+            if dv {
+                push_once(&mut out.refused, DELETION_VECTORS);
             }
+            out.commits = commits;
         }
     }
     Ok(out)
+}
+
+/// The data files commits `from..=to` add and remove, and whether any action carries a deletion
+/// vector.
+fn read_commits(
+    engine: &Arc<dyn Engine>,
+    table_root: &url::Url,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<Commit>, bool), String> {
+    let range = CommitRange::builder_for(table_root.as_str(), from)
+        .with_end_version(to)
+        .build(engine.as_ref())
+        .map_err(|e| describe(&e))?;
+    let (mut out, mut dv) = (Vec::new(), false);
+    for c in range
+        .commits(engine.clone(), None, &[DeltaAction::Add, DeltaAction::Remove])
+        .map_err(|e| describe(&e))?
+    {
+        let c = c.map_err(|e| describe(&e))?;
+        let mut visitor = ActionVisitor::default();
+        for batch in c.get_actions(engine.as_ref()).map_err(|e| describe(&e))? {
+            let batch = batch.map_err(|e| describe(&e))?;
+            visitor.visit_rows_of(batch.as_ref()).map_err(|e| describe(&e))?;
+        }
+        dv |= visitor.deletion_vector;
+        out.push(Commit {
+            version: c.version(),
+            adds: visitor.adds,
+            removes: visitor.removes,
+        });
+    }
+    Ok((out, dv))
 }
 
 /// The live files of a snapshot, and whether any carries a deletion vector.
